@@ -1,0 +1,42 @@
+"""Errors the library raises for bad input or missing things; each carries a stable code and an HTTP status.
+
+The web layer turns them into ``{"error": {"code", "message"}}`` responses and the CLI into a message and a
+non-zero exit, so neither has to know the individual cases.
+"""
+
+from __future__ import annotations
+
+
+class DupQError(Exception):
+    """Base class: ``code`` is machine-readable, ``status`` the HTTP status it maps to."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ValidationError(DupQError):
+    code = "invalid_request"
+    status = 400
+
+
+class NotFoundError(DupQError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(DupQError):
+    code = "conflict"
+    status = 409
+
+
+class BusyError(DupQError):
+    """The dupq home is held by another process (one writer per home)."""
+
+    code = "busy"
+    status = 503

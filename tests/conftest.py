@@ -1,0 +1,59 @@
+"""Shared fixtures (flaskr style: ``app``, ``client``, ``runner``) over a real model and a temp home.
+
+The packaged model is loaded once per process (``dupq.model`` caches it by path); each test gets its own
+``$DUPQ_HOME`` seeded with a small bank so tests stay independent and fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL_BANK = FIXTURES / "small_bank.jsonl"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def settings(home: Path):
+    from dupq.config import Settings
+
+    return Settings(home=home, seed_bank=str(SMALL_BANK))
+
+
+@pytest.fixture
+def svc(settings):
+    from dupq.service import DupQ
+
+    s = DupQ(settings)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(home: Path):
+    from web import create_app
+
+    app = create_app({"TESTING": True, "DUPQ_HOME": str(home), "DUPQ_SEED_BANK": str(SMALL_BANK), "SECRET_KEY": "test"})
+    yield app
+    app.extensions["dupq"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(home: Path):
+    from click.testing import CliRunner
+
+    return CliRunner(env={"DUPQ_HOME": str(home), "DUPQ_SEED_BANK": str(SMALL_BANK)})

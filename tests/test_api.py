@@ -1,0 +1,118 @@
+"""JSON API: every success and error case."""
+
+from __future__ import annotations
+
+import pytest
+
+from dupq.config import MAX_BATCH, MAX_QUESTION_CHARS
+
+
+def err(resp, status: int, code: str | None = None) -> dict:
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    body = resp.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"} and body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+    return body
+
+
+def test_search_returns_ranked_results(client) -> None:
+    r = client.post("/api/v1/search", json={"question": "How do I reverse a list in Python?", "k": 5})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert set(body) == {"model", "energy", "threshold", "took_ms", "results"}
+    assert len(body["results"]) == 5 and body["model"] == "base"
+    assert body["results"][0]["id"] == "py-rev-1" and body["results"][0]["duplicate"] is True
+    assert all(set(x) == {"id", "text", "score", "duplicate"} for x in body["results"])
+    assert [x["score"] for x in body["results"]] == sorted((x["score"] for x in body["results"]), reverse=True)
+    assert body["results"][-1]["duplicate"] is False
+    assert len(client.post("/api/v1/search", json={"question": "visa for Japan"}).get_json()["results"]) == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs, code",
+    [
+        ({"data": "not json", "content_type": "application/json"}, "invalid_json"),
+        ({"data": "question=x", "content_type": "application/x-www-form-urlencoded"}, "invalid_json"),
+        ({"json": ["a list"]}, "invalid_json"),
+        ({"json": {}}, "missing_field"),
+        ({"json": {"question": ""}}, "empty_question"),
+        ({"json": {"question": "   "}}, "empty_question"),
+        ({"json": {"question": 12}}, "invalid_type"),
+        ({"json": {"question": "ok?", "k": "5"}}, "invalid_type"),
+        ({"json": {"question": "ok?", "k": 0}}, "k_out_of_range"),
+        ({"json": {"question": "ok?", "k": 101}}, "k_out_of_range"),
+        ({"json": {"question": "x" * (MAX_QUESTION_CHARS + 1)}}, "question_too_long"),
+    ],
+)
+def test_search_errors(client, kwargs, code) -> None:
+    err(client.post("/api/v1/search", **kwargs), 400, code)
+
+
+def test_add_get_list_delete_questions(client) -> None:
+    r = client.post(
+        "/api/v1/questions",
+        json={
+            "questions": [
+                {"text": "How do I renew my passport?", "id": "tr-passport", "meta": {"topic": "travel"}},
+                {"text": "  What is a good oven temperature for roasting vegetables?  "},
+            ]
+        },
+    )
+    assert r.status_code == 201
+    ids = r.get_json()["ids"]
+    assert ids[0] == "tr-passport" and len(ids) == 2
+    q = client.get("/api/v1/questions/tr-passport").get_json()
+    assert q["text"] == "How do I renew my passport?" and q["meta"] == {"topic": "travel"} and q["created_at"]
+    assert client.get(f"/api/v1/questions/{ids[1]}").get_json()["text"].startswith("What is a good oven")
+    page = client.get("/api/v1/questions?offset=8&limit=1").get_json()
+    assert page["total"] == 10 and [x["id"] for x in page["questions"]] == ["tr-passport"]
+    assert len(client.get("/api/v1/questions").get_json()["questions"]) == 10
+    hit = client.post("/api/v1/search", json={"question": "passport renewal", "k": 1}).get_json()["results"][0]
+    assert hit["id"] == "tr-passport"
+    assert client.delete("/api/v1/questions/tr-passport").get_json() == {"deleted": "tr-passport"}
+    err(client.get("/api/v1/questions/tr-passport"), 404, "not_found")
+    err(client.delete("/api/v1/questions/tr-passport"), 404, "not_found")
+    hit = client.post("/api/v1/search", json={"question": "passport renewal", "k": 10}).get_json()["results"]
+    assert "tr-passport" not in {h["id"] for h in hit}
+
+
+def test_add_errors(client) -> None:
+    err(client.post("/api/v1/questions", json={"questions": [{"text": "x?", "id": "py-sort"}]}), 409, "duplicate_id")
+    err(client.post("/api/v1/questions", json={"questions": []}), 400)
+    err(client.post("/api/v1/questions", json={"questions": "text"}), 400)
+    err(client.post("/api/v1/questions", json={}), 400)
+    err(client.post("/api/v1/questions", json={"questions": ["just a string"]}), 400, "invalid_type")
+    err(client.post("/api/v1/questions", json={"questions": [{"text": ""}]}), 400, "empty_question")
+    err(client.post("/api/v1/questions", json={"questions": [{"text": "ok?", "id": 5}]}), 400, "invalid_type")
+    err(client.post("/api/v1/questions", json={"questions": [{"text": "ok?", "meta": []}]}), 400, "invalid_type")
+    err(client.post("/api/v1/questions", json={"questions": [{"text": "ok?"}] * (MAX_BATCH + 1)}), 400)
+    # all or nothing: a bad item anywhere stores nothing
+    err(client.post("/api/v1/questions", json={"questions": [{"text": "fine?"}, {"text": ""}]}), 400)
+    assert client.get("/api/v1/questions").get_json()["total"] == 8
+
+
+def test_list_errors(client) -> None:
+    err(client.get("/api/v1/questions?limit=0"), 400)
+    err(client.get("/api/v1/questions?limit=abc"), 400, "invalid_type")
+    err(client.get("/api/v1/questions?offset=-1"), 400)
+
+
+def test_unknown_route_and_method_are_json(client) -> None:
+    err(client.get("/api/v1/nothing"), 404)
+    err(client.get("/api/v1/search"), 405)
+
+
+def test_healthz_and_openapi(client) -> None:
+    h = client.get("/healthz").get_json()
+    assert h == {"status": "ok", "model": "base", "questions": 8, "indexed": 8}
+    spec = client.get("/api/v1/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.1")
+    documented = {(p, m.upper()) for p, ops in spec["paths"].items() for m in ops}
+    routes = {
+        (str(r.rule).replace("<path:qid>", "{id}"), m)
+        for r in client.application.url_map.iter_rules()
+        if str(r.rule).startswith(("/api/", "/healthz"))
+        for m in r.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes == documented

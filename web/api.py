@@ -1,0 +1,88 @@
+"""JSON API v1 (the public contract in DESIGN.md): thin request parsing over :class:`dupq.service.DupQ`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from dupq.config import DEFAULT_K, MAX_BATCH, MAX_PAGE
+from dupq.errors import ValidationError
+from web.openapi import openapi_spec
+from web.service import get_service
+
+bp = Blueprint("api", __name__)
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
+    if not request.is_json:
+        raise ValidationError("request body must be JSON (content-type: application/json)", code="invalid_json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ValidationError("request body is not valid JSON", code="invalid_json")
+    if not isinstance(body, dict):
+        raise ValidationError("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be an integer", code="invalid_type") from None
+    if not lo <= value <= hi:
+        raise ValidationError(f"{name} must be between {lo} and {hi}", code="out_of_range")
+    return value
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(get_service().health())
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi():
+    return jsonify(openapi_spec())
+
+
+@bp.post("/api/v1/search")
+def search():
+    body = json_body()
+    if "question" not in body:
+        raise ValidationError("missing field: question", code="missing_field")
+    return jsonify(get_service().search(body["question"], body.get("k", DEFAULT_K)))
+
+
+@bp.post("/api/v1/questions")
+def add_questions():
+    body = json_body()
+    questions = body.get("questions")
+    if not isinstance(questions, list) or not questions:
+        raise ValidationError("questions must be a non-empty array", code="invalid_type")
+    if len(questions) > MAX_BATCH:
+        raise ValidationError(f"at most {MAX_BATCH} questions per request", code="batch_too_large")
+    added = get_service().add_questions(questions)
+    return jsonify({"ids": [q.id for q in added]}), 201
+
+
+@bp.get("/api/v1/questions")
+def list_questions():
+    offset = int_arg("offset", 0, 0, 2**62)
+    limit = int_arg("limit", 50, 1, MAX_PAGE)
+    items, total = get_service().list(offset, limit)
+    return jsonify({"questions": [q.to_dict() for q in items], "total": total, "offset": offset, "limit": limit})
+
+
+@bp.get("/api/v1/questions/<path:qid>")
+def get_question(qid: str):
+    return jsonify(get_service().get(qid).to_dict())
+
+
+@bp.delete("/api/v1/questions/<path:qid>")
+def delete_question(qid: str):
+    get_service().delete(qid)
+    return jsonify({"deleted": qid})

@@ -1,0 +1,554 @@
+"""Reading, validating and splitting question-pair and question files.
+
+Every problem in an input file raises :class:`DataError` with a message that
+starts with ``file:line:`` so the user can jump straight to the bad row.
+
+Example:
+    >>> pairs = read_pairs("pairs.tsv")  # doctest: +SKIP
+    >>> len(pairs), pairs.dropped_repeats, pairs.conflicts  # doctest: +SKIP
+    (7901, 0, 0)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DataError",
+    "Pair",
+    "PairSet",
+    "QuestionRecord",
+    "Split",
+    "count_lines",
+    "dedupe_pairs",
+    "detect_format",
+    "duplicate_clusters",
+    "iter_questions",
+    "read_pairs",
+    "split_by_cluster",
+]
+
+_SUFFIX_FORMATS = {
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    # A ".json" file is read as JSON lines, the only JSON layout that streams.
+    ".json": "jsonl",
+    ".txt": "txt",
+}
+_LABEL_COLUMNS = ("is_duplicate", "label")
+_TEXT_COLUMNS = ("text", "question")
+
+
+class DataError(ValueError):
+    """A problem in an input file; the message names the file and usually the line.
+
+    Example:
+        >>> str(DataError("pairs.tsv", 17, "label must be 0 or 1, got '2'"))
+        "pairs.tsv:17: label must be 0 or 1, got '2'"
+    """
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = message
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A labelled question pair; ``label`` is 1 for duplicates, 0 otherwise.
+
+    Example:
+        >>> Pair("How to learn Python?", "Best way to learn Python?", 1).label
+        1
+    """
+
+    question1: str
+    question2: str
+    label: int
+
+    def __post_init__(self) -> None:
+        # bool is an int subclass; True/False would silently pass a membership test.
+        if type(self.label) is not int or self.label not in (0, 1):
+            raise ValueError(f"label must be 0 or 1, got {self.label!r}")
+
+
+@dataclass
+class PairSet:
+    """Cleaned pairs plus what cleaning removed.
+
+    Invariant: pairs read = ``len(pairs) + dropped_repeats + dropped_self + conflicts``.
+
+    Example:
+        >>> ps = dedupe_pairs([Pair("a", "b", 1), Pair("b", "a", 1), Pair("c", "c", 1)])
+        >>> len(ps), ps.dropped_repeats, ps.dropped_self
+        (1, 1, 1)
+    """
+
+    pairs: list[Pair]
+    dropped_repeats: int = 0
+    dropped_self: int = 0
+    conflicts: int = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __iter__(self) -> Iterator[Pair]:
+        return iter(self.pairs)
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    """One question to import, with an optional external id and free-form metadata.
+
+    Example:
+        >>> QuestionRecord("How do I learn Python?", id="42", meta={"tag": "python"}).id
+        '42'
+    """
+
+    text: str
+    id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Split:
+    """Result of :func:`split_by_cluster`; ``dropped`` counts pairs that crossed splits.
+
+    Example:
+        >>> split = split_by_cluster([Pair("a", "b", 1), Pair("c", "d", 1)], dev_fraction=0.5)
+        >>> len(split.train) + len(split.dev) + split.dropped
+        2
+    """
+
+    train: list[Pair]
+    dev: list[Pair]
+    dropped: int
+
+
+def detect_format(path: str | Path) -> str:
+    """Return ``"tsv"``, ``"csv"``, ``"jsonl"`` or ``"txt"`` from the file suffix.
+
+    ``.json`` and ``.ndjson`` are read as JSON lines (one object per line).
+
+    Example:
+        >>> detect_format(Path("pairs.TSV"))
+        'tsv'
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        return _SUFFIX_FORMATS[suffix]
+    except KeyError:
+        known = ", ".join(sorted(_SUFFIX_FORMATS))
+        raise DataError(
+            path,
+            None,
+            f"unknown file type {suffix or '(no suffix)'!r}; expected one of {known}",
+        ) from None
+
+
+def is_pair_file(path: str | Path) -> bool:
+    """Whether a TSV/CSV file has ``question1`` and ``question2`` columns (two questions per line)."""
+    fmt = detect_format(path)
+    return fmt in ("tsv", "csv") and {"question1", "question2"} <= set(_table_header(Path(path), fmt))
+
+
+def count_lines(path: str | Path) -> int:
+    """Count data lines cheaply (header excluded for TSV/CSV), for a progress-bar total.
+
+    The count includes blank lines, and a pair file yields two records per line, so
+    treat it as an estimate of the records :func:`iter_questions` yields.
+
+    Example:
+        >>> count_lines("questions.txt")  # doctest: +SKIP
+        1000
+    """
+    lines = 0
+    last = b"\n"
+    with open(path, "rb") as f:
+        # Fixed-size binary chunks: no decoding and constant memory on large files.
+        while chunk := f.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        lines += 1  # final line without a trailing newline
+    if detect_format(path) in ("tsv", "csv"):
+        lines = max(lines - 1, 0)
+    return lines
+
+
+# --- low-level row readers -------------------------------------------------------------
+
+
+def _open_table(path: Path, fmt: str) -> tuple[Any, Iterator[list[str]]]:
+    f = open(path, encoding="utf-8-sig", newline="")  # callers close it with a `with f:` block
+    # TSV files carry raw quotes inside questions, so quoting is off; CSV uses standard quoting.
+    if fmt == "tsv":
+        return f, csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    # strict: a stray or unclosed quote is an error rather than silently merging rows.
+    return f, csv.reader(f, strict=True)
+
+
+def _table_header(path: Path, fmt: str) -> list[str]:
+    """Read and strip the header row of a TSV/CSV file."""
+    f, reader = _open_table(path, fmt)
+    with f:
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise DataError(path, 1, f"malformed header: {exc}") from None
+    if not header:
+        raise DataError(path, 1, "empty file: expected a header row")
+    return [name.strip() for name in header]
+
+
+def _table_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """Lazily yield ``(line, row)`` for each data row of a TSV/CSV file."""
+    header = _table_header(path, fmt)
+    f, reader = _open_table(path, fmt)
+    with f:
+        next(reader)
+        while True:
+            # A quoted CSV field can span lines, so a record starts after the last one read.
+            line = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataError(path, line, f"malformed row: {exc}") from None
+            if not fields:
+                continue  # blank line
+            if len(fields) != len(header):
+                raise DataError(
+                    path,
+                    line,
+                    f"malformed row: expected {len(header)} fields, got {len(fields)}",
+                )
+            yield line, dict(zip(header, fields, strict=True))
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line, object)`` for each non-blank line of a JSON-lines file."""
+    with open(path, encoding="utf-8-sig") as f:
+        for line, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise DataError(path, line, f"invalid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise DataError(path, line, f"expected a JSON object, got {type(obj).__name__}")
+            yield line, obj
+
+
+def _text(path: Path, line: int, name: str, value: Any) -> str:
+    """Validate and strip one question text."""
+    if value is None:
+        raise DataError(path, line, f"missing {name}")
+    if not isinstance(value, str):
+        raise DataError(path, line, f"{name} must be a string, got {type(value).__name__}")
+    text = value.strip()
+    if not text:
+        raise DataError(path, line, f"{name} is empty")
+    return text
+
+
+def _label(path: Path, line: int, value: Any) -> int:
+    """Parse a 0/1 label: int 0/1, strings "0"/"1", or JSON true/false."""
+    if isinstance(value, bool):
+        return int(value)
+    if type(value) is int and value in (0, 1):
+        return value
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    raise DataError(path, line, f"label must be 0 or 1, got {value!r}")
+
+
+def _require(path: Path, header: Sequence[str], names: Sequence[str]) -> None:
+    missing = [name for name in names if name not in header]
+    if missing:
+        raise DataError(
+            path,
+            1,
+            f"missing column {', '.join(map(repr, missing))}; header is {list(header)}",
+        )
+
+
+# --- pairs ---------------------------------------------------------------------------
+
+
+def _iter_raw_pairs(path: Path) -> Iterator[Pair]:
+    fmt = detect_format(path)
+    if fmt == "txt":
+        raise DataError(path, None, "pair files must be .tsv, .csv or .jsonl, not .txt")
+    if fmt == "jsonl":
+        for line, obj in _iter_jsonl(path):
+            label_key = next((k for k in _LABEL_COLUMNS if k in obj), None)
+            if label_key is None:
+                raise DataError(path, line, "missing key 'is_duplicate' (or 'label')")
+            yield Pair(
+                _text(path, line, "question1", obj.get("question1")),
+                _text(path, line, "question2", obj.get("question2")),
+                _label(path, line, obj[label_key]),
+            )
+        return
+    header = _table_header(path, fmt)
+    label_col = next((c for c in _LABEL_COLUMNS if c in header), None)
+    _require(
+        path,
+        header,
+        ["question1", "question2"] + ([] if label_col else ["is_duplicate"]),
+    )
+    for line, row in _table_rows(path, fmt):
+        yield Pair(
+            _text(path, line, "question1", row["question1"]),
+            _text(path, line, "question2", row["question2"]),
+            _label(path, line, row[label_col]),
+        )
+
+
+def dedupe_pairs(pairs: Iterable[Pair]) -> PairSet:
+    """Drop self-pairs and repeats; the latest label wins when a pair's labels conflict.
+
+    Pairs are unordered: ``(a, b)`` and ``(b, a)`` are the same pair. A pair keeps the
+    position of its first occurrence; a conflicting later label replaces the stored pair
+    (and its orientation). Texts are compared exactly, so strip them beforehand.
+
+    Example:
+        >>> ps = dedupe_pairs([Pair("a", "b", 0), Pair("b", "a", 1)])
+        >>> ps.pairs, ps.conflicts
+        ([Pair(question1='b', question2='a', label=1)], 1)
+    """
+    kept: dict[tuple[str, str], Pair] = {}
+    repeats = selfs = conflicts = 0
+    for pair in pairs:
+        if pair.question1 == pair.question2:
+            selfs += 1
+            continue
+        key = (min(pair.question1, pair.question2), max(pair.question1, pair.question2))
+        previous = kept.get(key)
+        if previous is None:
+            kept[key] = pair
+        elif previous.label == pair.label:
+            repeats += 1
+        else:
+            # Later annotations are taken as corrections of earlier ones.
+            conflicts += 1
+            kept[key] = pair
+    return PairSet(list(kept.values()), repeats, selfs, conflicts)
+
+
+def read_pairs(path: str | Path) -> PairSet:
+    """Read, validate and dedupe a pair file (TSV, CSV or JSONL).
+
+    Tables need a header with ``question1``, ``question2`` and ``is_duplicate`` (or
+    ``label``); other columns are ignored. JSONL objects use the same keys. See
+    :func:`dedupe_pairs` for the cleaning rules.
+
+    Example:
+        >>> ps = read_pairs("qqp_pairs_dev.tsv")  # doctest: +SKIP
+        >>> ps.pairs[0].label  # doctest: +SKIP
+        0
+    """
+    path = Path(path)
+    return dedupe_pairs(_iter_raw_pairs(path))
+
+
+# --- questions -----------------------------------------------------------------------
+
+
+def _optional_id(path: Path, line: int, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise DataError(path, line, f"id must be a string or integer, got {type(value).__name__}")
+    return str(value).strip() or None
+
+
+def iter_questions(path: str | Path) -> Iterator[QuestionRecord]:
+    """Stream questions to import from a text, JSONL, TSV or CSV file.
+
+    * ``.txt``: one question per line; blank lines are skipped.
+    * ``.jsonl``: objects with ``text`` (or ``question``), optional ``id`` and optional
+      ``meta`` object; any other keys are added to ``meta``.
+    * ``.tsv``/``.csv``: a header with ``question1`` and ``question2`` marks a pair file
+      and both questions of each row are yielded (the caller dedupes by text); otherwise
+      a ``text`` (or ``question``) column, an optional ``id`` column, and all other
+      columns go to ``meta``.
+
+    Example:
+        >>> [q.text for q in iter_questions("questions.txt")]  # doctest: +SKIP
+        ['How do I learn Python?', 'What is BM25?']
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "txt":
+        with open(path, encoding="utf-8-sig") as f:
+            for raw in f:
+                if text := raw.strip():
+                    yield QuestionRecord(text)
+    elif fmt == "jsonl":
+        for line, obj in _iter_jsonl(path):
+            text_key = next((k for k in _TEXT_COLUMNS if k in obj), "text")
+            meta = obj.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise DataError(path, line, f"meta must be an object, got {type(meta).__name__}")
+            extras = {k: v for k, v in obj.items() if k not in (text_key, "id", "meta")}
+            yield QuestionRecord(
+                _text(path, line, text_key, obj.get(text_key)),
+                _optional_id(path, line, obj.get("id")),
+                {**extras, **meta},  # the explicit meta object wins over loose keys
+            )
+    else:
+        header = _table_header(path, fmt)
+        rows = _table_rows(path, fmt)
+        if "question1" in header and "question2" in header:
+            for line, row in rows:
+                yield QuestionRecord(_text(path, line, "question1", row["question1"]))
+                yield QuestionRecord(_text(path, line, "question2", row["question2"]))
+            return
+        text_col = next((c for c in _TEXT_COLUMNS if c in header), None)
+        if text_col is None:
+            raise DataError(path, 1, f"missing column 'text' (or 'question'); header is {header}")
+        for line, row in rows:
+            yield QuestionRecord(
+                _text(path, line, text_col, row[text_col]),
+                _optional_id(path, line, row.get("id")),
+                {k: v for k, v in row.items() if k not in (text_col, "id")},
+            )
+
+
+# --- clusters and splits -------------------------------------------------------------
+
+
+class _UnionFind:
+    """Disjoint sets over hashable items, with path halving and union by size."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.size: dict[str, int] = {}
+
+    def add(self, item: str) -> None:
+        if item not in self.parent:
+            self.parent[item] = item
+            self.size[item] = 1
+
+    def find(self, item: str) -> str:
+        parent = self.parent
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+    def labels(self) -> dict[str, int]:
+        """Dense component ids, numbered by each component's first-added item."""
+        ids: dict[str, int] = {}
+        out: dict[str, int] = {}
+        for item in self.parent:  # dicts keep insertion order -> deterministic ids
+            out[item] = ids.setdefault(self.find(item), len(ids))
+        return out
+
+
+def _components(pairs: Iterable[Pair], positive_only: bool) -> dict[str, int]:
+    uf = _UnionFind()
+    for pair in pairs:
+        uf.add(pair.question1)
+        uf.add(pair.question2)
+        if pair.label == 1 or not positive_only:
+            uf.union(pair.question1, pair.question2)
+    return uf.labels()
+
+
+def duplicate_clusters(pairs: Iterable[Pair]) -> dict[str, int]:
+    """Map each question to its duplicate cluster (transitive closure of positive pairs).
+
+    Questions seen only in negative pairs get singleton clusters. Cluster ids are dense
+    and numbered by first appearance, so they are stable for the same input order.
+
+    Example:
+        >>> duplicate_clusters([Pair("a", "b", 1), Pair("b", "c", 1), Pair("c", "d", 0)])
+        {'a': 0, 'b': 0, 'c': 0, 'd': 1}
+    """
+    return _components(pairs, positive_only=True)
+
+
+def split_by_cluster(pairs: Iterable[Pair], dev_fraction: float = 0.1, seed: int = 0) -> Split:
+    """Split pairs into train and dev so that no question appears in both.
+
+    Whole duplicate clusters go to one side. To avoid losing negative pairs, clusters
+    are grouped by the connected components of *all* pairs (positive and negative) and
+    a component moves as a unit; only a component with more questions than the dev
+    target is broken into its duplicate clusters, and the negative pairs that then cross
+    between train and dev are dropped (counted in ``Split.dropped``). Units are shuffled
+    with ``seed`` and added to dev first-fit, never exceeding
+    ``round(dev_fraction * n_questions)`` questions. Each side keeps the input order.
+
+    Example:
+        >>> pairs = [Pair("a", "b", 1), Pair("c", "d", 0), Pair("e", "f", 1), Pair("g", "h", 1)]
+        >>> split = split_by_cluster(pairs, dev_fraction=0.25, seed=1)
+        >>> len(split.train), len(split.dev), split.dropped
+        (3, 1, 0)
+    """
+    if not 0.0 < dev_fraction < 1.0:
+        raise ValueError(f"dev_fraction must be between 0 and 1, got {dev_fraction}")
+    pairs = list(pairs)
+    clusters = _components(pairs, positive_only=True)
+    components = _components(pairs, positive_only=False)
+    target = round(dev_fraction * len(clusters))
+
+    component_sizes: dict[int, int] = {}
+    for comp in components.values():
+        component_sizes[comp] = component_sizes.get(comp, 0) + 1
+    # A unit is a whole component, or a single cluster when its component can't fit in dev.
+    unit_of = {
+        q: ("cluster", clusters[q]) if component_sizes[comp] > target else ("component", comp)
+        for q, comp in components.items()
+    }
+    unit_sizes: dict[tuple[str, int], int] = {}
+    for unit in unit_of.values():  # insertion order = first appearance -> deterministic
+        unit_sizes[unit] = unit_sizes.get(unit, 0) + 1
+
+    units = list(unit_sizes)
+    random.Random(seed).shuffle(units)
+    dev_units: set[tuple[str, int]] = set()
+    dev_questions = 0
+    for unit in units:
+        if dev_questions + unit_sizes[unit] <= target:
+            dev_units.add(unit)
+            dev_questions += unit_sizes[unit]
+            if dev_questions == target:
+                break
+
+    train: list[Pair] = []
+    dev: list[Pair] = []
+    dropped = 0
+    for pair in pairs:
+        in_dev1 = unit_of[pair.question1] in dev_units
+        in_dev2 = unit_of[pair.question2] in dev_units
+        if in_dev1 and in_dev2:
+            dev.append(pair)
+        elif not in_dev1 and not in_dev2:
+            train.append(pair)
+        else:
+            dropped += 1
+    return Split(train, dev, dropped)

@@ -64,15 +64,31 @@ def open_service(ctx: click.Context, **kwargs: Any):
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--debug/--no-debug", default=False, help="Flask debug mode (development only).")
+@click.option("--production", is_flag=True,
+              help="Serve with waitress (one process, request threads) instead of Flask's server.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Request threads of the production server.")
 @click.pass_context
 @handle_errors
-def serve(ctx: click.Context, host: str, port: int, debug: bool) -> None:
-    """Run the web app and JSON API (Flask's development server)."""
+def serve(ctx: click.Context, host: str, port: int, debug: bool, production: bool, threads: int) -> None:
+    """Run the web app and JSON API (Flask's development server; --production: waitress).
+
+    Production is one process with request threads: the model is loaded once, after any fork, and one
+    process owns the home (its writer lock); searches run concurrently, each in its own OpenVINO request.
+    """
     from web import create_app
 
     app = create_app({"DUPQ_HOME": str(ctx.obj.home), "DUPQ_SEED_BANK": ctx.obj.seed_bank})
-    click.echo(f"dupq serving {ctx.obj.home} on http://{host}:{port}/ (model {app.extensions['dupq'].version})")
-    app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
+    svc = app.extensions["dupq"]
+    svc.encoder.encode(["warm up"])  # export or load the fast encoder now, not on the first request
+    server = f"waitress, {threads} threads" if production else "Flask development server"
+    click.echo(f"dupq serving {ctx.obj.home} on http://{host}:{port}/ (model {svc.version}, {server})")
+    if production:
+        import waitress
+
+        waitress.serve(app, host=host, port=port, threads=threads, ident="dupq")
+    else:
+        app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)
 
 
 @main.command("import")
@@ -87,6 +103,21 @@ def import_(ctx: click.Context, file: Path, progress: bool) -> None:
         click.echo(
             f"read {report.read}, added {report.added}, skipped {report.skipped} (already stored or repeated), "
             f"invalid {report.invalid}, in {report.seconds:.1f}s; {svc.store.count()} questions stored"
+        )
+
+
+@main.command("import-pairs")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+@handle_errors
+def import_pairs(ctx: click.Context, file: Path) -> None:
+    """Import labelled pairs from FILE (TSV, CSV, JSONL: question1, question2, is_duplicate or label)."""
+    with open_service(ctx) as svc:
+        r = svc.import_pairs(file)
+        click.echo(
+            f"added {r['added']} pairs (dropped {r['repeats']} repeats, {r['self_pairs']} self-pairs; "
+            f"{r['conflicts']} conflicting labels resolved, latest wins); "
+            f"{sum(svc.store.pair_counts().values())} stored"
         )
 
 
@@ -123,6 +154,175 @@ def reindex(ctx: click.Context) -> None:
     with open_service(ctx) as svc:
         n = svc.reindex()
         click.echo(f"indexed {n} questions for model {svc.version}")
+
+
+def _open_for_reading(ctx: click.Context):
+    """The service, read-only beside a running server (as ``search`` does)."""
+    from dupq.errors import BusyError
+
+    try:
+        return open_service(ctx)
+    except BusyError:
+        return open_service(ctx, read_only=True)
+
+
+@main.command()
+@click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Dev pairs for checkpoint selection and threshold calibration (default: a cluster split).")
+@click.option("--loss", help="contrastive (default) or online-contrastive.")
+@click.option("--margin", type=float, help="Contrastive margin, in the energy's distance (default per energy).")
+@click.option("--energy", type=click.Choice(["cosine", "euclidean"]), help="Energy (default cosine).")
+@click.option("--epochs", type=float, help="Passes over the training pairs (default 1).")
+@click.option("--max-steps", type=int, help="Optimiser steps; overrides --epochs.")
+@click.option("--batch-size", type=int, help="Pairs per step (default 32).")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate (default 2e-5).")
+@click.option("--negatives-per-positive", type=float, help="Mined hard negatives ratio (0 disables mining).")
+@click.option("--bf16/--fp32", "bf16", default=None, help="Mixed precision (default: see README).")
+@click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--from", "start", help="Version to fine-tune (default: the current one; 'base' = untuned).")
+@click.option("--promote", is_flag=True, help="Make the new version current (re-embeds the stored questions).")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.pass_context
+@handle_errors
+def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: str | None, promote: bool,
+          progress: bool, **options: Any) -> None:
+    """Fine-tune on labelled PAIRS files into a new model version (not served until promoted)."""
+    import time as _time
+
+    from dupq.data import read_pairs
+    from dupq.registry import new_version_name
+    from dupq.training import TrainConfig
+    from dupq.training import train as run_training
+
+    try:
+        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    train_pairs = [p for f in pairs for p in read_pairs(f).pairs]  # malformed files fail before any model work
+    dev_pairs = read_pairs(dev).pairs if dev else None
+    with open_service(ctx) as svc:
+        start = start or svc.registry.current()
+        if not svc.registry.exists(start):
+            raise click.ClickException(f"unknown model version {start!r}")
+        version = new_version_name()
+        while svc.registry.path(version).exists():
+            _time.sleep(1)
+            version = new_version_name()
+        result = run_training(train_pairs, config, base=svc.registry.path(start), output_dir=svc.registry.path(version),
+                              dev_pairs=dev_pairs, parent=start, show_progress_bar=progress)
+        svc.registry.register(version, parent=start)
+        pm, rm, c = result.metrics["dev"]["pairs"], result.metrics["dev"]["retrieval"], result.counts
+        click.echo(
+            f"trained {version} from {start} in {result.seconds:.0f}s ({result.pairs_per_second:.1f} pairs/s): "
+            f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative, "
+            f"{c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
+            f"{c['dropped_crossing_pairs']} dropped as crossing the split"
+        )
+        click.echo(
+            f"dev: AP {pm['ap']:.4f}, best F1 {pm['best_f1']:.4f}, nDCG@10 {rm['ndcg@10']:.4f}; served threshold "
+            f"{result.thresholds['f1']:.4f} (max F1; max-accuracy {result.thresholds['accuracy']:.4f})"
+        )
+        if promote:
+            svc.promote(version, progress=progress)
+            click.echo(f"promoted {version}: it now answers searches")
+        else:
+            click.echo(f"not promoted; serve it with: dupq models promote {version}")
+
+
+@main.command("eval")
+@click.argument("pairs", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--beir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A BEIR-style folder (corpus.tsv, queries.tsv, qrels.tsv) instead of a pair file.")
+@click.option("--model", "version", help="Version name or version folder (default: the current version).")
+@click.option("--baselines", is_flag=True, help="Add BM25 and the untuned base model to the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
+@click.pass_context
+@handle_errors
+def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: str | None, baselines: bool,
+          as_json: bool) -> None:
+    """Evaluate a model on labelled PAIRS (pair + retrieval metrics) or on a --beir folder (retrieval)."""
+    from dupq import evaluation as ev
+    from dupq.data import read_pairs
+    from dupq.model import SiameseEncoder
+
+    if (pairs is None) == (beir is None):
+        raise click.UsageError("give either a PAIRS file or --beir DIR")
+    data = read_pairs(pairs).pairs if pairs else ev.load_beir(beir)
+    if version and (Path(version) / "dupq.json").is_file():
+        name, enc = Path(version).name, SiameseEncoder.load(version)
+    else:
+        with _open_for_reading(ctx) as svc:
+            name = version or svc.registry.current()
+            enc = svc.registry.load(name)
+    models = {name: enc}
+    if baselines and "training" in enc.metadata:  # an untuned version is the base model already
+        models["base (untuned)"] = SiameseEncoder.from_pretrained(backend=enc.backend)  # same runtime as the model
+
+    def run(e: SiameseEncoder) -> dict[str, Any]:
+        if pairs:
+            return ev.evaluate_encoder(e.encode, data, energy=e.energy_name, threshold=e.threshold)
+        return ev.evaluate_encoder_on_task(e.encode, data, energy=e.energy_name)
+
+    results = {label: run(e) for label, e in models.items()}
+    if baselines:
+        results["BM25"] = ev.evaluate_bm25(data) if pairs else ev.evaluate_bm25_on_task(data)
+    if as_json:
+        click.echo(json.dumps({"data": str(pairs or beir), "model": name, "results": results}, indent=2))
+        return
+    click.echo(ev.format_results(results))
+
+
+@main.group()
+def models() -> None:
+    """Model versions: list, promote, roll back."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable output.")
+@click.pass_context
+@handle_errors
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Show the model versions with their dev metrics; * marks the current one."""
+    with _open_for_reading(ctx) as svc:
+        versions = svc.registry.list()
+    if as_json:
+        click.echo(json.dumps(versions, indent=2))
+        return
+    click.echo(f"  {'version':<20} {'parent':<20} {'energy':<9} {'threshold':>9} {'dev AP':>7} {'nDCG@10':>7}  created")
+    for v in versions:
+        dev = v["metrics"].get("dev", {})
+        ap = dev.get("pairs", {}).get("ap")
+        ndcg = dev.get("retrieval", {}).get("ndcg@10")
+        threshold = v["threshold"]
+        click.echo(
+            f"{'*' if v['current'] else ' '} {v['version']:<20} {v['parent'] or '-':<20} {v['energy'] or '-':<9} "
+            f"{'-' if threshold is None else f'{threshold:.4f}':>9} {'-' if ap is None else f'{ap:.4f}':>7} "
+            f"{'-' if ndcg is None else f'{ndcg:.4f}':>7}  {v['created_at']}"
+        )
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--progress/--no-progress", default=True, help="Show the re-embedding progress bar.")
+@click.pass_context
+@handle_errors
+def models_promote(ctx: click.Context, version: str, progress: bool) -> None:
+    """Make VERSION current, after embedding every stored question with it."""
+    with open_service(ctx) as svc:
+        svc.promote(version, progress=progress)
+        click.echo(f"current model: {svc.version}")
+
+
+@models.command("rollback")
+@click.option("--progress/--no-progress", default=True, help="Show the re-embedding progress bar.")
+@click.pass_context
+@handle_errors
+def models_rollback(ctx: click.Context, progress: bool) -> None:
+    """Serve the version that was current before this one again."""
+    with open_service(ctx) as svc:
+        target = svc.rollback(progress=progress)
+        click.echo(f"rolled back; current model: {target}")
 
 
 if __name__ == "__main__":

@@ -37,9 +37,12 @@ __all__ = [
     "RetrievalTask",
     "calibrate_threshold",
     "evaluate_bm25",
+    "evaluate_bm25_on_task",
     "evaluate_bm25_pairs",
     "evaluate_encoder",
+    "evaluate_encoder_on_task",
     "evaluate_retrieval",
+    "format_results",
     "load_beir",
     "pair_metrics",
     "rank_bm25",
@@ -658,3 +661,74 @@ def evaluate_bm25(
         "pairs": evaluate_bm25_pairs(pairs, threshold=threshold),
         "retrieval": retrieval_metrics(rank_bm25(task, top_k=max(ks)), task.qrels, ks),
     }
+
+
+# --- reports ---------------------------------------------------------------------------
+
+
+def evaluate_encoder_on_task(
+    encode: Encode, task: RetrievalTask, *, energy: Energy = "cosine", ks: Sequence[int] = (1, 10)
+) -> dict[str, dict[str, Any]]:
+    """Retrieval metrics of an encoder on a task (e.g. from :func:`load_beir`): ``{"retrieval": ...}``.
+
+    Example:
+        >>> task = RetrievalTask({"a": "x", "b": "y"}, {"q": "y"}, {"q": {"b"}})
+        >>> enc = lambda t: np.array([[s == "x", s == "y"] for s in t], float)
+        >>> evaluate_encoder_on_task(enc, task)["retrieval"]["mrr@10"]
+        1.0
+    """
+    ranked = rank_dense(task, encode, energy=energy, top_k=max(ks))
+    return {"retrieval": retrieval_metrics(ranked, task.qrels, ks)}
+
+
+def evaluate_bm25_on_task(task: RetrievalTask, *, ks: Sequence[int] = (1, 10)) -> dict[str, dict[str, Any]]:
+    """BM25 retrieval metrics on a task: ``{"retrieval": ...}``.
+
+    Example:
+        >>> task = RetrievalTask({"a": "cook rice", "b": "learn python"}, {"q": "python"}, {"q": {"b"}})
+        >>> evaluate_bm25_on_task(task)["retrieval"]["recall@1"]
+        1.0
+    """
+    return {"retrieval": retrieval_metrics(rank_bm25(task, top_k=max(ks)), task.qrels, ks)}
+
+
+_PAIR_COLUMNS = [
+    ("AP", "ap"),
+    ("best F1", "best_f1"),
+    ("F1 thr", "best_f1_threshold"),
+    ("best acc", "best_accuracy"),
+    ("acc thr", "best_accuracy_threshold"),
+    ("served thr", "threshold"),
+    ("P@served", "precision"),
+    ("R@served", "recall"),
+]
+_RETRIEVAL_COLUMNS = [("MRR@10", "mrr@10"), ("nDCG@10", "ndcg@10"), ("R@1", "recall@1"), ("R@10", "recall@10")]
+
+
+def format_results(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """A plain-text table of ``{name: {"pairs"?: ..., "retrieval"?: ...}}``, one row per model.
+
+    Example:
+        >>> print(format_results({"m": {"retrieval": {"mrr@10": 1.0, "ndcg@10": 1.0, "recall@1": 1.0,
+        ...                                           "recall@10": 1.0}}}))
+        model  MRR@10  nDCG@10     R@1    R@10
+        m      1.0000   1.0000  1.0000  1.0000
+    """
+    columns: list[tuple[str, str, str]] = []
+    if any("pairs" in r for r in results.values()):
+        columns += [("pairs", head, key) for head, key in _PAIR_COLUMNS]
+    if any("retrieval" in r for r in results.values()):
+        columns += [("retrieval", head, key) for head, key in _RETRIEVAL_COLUMNS]
+
+    def cell(result: dict[str, dict[str, Any]], part: str, key: str) -> str:
+        value = result.get(part, {}).get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    table = [["model", *(head for _, head, _ in columns)]]
+    table += [[name, *(cell(r, part, key) for part, _, key in columns)] for name, r in results.items()]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in table
+    ]
+    return "\n".join(line.rstrip() for line in lines)

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -21,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from dupq.config import BASE_THRESHOLD, ENERGIES
+from dupq.config import BACKENDS, BASE_THRESHOLD, ENERGIES, OPENVINO_PRECISION, default_backend
+
+log = logging.getLogger(__name__)
 
 #: File written beside a SentenceTransformer save with dupq's own metadata.
 META_FILE = "dupq.json"
@@ -77,6 +80,11 @@ class SiameseEncoder:
         threshold: Decision threshold on the energy; a pair is a duplicate when it is at least as similar.
         base_model: Name of the model fine-tuning started from.
         metadata: Anything else saved in dupq.json (training config, data counts, metrics, parent).
+        backend: How :meth:`encode` runs: ``"torch"`` (the SentenceTransformer in fp32, the reference) or
+            ``"openvino"`` (the same graph exported to OpenVINO, bf16; see :mod:`dupq.runtime`). Training
+            always uses :attr:`model` (torch) whatever the backend.
+        source: Folder the weights were loaded from (the OpenVINO export is keyed on its files).
+        export_dir: Where the OpenVINO export is cached (``models/<version>/openvino``); None: in memory.
 
     Example:
         >>> enc = SiameseEncoder.from_pretrained(energy="cosine")            # doctest: +SKIP
@@ -91,6 +99,9 @@ class SiameseEncoder:
         threshold: float | None = None,
         base_model: str = BASE_MODEL_NAME,
         metadata: dict[str, Any] | None = None,
+        backend: str = "torch",
+        source: str | Path | None = None,
+        export_dir: str | Path | None = None,
     ) -> None:
         if energy not in ENERGIES:
             raise ValueError(f"energy must be one of {ENERGIES}, got {energy!r}")
@@ -99,18 +110,41 @@ class SiameseEncoder:
         self.threshold = float(threshold) if threshold is not None else None
         self.base_model = base_model
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.source = Path(source) if source is not None else None
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+        self._runtime: Any = None
+        self._runtime_lock = threading.Lock()
+        # The parameters' in-place version counters when the weights were read from ``source``: if they
+        # move (a training step, a load_state_dict), the export no longer matches and encode falls back.
+        self._loaded_versions = _param_versions(model)
+        self.backend = "torch"
+        self.set_backend(backend)
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, path: str | None = None, *, energy: str = "cosine", threshold: float | None = None, cached: bool = True
+        cls,
+        path: str | None = None,
+        *,
+        energy: str = "cosine",
+        threshold: float | None = None,
+        cached: bool = True,
+        backend: str = "torch",
+        export_dir: str | Path | None = None,
     ) -> SiameseEncoder:
         """Wrap a SentenceTransformer on disk (default: the packaged all-MiniLM-L6-v2)."""
         if path is None:
             path = packaged_model_path()
             if threshold is None and energy == "cosine":
                 threshold = BASE_THRESHOLD
-        return cls(load_sentence_transformer(path, cached=cached), energy=energy, threshold=threshold)
+        return cls(
+            load_sentence_transformer(path, cached=cached),
+            energy=energy,
+            threshold=threshold,
+            backend=backend,
+            source=path,
+            export_dir=export_dir,
+        )
 
     @property
     def dim(self) -> int:
@@ -122,12 +156,47 @@ class SiameseEncoder:
         return self.energy_name == "cosine"
 
     # -- inference --------------------------------------------------------------------------------
+    def set_backend(self, backend: str) -> None:
+        """Choose how :meth:`encode` runs (``"openvino"`` or ``"torch"``); the export happens on first use."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    @property
+    def runtime(self) -> Any:
+        """The OpenVINO runtime :meth:`encode` uses, or None when it runs torch.
+
+        Exported (or read from the cache) on first use. None when the backend is ``"torch"``, when the
+        weights changed in memory since they were loaded (the export would be stale), or when the export
+        failed (logged once; torch keeps answering).
+        """
+        if self.backend != "openvino" or self.source is None:
+            return None
+        if _param_versions(self.model) != self._loaded_versions:
+            return None
+        if self._runtime is None:
+            with self._runtime_lock:
+                if self._runtime is None:
+                    try:
+                        from dupq.runtime import OpenVINORuntime
+
+                        self._runtime = OpenVINORuntime.load_or_export(
+                            self.model, self.source, self.export_dir, precision=OPENVINO_PRECISION
+                        )
+                    except Exception:  # noqa: BLE001 - a missing or broken runtime must not stop search
+                        log.exception("OpenVINO backend unavailable; encoding with torch")
+                        self._runtime = False
+        return self._runtime or None
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         """Embed texts with the shared encoder: float32, shape (n, dim), L2-normalised for cosine."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts, not a single string")
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        runtime = self.runtime
+        if runtime is not None and not show_progress_bar:
+            return runtime.encode(texts, batch_size=batch_size, normalize=self.energy_name == "cosine")
         emb = self.model.encode(
             list(texts),
             batch_size=batch_size,
@@ -200,8 +269,12 @@ class SiameseEncoder:
         return json.loads(f.read_text())
 
     @classmethod
-    def load(cls, path: str | Path, *, cached: bool = True) -> SiameseEncoder:
-        """Load a version saved with :meth:`save`."""
+    def load(cls, path: str | Path, *, cached: bool = True, backend: str | None = None) -> SiameseEncoder:
+        """Load a version saved with :meth:`save`.
+
+        ``backend`` defaults to ``$DUPQ_BACKEND`` or :data:`dupq.config.DEFAULT_BACKEND` (OpenVINO); its
+        export is cached in ``<path>/openvino/``.
+        """
         meta = cls.read_config(path)
         weights = meta.pop("weights", ".")
         src = packaged_model_path() if weights == PACKAGED else str(Path(path) / weights)
@@ -213,4 +286,15 @@ class SiameseEncoder:
             threshold=meta.pop("threshold", None),
             base_model=meta.pop("base_model", BASE_MODEL_NAME),
             metadata=meta,
+            backend=backend or default_backend(),
+            source=src,
+            export_dir=Path(path) / "openvino",
         )
+
+
+def _param_versions(model: Any) -> tuple[int, ...] | None:
+    """In-place modification counters of the model's parameters (cheap: no data is read)."""
+    params = getattr(model, "parameters", None)
+    if params is None:
+        return None
+    return tuple(getattr(p, "_version", 0) for p in params())

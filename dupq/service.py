@@ -13,8 +13,12 @@ Example:
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,6 +29,7 @@ from typing import Any
 from dupq.config import MAX_ID_CHARS, MAX_K, MAX_QUESTION_CHARS, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
 from dupq.index import VectorIndex, open_index
+from dupq.jobs import ACTIVE, Job, JobStore
 from dupq.model import SiameseEncoder
 from dupq.registry import ModelRegistry
 from dupq.store import DuplicateIdError, NewQuestion, Question, QuestionStore
@@ -136,6 +141,11 @@ class DupQ:
         try:
             self.store = QuestionStore(settings.db_path)
             self.registry = ModelRegistry(self.store, settings.models_dir)
+            self.jobs = JobStore(self.store)
+            if not read_only:
+                # Jobs of a dead web process are over: their records must not say "running" forever.
+                self.jobs.fail_interrupted()
+                self._remove_partial_versions()
             self._serving = self._load_serving(self.registry.current())
             if not read_only:
                 self._seed()
@@ -151,6 +161,9 @@ class DupQ:
         return cls(settings, read_only=read_only)
 
     def close(self) -> None:
+        serving = getattr(self, "_serving", None)
+        if serving is not None and hasattr(serving.index, "close"):
+            serving.index.close()  # an ANN index saves its graph if it changed since its last save
         if getattr(self, "store", None) is not None:
             self.store.close()
         if self._lock is not None:
@@ -181,33 +194,31 @@ class DupQ:
 
     def _load_serving(self, version: str, *, progress: bool = False) -> Serving:
         encoder = self.registry.load(version)
-        index, intact = open_index(self.index_path(version), encoder.dim, encoder.energy_name)
+        encoder.set_backend(self.settings.backend)  # OpenVINO unless DUPQ_BACKEND=torch (dupq/runtime.py)
+        # Export / compile the fast runtime now, not in the first search after a start or a hot swap.
+        encoder.encode(["warm up"])
+        index, intact = open_index(
+            self.index_path(version),
+            encoder.dim,
+            encoder.energy_name,
+            ann_min_size=self.settings.ann_min_size,
+            read_only=self.read_only,
+        )
         serving = Serving(version, encoder, index)
         if not intact or index.log.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
 
     def _sync(self, serving: Serving, *, progress: bool = False) -> None:
-        """Make ``serving.index`` hold exactly the stored questions (embedding only what is missing)."""
-        revision = self.store.revision()
-        stored = self.store.ids()
-        have = serving.index.log.ids()
-        stale = list(have - stored)
-        if stale:
-            serving.index.remove(stale)
-        missing = stored - have
-        if missing:
-            log.info("indexing %d questions for model %s", len(missing), serving.version)
-            bar = _progress(len(missing), "indexing", progress)
-            for batch in self.store.iter_texts():
-                todo = [(i, t) for i, t in batch if i in missing]
-                if todo:
-                    vecs = serving.encoder.encode([t for _, t in todo], batch_size=self.settings.encode_batch_size)
-                    serving.index.add([i for i, _ in todo], vecs)
-                    bar.update(len(todo))
-            bar.close()
-        if not self.read_only:
-            serving.index.save(revision)
+        sync_index(
+            self.store,
+            serving.encoder,
+            serving.index,
+            batch_size=self.settings.encode_batch_size,
+            progress=progress,
+            save=not self.read_only,
+            label=serving.version,
+        )
 
     def _seed(self) -> None:
         """Load the seed bank into a store that is empty and was never seeded."""
@@ -216,7 +227,7 @@ class DupQ:
         if self.settings.seed_bank == "default":
             from dupq.bank import load_default_bank
 
-            items = [NewQuestion(r["text"], r["id"], r["meta"]) for r in load_default_bank()]
+            items = [NewQuestion(r["text"], r["id"], {**r["meta"], "source": "bank"}) for r in load_default_bank()]
             self._add(items, skip_existing=True)
         else:
             self.import_file(self.settings.seed_bank, progress=False)
@@ -287,7 +298,11 @@ class DupQ:
             if not isinstance(meta, dict):
                 raise ValidationError(f"questions[{n}].meta must be an object", code="invalid_type")
             items.append(
-                NewQuestion(clean_question(q.get("text"), field=f"questions[{n}].text"), clean_id(q.get("id")), meta)
+                NewQuestion(
+                    clean_question(q.get("text"), field=f"questions[{n}].text"),
+                    clean_id(q.get("id")),
+                    {"source": "api", **meta},
+                )
             )
         return self._add(items, skip_existing=False)
 
@@ -315,18 +330,19 @@ class DupQ:
         or with an invalid id are counted as invalid and skipped (a malformed file raises ``DataError`` naming
         the line). Each batch is one transaction, so an interrupted import keeps what it committed.
         """
-        from dupq.data import count_lines, iter_questions
+        from dupq.data import count_lines, is_pair_file, iter_questions
 
         self._check_writable()
         t0 = time.perf_counter()
         path = Path(path)
         read = added = invalid = 0
-        bar = _progress(count_lines(path), f"importing {path.name}", progress, unit="q")
+        total = count_lines(path) * (2 if is_pair_file(path) else 1)  # a pair line holds two questions
+        bar = _progress(total, f"importing {path.name}", progress, unit="q")
         for batch in _batched(iter_questions(path), self.settings.import_batch_size):
             items = []
             for r in batch:
                 try:
-                    items.append(NewQuestion(clean_question(r.text), clean_id(r.id), r.meta))
+                    items.append(NewQuestion(clean_question(r.text), clean_id(r.id), {"source": "import", **r.meta}))
                 except ValidationError:
                     invalid += 1
             read += len(batch)
@@ -340,8 +356,6 @@ class DupQ:
         """Rebuild the current version's index from scratch; returns the number of vectors."""
         self._check_writable()
         with self._write:
-            import shutil
-
             shutil.rmtree(self.index_path(self.version), ignore_errors=True)
             self._serving = self._load_serving(self.version, progress=progress)
             return len(self._serving.index.log)
@@ -369,6 +383,116 @@ class DupQ:
         self.promote(target, progress=progress, rollback=True)
         return target
 
+    def _remove_partial_versions(self) -> None:
+        """Delete model folders no version record points at: leftovers of a killed worker or training."""
+        if not self.settings.models_dir.is_dir():
+            return
+        for d in self.settings.models_dir.iterdir():
+            if d.is_dir() and not self.registry.exists(d.name):
+                log.warning("removing unfinished model folder %s", d)
+                shutil.rmtree(d, ignore_errors=True)
+
+    def models(self) -> dict[str, Any]:
+        return {"current": self.version, "versions": self.registry.list()}
+
+    # -- labelled pairs -----------------------------------------------------------------------------
+    def add_pairs(
+        self, pairs: Iterable[dict[str, Any]], *, source: str = "api", model_version: str | None = None
+    ) -> int:
+        """Validate and store labelled pairs (all or nothing); every label is kept, latest wins in training."""
+        self._check_writable()
+        rows = []
+        for n, p in enumerate(pairs):
+            if not isinstance(p, dict):
+                raise ValidationError(f"pairs[{n}] must be an object", code="invalid_type")
+            q1 = clean_question(p.get("question1"), field=f"pairs[{n}].question1")
+            q2 = clean_question(p.get("question2"), field=f"pairs[{n}].question2")
+            label = p.get("label", p.get("is_duplicate"))
+            if isinstance(label, bool) or label not in (0, 1):
+                raise ValidationError(f"pairs[{n}].label must be 0 or 1", code="invalid_label")
+            if q1 == q2:
+                raise ValidationError(f"pairs[{n}] pairs a question with itself", code="self_pair")
+            rows.append((q1, q2, int(label)))
+        return self.store.add_pairs(rows, source=source, model_version=model_version)
+
+    def import_pairs(self, path: str | Path) -> dict[str, int]:
+        """Import a labelled pair file (validated by :func:`dupq.data.read_pairs`) as source ``import``."""
+        from dupq.data import read_pairs
+
+        self._check_writable()
+        ps = read_pairs(path)
+        added = self.store.add_pairs([(p.question1, p.question2, p.label) for p in ps.pairs], source="import")
+        return {"added": added, "repeats": ps.dropped_repeats, "self_pairs": ps.dropped_self, "conflicts": ps.conflicts}
+
+    def feedback(self, question: Any, result_id: str, label: int) -> int:
+        """A person marked a search result as the same question (1) or a different one (0)."""
+        stored = self.get(result_id)
+        return self.add_pairs(
+            [{"question1": question, "question2": stored.text, "label": label}],
+            source="feedback",
+            model_version=self.version,
+        )
+
+    # -- retraining jobs ----------------------------------------------------------------------------
+    def start_training(self, options: dict[str, Any] | None = None) -> Job:
+        """Queue a retrain on the stored pairs and start its worker process; returns the job (one at a time).
+
+        Options: those of :class:`dupq.training.TrainConfig` (loss, margin, epochs, max_steps, ...) plus
+        ``base``: ``"current"`` (continue from the serving model) or ``"packaged"`` (start from the base model).
+        """
+        from dupq.training import TrainConfig
+
+        self._check_writable()
+        opts = dict(options or {})
+        base = opts.get("base", "current")
+        if base not in ("current", "packaged"):
+            raise ValidationError("base must be 'current' or 'packaged'", code="invalid_option")
+        try:
+            TrainConfig.from_dict({k: v for k, v in opts.items() if k != "base"})
+        except (TypeError, ValueError) as e:
+            raise ValidationError(f"invalid training option: {e}", code="invalid_option") from None
+        job = self.jobs.create(opts)
+        logs = self.settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"job-{job.id}.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dupq.worker", "--job", job.id, "--settings", self._worker_settings()],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+        self.jobs.update(job.id, pid=proc.pid)
+        threading.Thread(target=self._watch_job, args=(job.id, proc), name=f"job-{job.id}", daemon=True).start()
+        return self.jobs.get(job.id)
+
+    def _worker_settings(self) -> str:
+        """This service's settings for the worker (gate, batch sizes, home), without the admin secret."""
+        d = self.settings.to_dict()
+        d.pop("admin_token", None)
+        return json.dumps(d)
+
+    def _watch_job(self, job_id: str, proc: subprocess.Popen) -> None:
+        """Wait for the worker; promote what it built, or record how it ended."""
+        rc = proc.wait()
+        job = self.jobs.get(job_id)
+        if job.state not in ACTIVE:
+            return  # the worker recorded rejected / cancelled / failed itself
+        if rc == 0 and job.state == "indexing" and job.version:
+            try:
+                self.promote(job.version)  # its index is already complete: only new questions are embedded
+                self.jobs.update(job_id, state="promoted")
+            except Exception as e:  # noqa: BLE001 - the job records why; the old version keeps serving
+                log.exception("promotion of %s failed", job.version)
+                self.jobs.update(job_id, state="failed", error=f"promotion failed: {e}")
+            return
+        how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+        self.jobs.update(job_id, state="cancelled" if job.cancel else "failed", error=f"worker ended with {how}")
+        self._remove_partial_versions()  # a killed worker may leave a half-written folder behind
+
+    def cancel_job(self, job_id: str) -> Job:
+        return self.jobs.request_cancel(job_id)
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",
@@ -376,6 +500,41 @@ class DupQ:
             "questions": self.store.count(),
             "indexed": len(self._serving.index.log),
         }
+
+
+def sync_index(
+    store: QuestionStore,
+    encoder: SiameseEncoder,
+    index: VectorIndex,
+    *,
+    batch_size: int = 64,
+    progress: bool = False,
+    save: bool = True,
+    label: str = "",
+) -> None:
+    """Make ``index`` hold exactly the stored questions, embedding only the missing ones.
+
+    Used on open (a missing or stale index), by ``reindex`` and by the training worker, which builds a new
+    version's index in its own process before the web process switches to it.
+    """
+    revision = store.revision()
+    stored = store.ids()
+    have = index.log.ids()
+    stale = list(have - stored)
+    if stale:
+        index.remove(stale)
+    missing = stored - have
+    if missing:
+        log.info("indexing %d questions for model %s", len(missing), label)
+        bar = _progress(len(missing), f"indexing {label}".strip(), progress)
+        for batch in store.iter_texts():
+            todo = [(i, t) for i, t in batch if i in missing]
+            if todo:
+                index.add([i for i, _ in todo], encoder.encode([t for _, t in todo], batch_size=batch_size))
+                bar.update(len(todo))
+        bar.close()
+    if save:
+        index.save(revision)
 
 
 def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -45,6 +45,32 @@ MIGRATIONS: list[str] = [
         config     TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    """
+    CREATE TABLE IF NOT EXISTS pairs (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        question1     TEXT NOT NULL,
+        question2     TEXT NOT NULL,
+        pair_key      TEXT NOT NULL,
+        label         INTEGER NOT NULL CHECK (label IN (0, 1)),
+        source        TEXT NOT NULL,
+        model_version TEXT,
+        created_at    TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS pairs_key ON pairs(pair_key);
+    CREATE TABLE IF NOT EXISTS jobs (
+        id         TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        options    TEXT NOT NULL DEFAULT '{}',
+        progress   TEXT NOT NULL DEFAULT '{}',
+        metrics    TEXT NOT NULL DEFAULT '{}',
+        error      TEXT,
+        version    TEXT,
+        pid        INTEGER,
+        cancel     INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -67,6 +93,34 @@ class NewQuestion:
     text: str
     id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredPair:
+    """A labelled pair as stored: every label given is kept (see :meth:`QuestionStore.pairs`)."""
+
+    question1: str
+    question2: str
+    label: int
+    source: str
+    model_version: str | None
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "question1": self.question1,
+            "question2": self.question2,
+            "label": self.label,
+            "source": self.source,
+            "model_version": self.model_version,
+            "created_at": self.created_at,
+        }
+
+
+def pair_key(q1: str, q2: str) -> str:
+    """Order-free key of a pair: (a, b) and (b, a) are the same pair."""
+    a, b = sorted((q1, q2))
+    return a + "\x1f" + b
 
 
 @dataclass(frozen=True)
@@ -261,6 +315,39 @@ class QuestionStore:
                 return
             last = rows[-1]["seq"]
             yield [(r["id"], r["text"]) for r in rows]
+
+    # -- labelled pairs ---------------------------------------------------------------------------
+    def add_pairs(
+        self, pairs: Iterable[tuple[str, str, int]], *, source: str, model_version: str | None = None
+    ) -> int:
+        """Store labelled pairs in one transaction; returns how many. Conflicting labels are all kept."""
+        created = _now()
+        rows = [(q1, q2, pair_key(q1, q2), int(label), source, model_version, created) for q1, q2, label in pairs]
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO pairs(question1, question2, pair_key, label, source, model_version, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def pairs(self) -> list[StoredPair]:
+        """Every stored pair in the order it was given (so "latest wins" is the last occurrence)."""
+        rows = self.query(
+            "SELECT question1, question2, label, source, model_version, created_at FROM pairs ORDER BY seq"
+        )
+        return [StoredPair(r[0], r[1], int(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    def pair_counts(self) -> dict[str, int]:
+        """Stored pairs per source."""
+        return {r[0]: int(r[1]) for r in self.query("SELECT source, COUNT(*) FROM pairs GROUP BY source")}
+
+    def question_counts(self) -> dict[str, int]:
+        """Stored questions per ``meta.source`` (``bank``/``import``/``web``/``api``; unknown: ``other``)."""
+        rows = self.query(
+            "SELECT COALESCE(json_extract(meta, '$.source'), 'other'), COUNT(*) FROM questions GROUP BY 1"
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     def ids(self) -> set[str]:
         return {r[0] for r in self.query("SELECT id FROM questions")}

@@ -15,6 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL_BANK = FIXTURES / "small_bank.jsonl"
+ADMIN_TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -42,7 +44,15 @@ def svc(settings):
 def app(home: Path):
     from web import create_app
 
-    app = create_app({"TESTING": True, "DUPQ_HOME": str(home), "DUPQ_SEED_BANK": str(SMALL_BANK), "SECRET_KEY": "test"})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DUPQ_HOME": str(home),
+            "DUPQ_SEED_BANK": str(SMALL_BANK),
+            "DUPQ_ADMIN_TOKEN": ADMIN_TOKEN,
+            "SECRET_KEY": "test",
+        }
+    )
     yield app
     app.extensions["dupq"].close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import AUTH
 
 from dupq.config import MAX_BATCH, MAX_QUESTION_CHARS
 
@@ -63,16 +64,19 @@ def test_add_get_list_delete_questions(client) -> None:
     ids = r.get_json()["ids"]
     assert ids[0] == "tr-passport" and len(ids) == 2
     q = client.get("/api/v1/questions/tr-passport").get_json()
-    assert q["text"] == "How do I renew my passport?" and q["meta"] == {"topic": "travel"} and q["created_at"]
+    assert q["text"] == "How do I renew my passport?" and q["meta"] == {"source": "api", "topic": "travel"}
+    assert q["created_at"]
     assert client.get(f"/api/v1/questions/{ids[1]}").get_json()["text"].startswith("What is a good oven")
     page = client.get("/api/v1/questions?offset=8&limit=1").get_json()
     assert page["total"] == 10 and [x["id"] for x in page["questions"]] == ["tr-passport"]
     assert len(client.get("/api/v1/questions").get_json()["questions"]) == 10
     hit = client.post("/api/v1/search", json={"question": "passport renewal", "k": 1}).get_json()["results"][0]
     assert hit["id"] == "tr-passport"
-    assert client.delete("/api/v1/questions/tr-passport").get_json() == {"deleted": "tr-passport"}
+    err(client.delete("/api/v1/questions/tr-passport"), 401, "unauthorized")
+    err(client.delete("/api/v1/questions/tr-passport", headers={"Authorization": "Bearer wrong"}), 401)
+    assert client.delete("/api/v1/questions/tr-passport", headers=AUTH).get_json() == {"deleted": "tr-passport"}
     err(client.get("/api/v1/questions/tr-passport"), 404, "not_found")
-    err(client.delete("/api/v1/questions/tr-passport"), 404, "not_found")
+    err(client.delete("/api/v1/questions/tr-passport", headers=AUTH), 404, "not_found")
     hit = client.post("/api/v1/search", json={"question": "passport renewal", "k": 10}).get_json()["results"]
     assert "tr-passport" not in {h["id"] for h in hit}
 
@@ -110,7 +114,7 @@ def test_healthz_and_openapi(client) -> None:
     assert spec["openapi"].startswith("3.1")
     documented = {(p, m.upper()) for p, ops in spec["paths"].items() for m in ops}
     routes = {
-        (str(r.rule).replace("<path:qid>", "{id}"), m)
+        (str(r.rule).replace("<path:qid>", "{id}").replace("<job_id>", "{id}").replace("<version>", "{version}"), m)
         for r in client.application.url_map.iter_rules()
         if str(r.rule).startswith(("/api/", "/healthz"))
         for m in r.methods - {"HEAD", "OPTIONS"}

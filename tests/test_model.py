@@ -72,7 +72,7 @@ def test_save_and_load_round_trip(enc: SiameseEncoder, tmp_path) -> None:
     enc.save(tmp_path / "v1")
     meta = json.loads((tmp_path / "v1" / "dupq.json").read_text())
     assert meta["energy"] == "cosine" and meta["threshold"] == BASE_THRESHOLD and meta["base_model"]
-    back = SiameseEncoder.load(tmp_path / "v1", cached=False)
+    back = SiameseEncoder.load(tmp_path / "v1", cached=False, backend="torch")  # the exact round trip
     assert back.threshold == enc.threshold and back.metadata["note"] == "round trip"
     text = ["Is a Roth IRA better than a traditional IRA?"]
     np.testing.assert_allclose(back.encode(text), enc.encode(text), atol=1e-5)

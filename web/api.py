@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_PAGE
 from dupq.errors import ValidationError
+from web.auth import require_admin
 from web.openapi import openapi_spec
 from web.service import get_service
 
@@ -83,6 +84,59 @@ def get_question(qid: str):
 
 
 @bp.delete("/api/v1/questions/<path:qid>")
+@require_admin
 def delete_question(qid: str):
     get_service().delete(qid)
     return jsonify({"deleted": qid})
+
+
+@bp.post("/api/v1/pairs")
+@require_admin
+def add_pairs():
+    body = json_body()
+    pairs = body.get("pairs")
+    if not isinstance(pairs, list) or not pairs:
+        raise ValidationError("pairs must be a non-empty array", code="invalid_type")
+    if len(pairs) > MAX_BATCH:
+        raise ValidationError(f"at most {MAX_BATCH} pairs per request", code="batch_too_large")
+    source = body.get("source", "api")
+    if source not in ("api", "feedback", "import"):
+        raise ValidationError("source must be api, feedback or import", code="invalid_option")
+    return jsonify({"added": get_service().add_pairs(pairs, source=source)}), 201
+
+
+@bp.post("/api/v1/train")
+@require_admin
+def train():
+    body = json_body() if request.content_length else {}
+    job = get_service().start_training(body)
+    return jsonify({"job": job.id, "state": job.state}), 202
+
+
+@bp.get("/api/v1/jobs")
+def list_jobs():
+    return jsonify({"jobs": [j.to_dict() for j in get_service().jobs.list()]})
+
+
+@bp.get("/api/v1/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(get_service().jobs.get(job_id).to_dict())
+
+
+@bp.delete("/api/v1/jobs/<job_id>")
+@require_admin
+def cancel_job(job_id: str):
+    return jsonify(get_service().cancel_job(job_id).to_dict()), 202
+
+
+@bp.get("/api/v1/models")
+def models():
+    return jsonify(get_service().models())
+
+
+@bp.post("/api/v1/models/<version>/promote")
+@require_admin
+def promote(version: str):
+    svc = get_service()
+    svc.promote(version)
+    return jsonify({"current": svc.version})

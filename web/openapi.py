@@ -194,6 +194,18 @@ def openapi_spec() -> dict[str, Any]:
             },
         },
     }
+    schemas.update(_admin_schemas())
+    paths.update(_admin_paths())
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            if (path, method) in _ADMIN_OPS:
+                op["security"] = [{"bearer": []}]
+                op["responses"].update(
+                    {
+                        "401": _json(_ref("Error"), "Missing or wrong bearer token"),
+                        "403": _json(_ref("Error"), "Admin endpoints disabled (no token configured)"),
+                    }
+                )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -202,5 +214,182 @@ def openapi_spec() -> dict[str, Any]:
             "description": "Duplicate-question retrieval with a Siamese sentence encoder.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "DUPQ_ADMIN_TOKEN"}},
+        },
+    }
+
+
+#: Operations that need the admin bearer token (see web/auth.py).
+_ADMIN_OPS = {
+    ("/api/v1/questions/{id}", "delete"),
+    ("/api/v1/pairs", "post"),
+    ("/api/v1/train", "post"),
+    ("/api/v1/jobs/{id}", "delete"),
+    ("/api/v1/models/{version}/promote", "post"),
+}
+_JOB_STATES = ["queued", "running", "evaluating", "indexing", "promoted", "rejected", "failed", "cancelled"]
+
+
+def _admin_schemas() -> dict[str, Any]:
+    return {
+        "Pair": {
+            "type": "object",
+            "required": ["question1", "question2", "label"],
+            "properties": {
+                "question1": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
+                "question2": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
+                "label": {"type": "integer", "enum": [0, 1], "description": "1 = same question"},
+            },
+        },
+        "TrainOptions": {
+            "type": "object",
+            "properties": {
+                "loss": {"type": "string", "enum": ["contrastive", "online-contrastive"]},
+                "margin": {"type": "number"},
+                "epochs": {"type": "number"},
+                "max_steps": {"type": "integer", "minimum": 1},
+                "learning_rate": {"type": "number"},
+                "batch_size": {"type": "integer", "minimum": 2},
+                "base": {"type": "string", "enum": ["current", "packaged"], "default": "current"},
+            },
+        },
+        "Job": {
+            "type": "object",
+            "required": ["id", "state"],
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": _JOB_STATES},
+                "options": {"type": "object"},
+                "progress": {"type": "object", "description": "step, total, loss, epoch, phase"},
+                "metrics": {"type": "object", "description": "gate reports of candidate and current model"},
+                "error": {"type": ["string", "null"]},
+                "version": {"type": ["string", "null"]},
+                "created_at": {"type": "string"},
+                "updated_at": {"type": "string"},
+            },
+        },
+        "ModelVersion": {
+            "type": "object",
+            "properties": {
+                "version": {"type": "string"},
+                "parent": {"type": ["string", "null"]},
+                "created_at": {"type": "string"},
+                "current": {"type": "boolean"},
+                "energy": {"type": "string"},
+                "threshold": {"type": ["number", "null"]},
+                "metrics": {"type": "object"},
+                "data": {"type": "object"},
+            },
+        },
+    }
+
+
+def _admin_paths() -> dict[str, Any]:
+    job_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/api/v1/pairs": {
+            "post": {
+                "summary": f"Store labelled pairs (1-{MAX_BATCH}, all or nothing; conflicting labels: latest wins)",
+                "operationId": "addPairs",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["pairs"],
+                                "properties": {
+                                    "pairs": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "maxItems": MAX_BATCH,
+                                        "items": _ref("Pair"),
+                                    },
+                                    "source": {"type": "string", "enum": ["api", "feedback", "import"]},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json({"type": "object", "properties": {"added": {"type": "integer"}}}, "Stored"),
+                    "400": _ERR,
+                },
+            }
+        },
+        "/api/v1/train": {
+            "post": {
+                "summary": "Start a retrain on the stored pairs in a worker process (one job at a time)",
+                "operationId": "train",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("TrainOptions")}}},
+                "responses": {
+                    "202": _json(
+                        {"type": "object", "properties": {"job": {"type": "string"}, "state": {"type": "string"}}},
+                        "Queued",
+                    ),
+                    "400": _ERR,
+                    "409": _json(_ref("Error"), "Another job is active"),
+                },
+            }
+        },
+        "/api/v1/jobs": {
+            "get": {
+                "summary": "Recent jobs, newest first",
+                "operationId": "listJobs",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"jobs": {"type": "array", "items": _ref("Job")}}}, "Jobs"
+                    )
+                },
+            }
+        },
+        "/api/v1/jobs/{id}": {
+            "get": {
+                "summary": "A job's state, progress, metrics and error",
+                "operationId": "getJob",
+                "parameters": [job_id],
+                "responses": {"200": _json(_ref("Job"), "The job"), "404": _ERR},
+            },
+            "delete": {
+                "summary": "Cancel a job",
+                "operationId": "cancelJob",
+                "parameters": [job_id],
+                "responses": {
+                    "202": _json(_ref("Job"), "Cancellation requested"),
+                    "404": _ERR,
+                    "409": _json(_ref("Error"), "The job already ended"),
+                },
+            },
+        },
+        "/api/v1/models": {
+            "get": {
+                "summary": "Model versions with metrics, parent and data counts",
+                "operationId": "listModels",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "current": {"type": "string"},
+                                "versions": {"type": "array", "items": _ref("ModelVersion")},
+                            },
+                        },
+                        "Versions",
+                    )
+                },
+            }
+        },
+        "/api/v1/models/{version}/promote": {
+            "post": {
+                "summary": "Serve this version (its index is built first; rollback = promote an older one)",
+                "operationId": "promoteModel",
+                "parameters": [{"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json({"type": "object", "properties": {"current": {"type": "string"}}}, "Now current"),
+                    "404": _ERR,
+                },
+            }
+        },
     }

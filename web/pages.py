@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from dupq.config import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
-from dupq.errors import DupQError
+from dupq.errors import DupQError, ValidationError
 from web.service import get_service
 
 bp = Blueprint("pages", __name__)
@@ -40,6 +40,21 @@ def add():
     try:
         added = get_service().add_questions([{"text": q, "meta": {"source": "web"}}])
         flash(f"Added your question to the bank (id {added[0].id}).", "ok")
+    except DupQError as e:
+        flash(e.message, "error")
+    return redirect(url_for("pages.index", q=q.strip()))
+
+
+@bp.post("/feedback")
+def feedback():
+    """The "same question" / "different question" buttons next to a result: a labelled pair (source feedback)."""
+    q = request.form.get("question", "")
+    label = request.form.get("label", "")
+    try:
+        if label not in ("0", "1"):
+            raise ValidationError("label must be 0 or 1")
+        get_service().feedback(q, request.form.get("id", ""), int(label))
+        flash("Thanks: your feedback will teach the next model.", "ok")
     except DupQError as e:
         flash(e.message, "error")
     return redirect(url_for("pages.index", q=q.strip()))

@@ -12,8 +12,15 @@ from dupq.service import DupQ
 
 def init_app(app: Flask) -> None:
     """Open the service when the app is created, so the model is loaded before the first request."""
-    settings = Settings.from_env(home=app.config["DUPQ_HOME"])
-    settings = Settings.from_dict({**settings.to_dict(), "seed_bank": app.config["DUPQ_SEED_BANK"]})
+    settings = Settings.from_dict(
+        {
+            **Settings.from_env(home=app.config["DUPQ_HOME"]).to_dict(),
+            "seed_bank": app.config["DUPQ_SEED_BANK"],
+            "admin_token": app.config["DUPQ_ADMIN_TOKEN"],
+            "gate_eval_file": app.config["DUPQ_GATE_EVAL_FILE"],
+            "gate_tolerance": app.config["DUPQ_GATE_TOLERANCE"],
+        }
+    )
     svc = DupQ(settings)
     app.extensions["dupq"] = svc
     atexit.register(svc.close)

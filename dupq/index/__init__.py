@@ -1,31 +1,58 @@
 """Vector indexes over the stored questions' embeddings, one per model version.
 
 ``open_index`` gives the index for a folder ``index/<version>/``; the service keeps it consistent with the
-store (see :mod:`dupq.service`).
+store (see :mod:`dupq.service`). Both kinds search one :class:`VectorLog` (the one copy of the vectors):
+:class:`ExactIndex` (brute force, the ground truth) and :class:`AnnIndex` (exact below ``ann_min_size``,
+an HNSW graph from there on; dupq/index/ann.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from dupq.config import ANN_MIN_SIZE
+from dupq.index.ann import GRAPH_META, AnnIndex, AnnParams
 from dupq.index.base import Hit, VectorIndex
 from dupq.index.exact import ExactIndex
 from dupq.index.storage import VectorLog
 
-__all__ = ["ExactIndex", "Hit", "VectorIndex", "VectorLog", "open_index"]
+__all__ = ["AnnIndex", "AnnParams", "ExactIndex", "Hit", "VectorIndex", "VectorLog", "open_index"]
 
 
-def open_index(path: str | Path | None, dim: int, energy: str) -> tuple[VectorIndex, bool]:
+def open_index(
+    path: str | Path | None,
+    dim: int,
+    energy: str,
+    *,
+    ann_min_size: int | None = ANN_MIN_SIZE,
+    read_only: bool = False,
+) -> tuple[VectorIndex, bool]:
     """Load the index persisted at ``path``, or start an empty one.
+
+    Args:
+        path: The version's index folder (None: in memory only).
+        dim: Vector dimension of the model.
+        energy: The model's energy (``cosine`` or ``euclidean``).
+        ann_min_size: Bank size from which searches go through an HNSW graph (built in the background,
+            then kept up to date); None gives a plain :class:`ExactIndex`.
+        read_only: Never write the folder (a reader beside the serving process): a saved graph is used,
+            a missing one is not built (searches stay exact).
 
     Returns:
         The index and whether it was loaded from disk intact (False: new or unreadable, needs a rebuild).
     """
+    log, intact = None, False
     if path is not None:
         try:
             log = VectorLog.load(path)
-            if log.dim == dim and log.energy == energy:
-                return ExactIndex(log), True
+            intact = log.dim == dim and log.energy == energy
         except (FileNotFoundError, ValueError, KeyError, OSError):
             pass  # missing or damaged: rebuilt from the store by the caller
-    return ExactIndex(VectorLog(dim, path, energy=energy)), False
+    if not intact:
+        if path is not None and not read_only:
+            (Path(path) / GRAPH_META).unlink(missing_ok=True)  # a graph of the old files means nothing now
+        log = VectorLog(dim, path, energy=energy)
+    assert log is not None
+    if ann_min_size is None:
+        return ExactIndex(log), intact
+    return AnnIndex(log, min_size=ann_min_size, read_only=read_only), intact

@@ -11,6 +11,20 @@ Layout of ``index/<version>/``::
 Only what the manifest counts is read back, so a crash in the middle of an append leaves the previous
 state readable (the partial tail is ignored and overwritten). Deletions leave dead rows until
 :meth:`VectorLog.compact` rewrites the files (write-then-rename).
+
+Memory: the committed rows are *memory-mapped* from vectors.f32 (read-only), not copied into the heap;
+only rows added since the last save live in a small in-memory tail. The page cache keeps a small bank
+hot, so exact search costs the same as from RAM, while a large bank served by the ANN index (which keeps
+its own compact f16 copy, dupq/index/ann.py) touches only the few rows it re-ranks: the float32 vectors
+are held once, on disk and in the page cache, never as a second heap copy (1.5 GB at 1M x 384).
+
+Example:
+    >>> import numpy as np
+    >>> log = VectorLog(2)
+    >>> log.add(["a", "b"], np.eye(2, dtype=np.float32))
+    [0, 1]
+    >>> log.remove(["a"]), len(log), log.get_rows(np.array([1])).tolist()
+    ([0], 1, [[0.0, 1.0]])
 """
 
 from __future__ import annotations
@@ -51,8 +65,9 @@ class VectorLog:
         self.energy = energy
         self.path = Path(path) if path is not None else None
         self.revision = -1
-        self._vecs = np.zeros((0, dim), dtype=np.float32)
-        self._n = 0  # rows in use (alive or dead) of self._vecs
+        self._disk: np.ndarray = np.zeros((0, dim), dtype=np.float32)  # committed rows: a read-only memmap
+        self._tail = np.zeros((0, dim), dtype=np.float32)  # rows [len(_disk), _n), grown by doubling
+        self._n = 0  # rows in use (alive or dead)
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._alive = np.zeros(0, dtype=bool)
@@ -70,8 +85,40 @@ class VectorLog:
 
     @property
     def vectors(self) -> np.ndarray:
-        """All rows in use, dead ones included (mask with :attr:`alive`)."""
-        return self._vecs[: self._n]
+        """All rows in use, dead ones included (mask with :attr:`alive`).
+
+        A view of the memory map when everything is saved (the usual state: the service saves after each
+        write); a concatenated copy only while unsaved rows exist beside saved ones.
+        """
+        n_disk = len(self._disk)
+        if self._n == n_disk:
+            return self._disk
+        tail = self._tail[: self._n - n_disk]
+        return tail if n_disk == 0 else np.concatenate([self._disk, tail])
+
+    def get_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Copies of the given rows (dead or alive), reading only those rows (for re-ranking)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n_disk = len(self._disk)
+        if len(rows) == 0 or rows.max() < n_disk:
+            return np.asarray(self._disk[rows])
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        on_disk = rows < n_disk
+        out[on_disk] = self._disk[rows[on_disk]]
+        out[~on_disk] = self._tail[rows[~on_disk] - n_disk]
+        return out
+
+    def iter_alive(self, chunk: int = 65536):
+        """Yield ``(rows, vectors)`` of the alive rows in row order, ``chunk`` rows at a time."""
+        for start in range(0, self._n, chunk):
+            stop = min(start + chunk, self._n)
+            rows = start + np.flatnonzero(self._alive[start:stop])
+            if len(rows):
+                yield rows, self.get_rows(rows)
+
+    def row_of(self, qid: str) -> int | None:
+        """The row holding ``qid``'s vector, or None."""
+        return self._row.get(qid)
 
     @property
     def alive(self) -> np.ndarray:
@@ -94,15 +141,18 @@ class VectorLog:
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
         self.remove([i for i in ids if i in self._row])
         need = self._n + len(ids)
-        if need > len(self._vecs):
-            cap = max(need, 2 * len(self._vecs), 1024)
+        n_disk = len(self._disk)
+        if need - n_disk > len(self._tail):
+            cap = max(need - n_disk, 2 * len(self._tail), 1024)
             grown = np.zeros((cap, self.dim), dtype=np.float32)
-            grown[: self._n] = self._vecs[: self._n]
-            alive = np.zeros(cap, dtype=bool)
+            grown[: self._n - n_disk] = self._tail[: self._n - n_disk]
+            self._tail = grown
+        if need > len(self._alive):
+            alive = np.zeros(max(need, 2 * len(self._alive), 1024), dtype=bool)
             alive[: self._n] = self._alive[: self._n]
-            self._vecs, self._alive = grown, alive
+            self._alive = alive
         rows = list(range(self._n, need))
-        self._vecs[self._n : need] = vectors
+        self._tail[self._n - n_disk : need - n_disk] = vectors
         self._alive[self._n : need] = True
         for r, qid in zip(rows, ids, strict=False):
             self._ids.append(qid)
@@ -131,7 +181,8 @@ class VectorLog:
         new_ids = "".join(i + "\n" for i in self._ids[self._persisted_rows : self._n]).encode()
         new_dead = "".join(f"{r}\n" for r in self._deleted_log[self._persisted_deleted :]).encode()
         sizes = dict(self._bytes)
-        sizes["vectors.f32"] = self._append("vectors.f32", self._vecs[self._persisted_rows : self._n].tobytes())
+        n_disk = len(self._disk)
+        sizes["vectors.f32"] = self._append("vectors.f32", self._tail[: self._n - n_disk].tobytes())
         sizes["ids.txt"] = self._append("ids.txt", new_ids)
         sizes["deleted.txt"] = self._append("deleted.txt", new_dead)
         manifest = {
@@ -146,6 +197,9 @@ class VectorLog:
         self._bytes = sizes
         self._persisted_rows, self._persisted_deleted = self._n, len(self._deleted_log)
         self.revision = revision
+        # The appended rows are now in the file: map them and drop the heap copy.
+        self._disk = _map(self.path / "vectors.f32", self._n, self.dim)
+        self._tail = np.zeros((0, self.dim), dtype=np.float32)
 
     def _append(self, name: str, data: bytes) -> int:
         """Append after the committed prefix (cutting any torn tail a crash left); returns the new size."""
@@ -160,29 +214,33 @@ class VectorLog:
             os.fsync(f.fileno())
         return committed + len(data)
 
+    def compacted_copy(self, path: str | Path | None, revision: int, chunk: int = 65536) -> VectorLog:
+        """A new log at ``path`` holding only the alive rows (renumbered in order), saved at ``revision``.
+
+        Streams ``chunk`` rows at a time, so compacting a memory-mapped million rows never holds them all.
+        """
+        new = VectorLog(self.dim, path, energy=self.energy)
+        if new.path is not None:
+            shutil.rmtree(new.path, ignore_errors=True)
+        for rows, vecs in self.iter_alive(chunk):
+            new.add([self._ids[r] for r in rows], vecs)
+            if new.path is not None:
+                new.save(revision)  # flush each chunk to the file: the heap holds one chunk at most
+        new.save(revision)
+        return new
+
     def compact(self, revision: int) -> None:
         """Drop dead rows and rewrite the files (write to a sibling folder, then rename)."""
-        keep = np.flatnonzero(self.alive)
-        ids = [self._ids[r] for r in keep]
-        vecs = self._vecs[keep].copy()
-        self.__init__(self.dim, self.path, energy=self.energy)  # reset in-memory state
         if self.path is None:
-            self.add(ids, vecs)
-            self.revision = revision
+            new = self.compacted_copy(None, revision)
+            self.__dict__.update(new.__dict__)
             return
         final = self.path
         tmp = final.with_name(final.name + ".compact")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.path = tmp
-        self.add(ids, vecs)
-        self.save(revision)
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        self.path = final
+        new = self.compacted_copy(tmp, revision)
+        replace_folder(tmp, final)
+        new.path = final  # the same inodes under their final name
+        self.__dict__.update(new.__dict__)
 
     @classmethod
     def load(cls, path: str | Path) -> VectorLog:
@@ -191,12 +249,14 @@ class VectorLog:
         m = json.loads((path / MANIFEST).read_text())
         log = cls(int(m["dim"]), path, energy=m.get("energy", "cosine"))
         rows, sizes = int(m["rows"]), m["bytes"]
-        vecs = np.fromfile(path / "vectors.f32", dtype=np.float32, count=rows * log.dim)
+        need = rows * log.dim * 4
+        if sizes.get("vectors.f32", 0) != need or (path / "vectors.f32").stat().st_size < need:
+            raise ValueError(f"{path}: vectors.f32 is shorter than the manifest says")
         ids = _read_prefix(path / "ids.txt", sizes["ids.txt"]).splitlines()
         dead = [int(r) for r in _read_prefix(path / "deleted.txt", sizes["deleted.txt"]).splitlines()]
-        if vecs.size != rows * log.dim or len(ids) != rows or len(dead) != int(m["deleted"]):
+        if len(ids) != rows or len(dead) != int(m["deleted"]):
             raise ValueError(f"{path}: index files are shorter than the manifest says")
-        log._vecs = vecs.reshape(rows, log.dim)
+        log._disk = _map(path / "vectors.f32", rows, log.dim)
         log._alive = np.ones(rows, dtype=bool)
         log._alive[dead] = False
         log._ids, log._n, log._deleted_log = ids, rows, dead
@@ -205,6 +265,23 @@ class VectorLog:
         log._persisted_rows, log._persisted_deleted = rows, len(dead)
         log.revision = int(m["revision"])
         return log
+
+
+def _map(path: Path, rows: int, dim: int) -> np.ndarray:
+    """Read-only memory map of the first ``rows`` rows of a float32 file (an empty array for none)."""
+    if rows == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
+
+
+def replace_folder(new: Path, final: Path) -> None:
+    """Put folder ``new`` at ``final`` (the old one goes aside, then away); a crash leaves one complete."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_prefix(path: Path, size: int) -> str:

@@ -1,0 +1,140 @@
+"""Hard negatives for positive-only pair data, mined with the current encoder.
+
+Contrastive loss needs negative pairs, but most duplicate data (e.g. the QQP paraphrase sets) lists only
+positives. For an anchor question, a *hard* negative is a question of the same pool that the encoder already
+ranks close to it but that is not in its duplicate cluster. Mining uses
+``sentence_transformers.util.mine_hard_negatives``: every other member of the anchor's duplicate cluster
+(transitive closure of the positives) is passed as one of its positives, so the library never returns a
+cluster-mate; a candidate must also score at least 5% below the anchor's hardest positive
+(``relative_margin=0.05``, the NV-Retriever "TopK-PercPos" recipe), which keeps out most unlabelled
+duplicates, the main risk of mining on QQP.
+
+Example:
+    >>> from dupq.data import Pair
+    >>> pairs = [Pair("How do I learn Python?", "Best way to learn Python?", 1), ...]   # doctest: +SKIP
+    >>> mined = mine_negatives(pairs, model, count=100, seed=0)                        # doctest: +SKIP
+    >>> all(p.label == 0 for p in mined)                                               # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from dupq.data import Pair, duplicate_clusters
+
+__all__ = ["RELATIVE_MARGIN", "mine_negatives", "negatives_needed"]
+
+#: A mined negative must score below ``(1 - RELATIVE_MARGIN)`` times the anchor's hardest positive.
+RELATIVE_MARGIN = 0.05
+#: Most questions embedded as the candidate pool: the anchors' clusters, then a random sample of the others.
+#: Embedding is the cost of mining (a few minutes per 10k questions on a busy 2-core CPU); this bounds it.
+MAX_CORPUS = 10_000
+
+
+def negatives_needed(pairs: Sequence[Pair], negatives_per_positive: float) -> int:
+    """How many negatives to mine so that the pairs hold ``negatives_per_positive`` negatives per positive.
+
+    Labelled negatives count towards the ratio, so balanced labelled data needs none and positive-only data
+    needs ``ratio * positives``.
+
+    Example:
+        >>> negatives_needed([Pair("a", "b", 1), Pair("c", "d", 1), Pair("a", "c", 0)], 1.0)
+        1
+    """
+    if negatives_per_positive < 0:
+        raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}")
+    positives = sum(p.label for p in pairs)
+    return max(0, round(negatives_per_positive * positives) - (len(pairs) - positives))
+
+
+def mine_negatives(
+    pairs: Sequence[Pair],
+    model: Any,
+    count: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_corpus: int | None = MAX_CORPUS,
+) -> list[Pair]:
+    """Mine up to ``count`` hard negative pairs among the questions of ``pairs``.
+
+    Anchors are questions with at least one duplicate, those that appear in no labelled negative first (they
+    come from positive-only data), shuffled with ``seed``; each gets ``ceil(count / anchors)`` negatives taken
+    from the questions of ``pairs`` (all of them, or the anchors' clusters plus a random sample up to
+    ``max_corpus``). A negative is never in the anchor's duplicate cluster and
+    never repeats a pair of ``pairs``. Fewer than ``count`` come back when the margin leaves too few candidates.
+
+    Args:
+        pairs: Labelled pairs; their positives define the duplicate clusters, their questions the corpus.
+        model: The SentenceTransformer that ranks candidates (the model about to be fine-tuned).
+        count: Negatives wanted.
+        seed: Seed for the choice of anchors.
+        batch_size: Encoding batch size (the library shows its own encoding progress bars).
+        max_corpus: Cap on the candidate pool (None: every question of ``pairs``).
+
+    Returns:
+        Pairs ``(anchor, negative, 0)``.
+    """
+    if count <= 0:
+        return []
+    clusters = duplicate_clusters(pairs)
+    members: dict[int, list[str]] = {}
+    for question, cluster in clusters.items():
+        members.setdefault(cluster, []).append(question)
+    in_labelled_negative = {q for p in pairs if p.label == 0 for q in (p.question1, p.question2)}
+    anchors = [q for q, c in clusters.items() if len(members[c]) > 1]
+    if not anchors:
+        return []
+    rng = random.Random(seed)
+    rng.shuffle(anchors)
+    anchors.sort(key=lambda q: q in in_labelled_negative)  # stable: keeps the shuffle within each group
+    per_anchor = math.ceil(count / len(anchors))
+    anchors = anchors[: math.ceil(count / per_anchor)]
+
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    # Every cluster-mate is a positive of the anchor, so the library masks all of them out.
+    rows = [(a, m) for a in anchors for m in members[clusters[a]] if m != a]
+    corpus = list(clusters)
+    if max_corpus is not None and len(corpus) > max_corpus:
+        pool = dict.fromkeys(m for a in anchors for m in members[clusters[a]])
+        others = [q for q in corpus if q not in pool]
+        rng.shuffle(others)
+        corpus = [*pool, *others[: max(0, max_corpus - len(pool))]]
+    dataset = Dataset.from_dict({"anchor": [a for a, _ in rows], "positive": [m for _, m in rows]})
+    try:
+        import faiss  # noqa: F401
+
+        use_faiss = True  # exact inner-product search without a (queries x corpus) matrix in memory
+    except ImportError:
+        use_faiss = False
+    mined = mine_hard_negatives(
+        dataset,
+        model,
+        anchor_column_name="anchor",
+        positive_column_name="positive",
+        corpus=corpus,
+        num_negatives=per_anchor,
+        relative_margin=RELATIVE_MARGIN,
+        sampling_strategy="top",
+        output_format="labeled-pair",
+        batch_size=batch_size,
+        faiss_batch_size=1024,
+        use_faiss=use_faiss,
+        verbose=False,
+    )
+    seen = {frozenset((p.question1, p.question2)) for p in pairs}
+    out: list[Pair] = []
+    for anchor, other, label in zip(mined["anchor"], mined["positive"], mined["label"], strict=True):
+        key = frozenset((anchor, other))
+        # The cluster check repeats the library's mask on purpose: it is the guarantee callers rely on.
+        if label != 0 or clusters.get(other) == clusters[anchor] or key in seen:
+            continue
+        seen.add(key)
+        out.append(Pair(anchor, other, 0))
+    return out[:count]

@@ -1,0 +1,655 @@
+"""Fine-tuning the twin encoder with contrastive loss on labelled question pairs.
+
+:func:`train` runs the whole recipe: clean and split the pairs by duplicate cluster, mine hard negatives for
+positive-only data (:mod:`dupq.mining`), fine-tune with ``SentenceTransformerTrainer`` (``ContrastiveLoss`` or
+``OnlineContrastiveLoss`` with the distance that matches the energy, a no-duplicates batch sampler), evaluate on
+dev during training and keep the best checkpoint, calibrate the decision threshold on dev, and write a model
+version folder that only ever exists complete (written as a temporary sibling, then renamed).
+
+Example:
+    >>> from dupq.data import read_pairs
+    >>> result = train(read_pairs("pairs.tsv").pairs, TrainConfig(max_steps=500),      # doctest: +SKIP
+    ...                base=None, output_dir=Path("dupq-data/models/v1"))
+    >>> result.metrics["dev"]["pairs"]["ap"], result.thresholds                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+from dupq.config import ENERGIES
+from dupq.data import Pair, dedupe_pairs, split_by_cluster
+from dupq.evaluation import evaluate_encoder, pair_metrics
+from dupq.mining import mine_negatives, negatives_needed
+from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "LOSSES",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingCancelled",
+    "build_loss",
+    "calibrate_thresholds",
+    "prepare_data",
+    "train",
+]
+
+#: Loss names accepted by :class:`TrainConfig`.
+LOSSES = ("contrastive", "online-contrastive")
+#: Default contrastive margin per energy. Cosine: chosen by the dev sweep in docs/benchmarks.md. The encoder
+#: L2-normalises its output, so a cosine distance ``m`` is the Euclidean distance ``sqrt(2 m)``; the Euclidean
+#: default is that same geometry, not a separate sweep.
+DEFAULT_MARGIN = {"cosine": 0.7, "euclidean": math.sqrt(2 * 0.7)}
+#: In-training dev evaluations (checkpoint selection) use at most this many dev pairs, a fixed random sample,
+#: to keep them cheap on a CPU; threshold calibration and the reported dev metrics use every dev pair.
+EVAL_MAX_PAIRS = 2000
+#: Dev evaluations per run when ``eval_steps`` is None (the last step is always evaluated too).
+DEFAULT_EVALS = 4
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class TrainingCancelled(Exception):
+    """Training stopped because ``should_stop()`` returned True; nothing was written at ``output_dir``."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one fine-tuning run (validated on construction; JSON-friendly).
+
+    ``margin=None`` (the default) resolves to ``DEFAULT_MARGIN[energy]``, so after construction ``margin``
+    is always a float in the units of the energy's distance (cosine distance ``1 - cos``, or Euclidean).
+
+    Example:
+        >>> c = TrainConfig(max_steps=200, energy="euclidean")
+        >>> round(c.margin, 3), TrainConfig.from_dict(c.to_dict()) == c
+        (1.183, True)
+    """
+
+    loss: str = "contrastive"
+    margin: float | None = None
+    energy: str = "cosine"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    negatives_per_positive: float = 1.0
+    bf16: bool = True
+    eval_steps: int | None = None
+    dev_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.energy not in ENERGIES:
+            raise ValueError(f"energy must be one of {ENERGIES}, got {self.energy!r}")
+        if self.margin is None:
+            self.margin = DEFAULT_MARGIN[self.energy]
+        _number(self, "margin", low=0.0, low_open=True)
+        _number(self, "epochs", low=0.0, low_open=True)
+        _number(self, "learning_rate", low=0.0, low_open=True)
+        _number(self, "warmup_ratio", low=0.0, high=1.0)
+        _number(self, "negatives_per_positive", low=0.0)
+        _number(self, "dev_fraction", low=0.0, high=1.0, low_open=True)
+        _integer(self, "batch_size", low=1)
+        _integer(self, "seed", low=0)
+        if self.max_steps is not None:
+            _integer(self, "max_steps", low=1)
+        if self.eval_steps is not None:
+            _integer(self, "eval_steps", low=1)
+        if not isinstance(self.bf16, bool):
+            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a mapping; unknown keys are an error (a typo must not silently fall back to a default)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**dict(data))
+
+
+def _number(cfg: TrainConfig, name: str, *, low: float, high: float | None = None, low_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low) or (high is not None and value >= high):
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ValueError(f"{name} must be {bound}" + (f" and < {high}" if high is not None else "") + f", got {value}")
+    setattr(cfg, name, float(value))
+
+
+def _integer(cfg: TrainConfig, name: str, *, low: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced: the version folder, its dev metrics, thresholds and data counts."""
+
+    version: str
+    path: Path
+    metrics: dict[str, Any]
+    thresholds: dict[str, float]
+    counts: dict[str, int]
+    seconds: float
+    pairs_per_second: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# --- building blocks ---------------------------------------------------------------------------------------
+
+
+def build_loss(model: Any, config: TrainConfig) -> Any:
+    """The contrastive loss of ``config``, with the distance that matches its energy.
+
+    ``contrastive`` is Hadsell et al.'s ``0.5 * (y * d^2 + (1 - y) * max(0, margin - d)^2)`` averaged over the
+    batch; ``online-contrastive`` applies it only to the hard pairs of each batch. ``d`` is the cosine distance
+    ``1 - cos`` for the cosine energy and the Euclidean distance for the Euclidean one.
+
+    Example:
+        >>> loss = build_loss(model, TrainConfig(energy="euclidean"))  # doctest: +SKIP
+    """
+    from sentence_transformers.sentence_transformer.losses import (
+        ContrastiveLoss,
+        OnlineContrastiveLoss,
+        SiameseDistanceMetric,
+    )
+
+    metric = SiameseDistanceMetric.COSINE_DISTANCE if config.energy == "cosine" else SiameseDistanceMetric.EUCLIDEAN
+    if config.loss == "contrastive":
+        return ContrastiveLoss(model, distance_metric=metric, margin=config.margin)
+    return OnlineContrastiveLoss(model, distance_metric=metric, margin=config.margin)
+
+
+def calibrate_thresholds(scores: Any, labels: Any, *, higher_is_better: bool = True) -> dict[str, float]:
+    """Max-F1 and max-accuracy decision thresholds of scored dev pairs (dupq serves ``"f1"``).
+
+    Example:
+        >>> t = calibrate_thresholds([0.9, 0.8, 0.6, 0.3], [1, 0, 1, 0])
+        >>> round(t["f1"], 4), round(t["accuracy"], 4)
+        (0.45, 0.85)
+    """
+    m = pair_metrics(scores, labels, higher_is_better=higher_is_better)
+    return {"f1": float(m["best_f1_threshold"]), "accuracy": float(m["best_accuracy_threshold"])}
+
+
+@dataclass
+class PreparedData:
+    """Training and dev pairs after cleaning, splitting and mining, with the counts saved in dupq.json."""
+
+    train: list[Pair]
+    dev: list[Pair]
+    counts: dict[str, int]
+
+
+def _questions(pairs: Sequence[Pair]) -> set[str]:
+    return {q for p in pairs for q in (p.question1, p.question2)}
+
+
+def prepare_data(
+    pairs: Sequence[Pair],
+    dev_pairs: Sequence[Pair] | None,
+    config: TrainConfig,
+    model: Any = None,
+    *,
+    progress: Progress | None = None,
+) -> PreparedData:
+    """Clean, split and (with ``model``) add mined negatives; no question is in both train and dev.
+
+    Without ``dev_pairs`` the pairs are split by duplicate cluster (:func:`dupq.data.split_by_cluster`). With
+    them, training pairs that share a question with dev are dropped, so dev numbers stay honest. When
+    ``model`` is given and ``config.negatives_per_positive > 0``, hard negatives are mined to reach that
+    ratio (from training questions only), and a dev set without any negative gets mined ones from its own
+    questions, since a threshold cannot be calibrated on positives alone.
+
+    Example:
+        >>> data = prepare_data([Pair("a", "b", 1), Pair("c", "d", 0), Pair("e", "f", 1)], None,
+        ...                     TrainConfig(dev_fraction=0.34))
+        >>> len(data.train) + len(data.dev), data.counts["dropped_crossing_pairs"]
+        (3, 0)
+    """
+    cleaned = dedupe_pairs(pairs)
+    if dev_pairs is None:
+        split = split_by_cluster(cleaned.pairs, dev_fraction=config.dev_fraction, seed=config.seed)
+        train_pairs, dev, dropped = split.train, split.dev, split.dropped
+    else:
+        dev = dedupe_pairs(dev_pairs).pairs
+        dev_questions = _questions(dev)
+        train_pairs = [p for p in cleaned.pairs if dev_questions.isdisjoint((p.question1, p.question2))]
+        dropped = len(cleaned.pairs) - len(train_pairs)
+    if not train_pairs:
+        raise ValueError("no training pairs left after cleaning and the train/dev split")
+    if not dev or not any(p.label for p in dev):
+        raise ValueError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
+
+    mined: list[Pair] = []
+    dev_mined: list[Pair] = []
+    want = negatives_needed(train_pairs, config.negatives_per_positive)
+    if model is not None and want:
+        _emit(progress, step=0, total=want, phase="mining")
+        mined = mine_negatives(train_pairs, model, want, seed=config.seed)
+        _emit(progress, step=len(mined), total=want, phase="mining")
+    if model is not None and config.negatives_per_positive > 0 and all(p.label for p in dev):
+        dev_want = negatives_needed(dev, config.negatives_per_positive)
+        dev_mined = mine_negatives(dev, model, dev_want, seed=config.seed)
+        dev = dev + dev_mined
+        if not dev_mined:
+            raise ValueError("the dev set has only duplicates and no negative could be mined for it")
+    positives = sum(p.label for p in train_pairs)
+    counts = {
+        "input_pairs": len(pairs),
+        "dropped_repeats": cleaned.dropped_repeats + cleaned.dropped_self + cleaned.conflicts,
+        "train_pairs": len(train_pairs) + len(mined),
+        "positives": positives,
+        "negatives": len(train_pairs) - positives,
+        "mined_negatives": len(mined),
+        "dev_pairs": len(dev),
+        "dev_mined_negatives": len(dev_mined),
+        "dropped_crossing_pairs": dropped,
+    }
+    return PreparedData(train_pairs + mined, dev, counts)
+
+
+def _emit(progress: Progress | None, **event: Any) -> None:
+    if progress is not None:
+        event.setdefault("loss", None)
+        event.setdefault("epoch", None)
+        progress(event)
+
+
+def _encode_fn(model: Any, energy: str, batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            normalize_embeddings=energy == "cosine",
+        )
+
+    return encode
+
+
+def _flat_metrics(result: dict[str, dict[str, Any]]) -> dict[str, float]:
+    p, r = result["pairs"], result["retrieval"]
+    return {
+        "ap": p["ap"],
+        "best_f1": p["best_f1"],
+        "best_accuracy": p["best_accuracy"],
+        "mrr@10": r["mrr@10"],
+        "ndcg@10": r["ndcg@10"],
+        "recall@1": r["recall@1"],
+        "recall@10": r["recall@10"],
+    }
+
+
+def _dev_evaluator(dev: Sequence[Pair], energy: str, seed: int, progress: Progress | None) -> Any:
+    """A sentence-transformers evaluator (pair AP first) over a fixed sample of the dev pairs."""
+    from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
+
+    sample = list(dev)
+    if len(sample) > EVAL_MAX_PAIRS:
+        sample = random.Random(seed).sample(sample, EVAL_MAX_PAIRS)
+
+    class DevEvaluator(BaseEvaluator):
+        """Pair AP (the checkpoint-selection metric) plus retrieval metrics, through dupq.evaluation.
+
+        The library's BinaryClassificationEvaluator needs scikit-learn and has no retrieval view, and its
+        InformationRetrievalEvaluator cannot exclude a query from its own corpus, so this one reuses
+        dupq.evaluation (the same code that reports dev metrics).
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = "ap"
+            self.seconds = 0.0
+            self.history: list[dict[str, Any]] = []
+
+        def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1):
+            t0 = time.perf_counter()
+            _emit(progress, step=steps, total=None, epoch=epoch, phase="evaluating")
+            metrics = _flat_metrics(evaluate_encoder(_encode_fn(model, energy), sample, energy=energy))
+            self.history.append({"step": steps, "epoch": epoch, **metrics})
+            self.seconds += time.perf_counter() - t0
+            return self.prefix_name_to_metrics(metrics, "dev")
+
+    return DevEvaluator()
+
+
+def _load_base(base: SiameseEncoder | str | Path | None) -> tuple[Any, str, str]:
+    """A private (uncached) copy of the starting model, its base-model name and a description of it."""
+    if base is None:
+        return load_sentence_transformer(packaged_model_path(), cached=False), BASE_MODEL_NAME, "packaged"
+    if isinstance(base, SiameseEncoder):
+        # The encoder's module may be the instance the service serves from: train a deep copy, never it.
+        return copy.deepcopy(base.model), base.base_model, "encoder"
+    folder = Path(base)
+    if (folder / "dupq.json").is_file():
+        meta = SiameseEncoder.read_config(folder)
+        weights = meta.get("weights", ".")
+        src = packaged_model_path() if weights == PACKAGED else str(folder / weights)
+        return load_sentence_transformer(src, cached=False), meta.get("base_model", BASE_MODEL_NAME), str(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such model folder")
+    return load_sentence_transformer(str(folder), cached=False), str(folder), str(folder)
+
+
+def _callbacks(progress: Progress | None, should_stop: Callable[[], bool] | None) -> list[Any]:
+    from transformers import TrainerCallback
+
+    class Relay(TrainerCallback):
+        """Forwards step/loss to ``progress`` and polls ``should_stop`` after every optimiser step."""
+
+        def __init__(self) -> None:
+            self.loss: float | None = None
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
+            _emit(progress, step=state.global_step, total=state.max_steps, loss=self.loss, epoch=state.epoch,
+                  phase="training")
+            if should_stop is not None and should_stop():
+                # Raising unwinds trainer.train() at once; train() then removes every temporary folder.
+                raise TrainingCancelled(f"training stopped at step {state.global_step}")
+
+    return [Relay()]
+
+
+#: Batches pooled before regrouping by length (see :class:`LengthGroupedNoDuplicatesBatchSampler`).
+GROUP_WINDOW = 16
+
+
+class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
+    """The library's no-duplicates batch sampler, with batches regrouped by text length.
+
+    Questions average ~15 word pieces but a batch is padded to its longest one (~40-50 for 64 QQP questions),
+    so most of the compute of a CPU step is padding. This pools ``GROUP_WINDOW`` consecutive no-duplicate
+    batches, sorts their rows by length, cuts them into batches again (still refusing a repeated text inside a
+    batch) and shuffles those batches, like ``group_by_length`` in transformers.
+
+    Example:
+        >>> SentenceTransformerTrainingArguments(  # doctest: +SKIP
+        ...     "ckpt", batch_sampler=LengthGroupedNoDuplicatesBatchSampler)
+    """
+
+    def __iter__(self) -> Iterator[list[int]]:
+        columns = [self.dataset[c] for c in self.dataset.column_names if c != "dataset_name"]
+        rows = list(zip(*columns, strict=True))
+        lengths = [max(len(str(v)) for v in r) for r in rows]
+        rng = random.Random(self.seed + self.epoch)
+        pool: list[int] = []
+        for batch in super().__iter__():
+            pool.extend(batch)
+            if len(pool) >= self.batch_size * GROUP_WINDOW:
+                batches, pool = self._regroup(pool, rows, lengths, flush=False)
+                rng.shuffle(batches)
+                yield from batches
+        batches, _ = self._regroup(pool, rows, lengths, flush=True)
+        rng.shuffle(batches)
+        yield from batches
+
+    def _regroup(
+        self, pool: list[int], rows: list[tuple], lengths: list[int], *, flush: bool
+    ) -> tuple[list[list[int]], list[int]]:
+        todo = sorted(pool, key=lengths.__getitem__)
+        batches: list[list[int]] = []
+        while todo:
+            batch: list[int] = []
+            seen: set[Any] = set()
+            deferred: list[int] = []
+            for i in todo:
+                if len(batch) < self.batch_size and seen.isdisjoint(rows[i]):
+                    batch.append(i)
+                    seen.update(rows[i])
+                else:
+                    deferred.append(i)
+            if len(batch) < self.batch_size and not flush:
+                return batches, batch + deferred  # an incomplete batch waits for the next window
+            batches.append(batch)
+            todo = deferred
+        return batches, []
+
+
+def _temp_sibling(output_dir: Path) -> Path:
+    return output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+# --- the recipe ------------------------------------------------------------------------------------------
+
+
+def train(
+    pairs: Sequence[Pair],
+    config: TrainConfig,
+    *,
+    base: SiameseEncoder | str | Path | None,
+    output_dir: Path,
+    dev_pairs: Sequence[Pair] | None = None,
+    parent: str | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    show_progress_bar: bool = True,
+) -> TrainResult:
+    """Fine-tune a twin encoder on labelled pairs and write a complete model version at ``output_dir``.
+
+    Args:
+        pairs: Labelled pairs (repeats and self-pairs are dropped again here).
+        config: Hyper-parameters.
+        base: The encoder or version folder to start from; None is the packaged base model. It is copied,
+            never trained in place.
+        output_dir: The final version folder (``models/<version>``); it must not exist. The version is built in
+            a temporary sibling and renamed, so the folder only ever exists complete.
+        dev_pairs: Dev pairs for checkpoint selection, threshold calibration and the reported metrics; None
+            splits ``pairs`` by duplicate cluster with ``config.dev_fraction``.
+        parent: Parent version name, saved in dupq.json.
+        progress: Called with ``{"step", "total", "loss", "epoch", "phase"}``; phase is ``"mining"``,
+            ``"training"`` or ``"evaluating"``.
+        should_stop: Polled after every step; when it returns True, :class:`TrainingCancelled` is raised and
+            nothing is left at ``output_dir``.
+        show_progress_bar: Show the trainer's progress bar.
+
+    Returns:
+        The version name and path, dev metrics (``{"dev": {"pairs", "retrieval"}}``), thresholds
+        (``{"f1", "accuracy"}``; the max-F1 one is served), data counts, wall seconds, and training
+        throughput in pairs/s (excluding dev evaluations).
+
+    Raises:
+        TrainingCancelled: ``should_stop`` asked to stop.
+        ValueError: No training pairs, or a dev set without duplicates.
+        FileExistsError: ``output_dir`` already exists.
+    """
+    t_start = time.perf_counter()
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        raise FileExistsError(f"{output_dir} already exists")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import PrinterCallback, set_seed
+
+    set_seed(config.seed)
+    model, base_model_name, started_from = _load_base(base)
+    _check_stop(should_stop)
+    data = prepare_data(pairs, dev_pairs, config, model, progress=progress)
+    _check_stop(should_stop)
+    if config.energy == "euclidean":
+        model.similarity_fn_name = "euclidean"  # saved in the model's config, so plain ST users see it too
+
+    from datasets import Dataset
+
+    train_set = Dataset.from_dict(
+        {
+            "sentence1": [p.question1 for p in data.train],
+            "sentence2": [p.question2 for p in data.train],
+            "label": [p.label for p in data.train],
+        }
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
+    evaluator = _dev_evaluator(data.dev, config.energy, config.seed, progress)
+
+    bf16 = config.bf16 and _bf16_supported()
+    if config.bf16 and not bf16:
+        log.warning("bf16 requested but this machine has no native bf16 support: training in fp32")
+    checkpoints = Path(tempfile.mkdtemp(prefix="dupq-train-"))
+    staging = _temp_sibling(output_dir)
+    try:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(checkpoints),
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps or -1,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=bf16,
+            # No text twice in a batch (BatchSamplers.NO_DUPLICATES), with batches grouped by length.
+            batch_sampler=LengthGroupedNoDuplicatesBatchSampler,
+            eval_strategy="steps",
+            eval_steps=eval_steps,
+            save_strategy="steps",
+            save_steps=eval_steps,
+            save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
+            save_only_model=True,  # no optimizer state: 3x smaller checkpoints, and we never resume
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_dev_ap",
+            greater_is_better=True,
+            logging_steps=max(1, min(25, total_steps // 20)),
+            report_to="none",
+            disable_tqdm=not show_progress_bar,
+            dataloader_num_workers=0,
+            use_cpu=not _has_accelerator(),  # bf16 on a CPU-only machine needs it said explicitly
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            loss=build_loss(model, config),
+            evaluator=evaluator,
+            callbacks=_callbacks(progress, should_stop),
+        )
+        if not show_progress_bar:
+            trainer.remove_callback(PrinterCallback)  # it would print every log dict to stdout
+        t_train = time.perf_counter()
+        trainer.train()
+        # Mixed precision leaves model.forward wrapped in autocast; drop it so the dev metrics and thresholds
+        # below are measured in fp32, as the saved model is loaded and served.
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        train_seconds = time.perf_counter() - t_train - evaluator.seconds
+        steps = trainer.state.global_step
+        pairs_per_second = steps * config.batch_size / train_seconds if train_seconds > 0 else 0.0
+
+        # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
+        _emit(progress, step=steps, total=steps, phase="evaluating")
+        dev_result = evaluate_encoder(_encode_fn(model, config.energy), data.dev, energy=config.energy)
+        thresholds = {
+            "f1": float(dev_result["pairs"]["best_f1_threshold"]),
+            "accuracy": float(dev_result["pairs"]["best_accuracy_threshold"]),
+        }
+        metrics = {"dev": dev_result}
+        best_step = _best_step(trainer.state.best_model_checkpoint)
+        encoder = SiameseEncoder(
+            model,
+            energy=config.energy,
+            threshold=thresholds["f1"],
+            base_model=base_model_name,
+            metadata={
+                "loss": config.loss,
+                "margin": config.margin,
+                "thresholds": thresholds,
+                "threshold_objective": "f1",
+                "training": config.to_dict(),
+                "data": data.counts,
+                "metrics": metrics,
+                "history": evaluator.history,
+                "best_step": best_step,
+                "steps": steps,
+                "precision": "bf16" if bf16 else "fp32",
+                "parent": parent,
+                "started_from": started_from,
+                "seconds": round(time.perf_counter() - t_start, 1),
+                "pairs_per_second": round(pairs_per_second, 2),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        _check_stop(should_stop)
+        encoder.save(staging)
+        os.rename(staging, output_dir)  # atomic: the version appears complete or not at all
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return TrainResult(
+        version=output_dir.name,
+        path=output_dir,
+        metrics=metrics,
+        thresholds=thresholds,
+        counts=data.counts,
+        seconds=time.perf_counter() - t_start,
+        pairs_per_second=pairs_per_second,
+        history=evaluator.history,
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _bf16_supported() -> bool:
+    """Whether bf16 autocast runs natively (AVX512-BF16/AMX on a CPU); emulated bf16 is slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _check_stop(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("training stopped before it finished")
+
+
+def _best_step(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    try:
+        return int(checkpoint.rsplit("-", 1)[-1])
+    except ValueError:
+        return None

@@ -1,0 +1,92 @@
+"""The admin page: counts, the running job with a live progress bar, model versions, promote / rollback.
+
+A person signs in with the admin token once (kept in the signed session cookie); the page polls
+``/admin/status.json`` for the job's progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, session, url_for
+
+from dupq.errors import DupQError
+from web.auth import admin_token, check_admin, token_ok
+from web.service import get_service
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def status() -> dict[str, Any]:
+    svc = get_service()
+    job = svc.jobs.active() or next(iter(svc.jobs.list(1)), None)
+    return {
+        "model": svc.version,
+        "questions": svc.store.question_counts(),
+        "pairs": svc.store.pair_counts(),
+        "job": job.to_dict() if job else None,
+        "versions": svc.registry.list(),
+    }
+
+
+def signed_in() -> bool:
+    return token_ok(session.get("admin_token"))
+
+
+@bp.get("/")
+def index():
+    if admin_token() is None:
+        return render_template("admin.html", disabled=True), 403
+    if not signed_in():
+        return render_template("admin.html", login=True), 401
+    return render_template("admin.html", status=status())
+
+
+@bp.post("/login")
+def login():
+    if token_ok(request.form.get("token", "")):
+        session["admin_token"] = request.form["token"]
+    else:
+        flash("Wrong token.", "error")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/logout")
+def logout():
+    session.pop("admin_token", None)
+    return redirect(url_for("admin.index"))
+
+
+@bp.get("/status.json")
+def status_json():
+    check_admin()
+    return jsonify(status())
+
+
+def _act(fn: Any, done: str) -> Any:
+    check_admin()
+    try:
+        fn()
+        flash(done, "ok")
+    except DupQError as e:
+        flash(e.message, "error")
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/promote")
+def promote():
+    v = request.form.get("version", "")
+    return _act(lambda: get_service().promote(v), f"Promoted {v}.")
+
+
+@bp.post("/rollback")
+def rollback():
+    return _act(lambda: get_service().rollback(), "Rolled back.")
+
+
+@bp.post("/train")
+def train():
+    opts: dict[str, Any] = {}
+    if request.form.get("max_steps", "").isdigit():
+        opts["max_steps"] = int(request.form["max_steps"])
+    return _act(lambda: get_service().start_training(opts), "Training job started.")

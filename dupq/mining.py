@@ -1,7 +1,9 @@
 """Hard negatives for positive-only pair data, mined with the current encoder.
 
 Contrastive loss needs negative pairs, but most duplicate data (e.g. the QQP paraphrase sets) lists only
-positives. For an anchor question, a *hard* negative is a question of the same pool that the encoder already
+positives. A pair is *positive-only* when neither of its questions appears in a labelled negative pair
+(:func:`positive_only_pairs`); ``negatives_per_positive`` hard negatives are mined per such pair. For an
+anchor question, a *hard* negative is a question of the same pool that the encoder already
 ranks close to it but that is not in its duplicate cluster. Mining uses
 ``sentence_transformers.util.mine_hard_negatives``: every other member of the anchor's duplicate cluster
 (transitive closure of the positives) is passed as one of its positives, so the library never returns a
@@ -26,29 +28,36 @@ from typing import Any
 
 from dupq.data import Pair, duplicate_clusters
 
-__all__ = ["RELATIVE_MARGIN", "mine_negatives", "negatives_needed"]
+__all__ = ["MAX_CORPUS", "RELATIVE_MARGIN", "mine_negatives", "negatives_needed", "positive_only_pairs"]
 
 #: A mined negative must score below ``(1 - RELATIVE_MARGIN)`` times the anchor's hardest positive.
 RELATIVE_MARGIN = 0.05
-#: Most questions embedded as the candidate pool: the anchors' clusters, then a random sample of the others.
+#: Most candidate questions embedded: the anchors' cluster-mates, then a random sample of the others.
 #: Embedding is the cost of mining (a few minutes per 10k questions on a busy 2-core CPU); this bounds it.
 MAX_CORPUS = 10_000
 
 
-def negatives_needed(pairs: Sequence[Pair], negatives_per_positive: float) -> int:
-    """How many negatives to mine so that the pairs hold ``negatives_per_positive`` negatives per positive.
-
-    Labelled negatives count towards the ratio, so balanced labelled data needs none and positive-only data
-    needs ``ratio * positives``.
+def positive_only_pairs(pairs: Sequence[Pair]) -> list[Pair]:
+    """The positive pairs that have no labelled negative: neither question appears in a negative pair.
 
     Example:
-        >>> negatives_needed([Pair("a", "b", 1), Pair("c", "d", 1), Pair("a", "c", 0)], 1.0)
-        1
+        >>> positive_only_pairs([Pair("a", "b", 1), Pair("c", "d", 1), Pair("a", "e", 0)])
+        [Pair(question1='c', question2='d', label=1)]
+    """
+    in_negative = {q for p in pairs if p.label == 0 for q in (p.question1, p.question2)}
+    return [p for p in pairs if p.label == 1 and in_negative.isdisjoint((p.question1, p.question2))]
+
+
+def negatives_needed(pairs: Sequence[Pair], negatives_per_positive: float) -> int:
+    """How many negatives to mine: ``negatives_per_positive`` per positive pair without a labelled negative.
+
+    Example:
+        >>> negatives_needed([Pair("a", "b", 1), Pair("c", "d", 1), Pair("a", "e", 0)], 2.0)
+        2
     """
     if negatives_per_positive < 0:
         raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}")
-    positives = sum(p.label for p in pairs)
-    return max(0, round(negatives_per_positive * positives) - (len(pairs) - positives))
+    return round(negatives_per_positive * len(positive_only_pairs(pairs)))
 
 
 def mine_negatives(
@@ -60,52 +69,49 @@ def mine_negatives(
     batch_size: int = 64,
     max_corpus: int | None = MAX_CORPUS,
 ) -> list[Pair]:
-    """Mine up to ``count`` hard negative pairs among the questions of ``pairs``.
+    """Mine up to ``count`` hard negative pairs for the positive-only pairs among ``pairs``.
 
-    Anchors are questions with at least one duplicate, those that appear in no labelled negative first (they
-    come from positive-only data), shuffled with ``seed``; each gets ``ceil(count / anchors)`` negatives taken
-    from the questions of ``pairs`` (all of them, or the anchors' clusters plus a random sample up to
-    ``max_corpus``). A negative is never in the anchor's duplicate cluster and
-    never repeats a pair of ``pairs``. Fewer than ``count`` come back when the margin leaves too few candidates.
+    Anchors are the first questions of :func:`positive_only_pairs` (shuffled with ``seed``); each gets
+    ``ceil(count / anchors)`` negatives. Candidates are the anchors' cluster-mates (which the library masks out)
+    plus the other questions of ``pairs``, sampled down to ``max_corpus`` in all. A negative is never in the
+    anchor's duplicate cluster and never repeats a pair of ``pairs``. Fewer than ``count`` come back when the
+    margin leaves too few candidates.
 
     Args:
-        pairs: Labelled pairs; their positives define the duplicate clusters, their questions the corpus.
+        pairs: Labelled pairs; their positives define the duplicate clusters, their questions the candidates.
         model: The SentenceTransformer that ranks candidates (the model about to be fine-tuned).
         count: Negatives wanted.
-        seed: Seed for the choice of anchors.
+        seed: Seed for the choice of anchors and candidates.
         batch_size: Encoding batch size (the library shows its own encoding progress bars).
         max_corpus: Cap on the candidate pool (None: every question of ``pairs``).
 
     Returns:
         Pairs ``(anchor, negative, 0)``.
     """
-    if count <= 0:
+    targets = positive_only_pairs(pairs)
+    if count <= 0 or not targets:
         return []
     clusters = duplicate_clusters(pairs)
     members: dict[int, list[str]] = {}
     for question, cluster in clusters.items():
         members.setdefault(cluster, []).append(question)
-    in_labelled_negative = {q for p in pairs if p.label == 0 for q in (p.question1, p.question2)}
-    anchors = [q for q, c in clusters.items() if len(members[c]) > 1]
-    if not anchors:
-        return []
     rng = random.Random(seed)
+    anchors = list(dict.fromkeys(p.question1 for p in targets))
     rng.shuffle(anchors)
-    anchors.sort(key=lambda q: q in in_labelled_negative)  # stable: keeps the shuffle within each group
     per_anchor = math.ceil(count / len(anchors))
     anchors = anchors[: math.ceil(count / per_anchor)]
 
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    # Every cluster-mate is a positive of the anchor, so the library masks all of them out.
+    # Every cluster-mate is a positive of the anchor, so the library masks all of them out (and adds them to
+    # the candidates itself); the anchors are embedded once, as queries.
     rows = [(a, m) for a in anchors for m in members[clusters[a]] if m != a]
-    corpus = list(clusters)
-    if max_corpus is not None and len(corpus) > max_corpus:
-        pool = dict.fromkeys(m for a in anchors for m in members[clusters[a]])
-        others = [q for q in corpus if q not in pool]
-        rng.shuffle(others)
-        corpus = [*pool, *others[: max(0, max_corpus - len(pool))]]
+    taken = set(anchors) | {m for _, m in rows}
+    others = [q for q in clusters if q not in taken]
+    rng.shuffle(others)
+    if max_corpus is not None:
+        others = others[: max(0, max_corpus - (len(taken) - len(anchors)))]
     dataset = Dataset.from_dict({"anchor": [a for a, _ in rows], "positive": [m for _, m in rows]})
     try:
         import faiss  # noqa: F401
@@ -118,7 +124,7 @@ def mine_negatives(
         model,
         anchor_column_name="anchor",
         positive_column_name="positive",
-        corpus=corpus,
+        corpus=others,
         num_negatives=per_anchor,
         relative_margin=RELATIVE_MARGIN,
         sampling_strategy="top",

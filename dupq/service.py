@@ -136,6 +136,7 @@ class DupQ:
     def __init__(self, settings: Settings, *, read_only: bool = False) -> None:
         self.settings = settings
         self.read_only = read_only
+        self._closed = False
         self._lock = None if read_only else HomeLock(settings.home)
         self._write = threading.RLock()  # serialises writers; searches never take it
         try:
@@ -161,6 +162,7 @@ class DupQ:
         return cls(settings, read_only=read_only)
 
     def close(self) -> None:
+        self._closed = True
         serving = getattr(self, "_serving", None)
         if serving is not None and hasattr(serving.index, "close"):
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
@@ -475,6 +477,8 @@ class DupQ:
     def _watch_job(self, job_id: str, proc: subprocess.Popen) -> None:
         """Wait for the worker; promote what it built, or record how it ended."""
         rc = proc.wait()
+        if self._closed:
+            return  # the service closed meanwhile: the next open marks an unfinished job failed
         job = self.jobs.get(job_id)
         if job.state not in ACTIVE:
             return  # the worker recorded rejected / cancelled / failed itself

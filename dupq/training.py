@@ -226,9 +226,10 @@ def prepare_data(
 
     Without ``dev_pairs`` the pairs are split by duplicate cluster (:func:`dupq.data.split_by_cluster`). With
     them, training pairs that share a question with dev are dropped, so dev numbers stay honest. When
-    ``model`` is given and ``config.negatives_per_positive > 0``, hard negatives are mined to reach that
-    ratio (from training questions only), and a dev set without any negative gets mined ones from its own
-    questions, since a threshold cannot be calibrated on positives alone.
+    ``model`` is given, ``config.negatives_per_positive`` hard negatives are mined (from training questions
+    only) per positive pair that has no labelled negative (:func:`dupq.mining.positive_only_pairs`), and a
+    dev set without any negative gets mined ones from its own questions, since a threshold cannot be
+    calibrated on positives alone.
 
     Example:
         >>> data = prepare_data([Pair("a", "b", 1), Pair("c", "d", 0), Pair("e", "f", 1)], None,

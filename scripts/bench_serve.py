@@ -2,7 +2,7 @@
 latency of one search over HTTP (a benchmark that prints, not a test).
 
 Usage:
-    python scripts/bench_serve.py [--requests 200] [--home DIR]
+    python scripts/bench_serve.py [--requests 200] [--home DIR] [--production]
 
 Starts the server as a subprocess on a free loopback port with a fresh temporary home (the embedded bank)
 unless ``--home`` is given, and queries it with one client, one request at a time.
@@ -55,21 +55,23 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def server_command(port: int) -> list[str]:
-    return [str(Path(sys.executable).with_name("dupq")), "serve", "--port", str(port)]
+def server_command(port: int, production: bool = False) -> list[str]:
+    cmd = [str(Path(sys.executable).with_name("dupq")), "serve", "--port", str(port)]
+    return [*cmd, "--production"] if production else cmd
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--home", default=None)
+    ap.add_argument("--production", action="store_true", help="serve with waitress (dupq serve --production)")
     args = ap.parse_args()
     home = args.home or tempfile.mkdtemp(prefix="dupq-bench-")
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/v1/search"
     env = {**os.environ, "DUPQ_HOME": home, "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(server_command(port), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(server_command(port, args.production), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         while True:

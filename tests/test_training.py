@@ -139,9 +139,10 @@ def test_prepare_data_never_shares_a_question_between_train_and_dev() -> None:
     assert all("How do I boil an egg?" not in (p.question1, p.question2) for p in data.train)
 
 
-def test_negatives_needed() -> None:
-    assert negatives_needed(PAIRS, 1.0) == 20 - 12
-    assert negatives_needed(PAIRS, 0.5) == 0
+def test_negatives_needed_counts_positive_pairs_without_a_negative() -> None:
+    # t25-t32 are positive-only; every other positive shares a question with a labelled negative.
+    assert negatives_needed(PAIRS, 1.0) == 8
+    assert negatives_needed(PAIRS, 0.5) == 4
     assert negatives_needed(PAIRS, 0) == 0
 
 

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_MARGIN",
     "LOSSES",
+    "LengthGroupedNoDuplicatesBatchSampler",
+    "PreparedData",
     "TrainConfig",
     "TrainResult",
     "TrainingCancelled",
@@ -78,6 +80,9 @@ class TrainConfig:
 
     ``margin=None`` (the default) resolves to ``DEFAULT_MARGIN[energy]``, so after construction ``margin``
     is always a float in the units of the energy's distance (cosine distance ``1 - cos``, or Euclidean).
+    ``bf16`` (default on: same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no
+    native bf16. ``negatives_per_positive`` hard negatives are mined per positive pair without a labelled
+    negative (0 turns mining off).
 
     Example:
         >>> c = TrainConfig(max_steps=200, energy="euclidean")

@@ -192,7 +192,7 @@ def _mean_cos(enc: SiameseEncoder, pairs: list[Pair]) -> float:
 
 
 def test_fine_tune_moves_positives_closer_and_negatives_apart(trained: dict[str, Any]) -> None:
-    tuned = SiameseEncoder.load(trained["result"].path, cached=False)
+    tuned = SiameseEncoder.load(trained["result"].path, cached=False, backend="torch")
     base = SiameseEncoder.from_pretrained()
     pos = [p for p in PAIRS if p.label == 1]
     neg = [p for p in PAIRS if p.label == 0]

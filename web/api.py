@@ -27,6 +27,16 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+def batch_field(body: dict[str, Any], name: str) -> list[Any]:
+    """``body[name]`` as a non-empty array of at most ``MAX_BATCH`` items, or a 400 saying why not."""
+    items = body.get(name)
+    if not isinstance(items, list) or not items:
+        raise ValidationError(f"{name} must be a non-empty array", code="invalid_type")
+    if len(items) > MAX_BATCH:
+        raise ValidationError(f"at most {MAX_BATCH} {name} per request", code="batch_too_large")
+    return items
+
+
 def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None:
@@ -60,13 +70,7 @@ def search():
 
 @bp.post("/api/v1/questions")
 def add_questions():
-    body = json_body()
-    questions = body.get("questions")
-    if not isinstance(questions, list) or not questions:
-        raise ValidationError("questions must be a non-empty array", code="invalid_type")
-    if len(questions) > MAX_BATCH:
-        raise ValidationError(f"at most {MAX_BATCH} questions per request", code="batch_too_large")
-    added = get_service().add_questions(questions)
+    added = get_service().add_questions(batch_field(json_body(), "questions"))
     return jsonify({"ids": [q.id for q in added]}), 201
 
 
@@ -94,11 +98,7 @@ def delete_question(qid: str):
 @require_admin
 def add_pairs():
     body = json_body()
-    pairs = body.get("pairs")
-    if not isinstance(pairs, list) or not pairs:
-        raise ValidationError("pairs must be a non-empty array", code="invalid_type")
-    if len(pairs) > MAX_BATCH:
-        raise ValidationError(f"at most {MAX_BATCH} pairs per request", code="batch_too_large")
+    pairs = batch_field(body, "pairs")
     source = body.get("source", "api")
     if source not in ("api", "feedback", "import"):
         raise ValidationError("source must be api, feedback or import", code="invalid_option")

@@ -178,6 +178,10 @@ def _open_for_reading(ctx: click.Context):
 @click.option("--batch-size", type=int, help="Pairs per step (default 32).")
 @click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate (default 2e-5).")
 @click.option("--negatives-per-positive", type=float, help="Mined hard negatives ratio (0 disables mining).")
+@click.option("--ranking-weight", type=float,
+              help="Weight of the in-batch ranking term added to the contrastive loss (0 = contrastive only).")
+@click.option("--base-weight", type=float,
+              help="Share of the starting weights averaged back into the result (WiSE-FT; 0 = none).")
 @click.option("--bf16/--fp32", "bf16", default=None, help="Mixed precision (default: see README).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--from", "start", help="Version to fine-tune (default: the current one; 'base' = untuned).")

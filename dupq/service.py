@@ -462,7 +462,9 @@ class DupQ:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                # The worker shares the CPU with the web process: OpenMP threads that spin-wait for a busy core
+                # made training 3x slower under contention (docs/benchmarks.md); passive waiting avoids that.
+                env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "HF_HUB_OFFLINE": "1"},
             )
         self.jobs.update(job.id, pid=proc.pid)
         threading.Thread(target=self._watch_job, args=(job.id, proc), name=f"job-{job.id}", daemon=True).start()

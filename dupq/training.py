@@ -36,6 +36,7 @@ from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 from dupq.config import ENERGIES
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.evaluation import evaluate_encoder, pair_metrics
+from dupq.losses import build_loss
 from dupq.mining import mine_negatives, negatives_needed
 from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
 
@@ -52,6 +53,7 @@ __all__ = [
     "build_loss",
     "calibrate_thresholds",
     "prepare_data",
+    "average_weights",
     "train",
 ]
 
@@ -82,7 +84,11 @@ class TrainConfig:
     is always a float in the units of the energy's distance (cosine distance ``1 - cos``, or Euclidean).
     ``bf16`` (default on: same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no
     native bf16. ``negatives_per_positive`` hard negatives are mined per positive pair without a labelled
-    negative (0 turns mining off).
+    negative (0 turns mining off). ``ranking_weight`` adds an in-batch ranking term on the duplicate pairs to
+    the contrastive loss (:mod:`dupq.losses`; 0 = contrastive only), and ``base_weight`` averages that share of
+    the starting weights back into the result (WiSE-FT, :func:`average_weights`; 0 = none): the defaults (1.0
+    and 0.5) keep retrieval and out-of-domain quality where plain contrastive fine-tuning lost them
+    (docs/benchmarks.md).
 
     Example:
         >>> c = TrainConfig(max_steps=200, energy="euclidean")
@@ -100,6 +106,8 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     seed: int = 0
     negatives_per_positive: float = 1.0
+    ranking_weight: float = 1.0
+    base_weight: float = 0.5
     bf16: bool = True
     eval_steps: int | None = None
     dev_fraction: float = 0.1
@@ -116,6 +124,8 @@ class TrainConfig:
         _number(self, "learning_rate", low=0.0, low_open=True)
         _number(self, "warmup_ratio", low=0.0, high=1.0)
         _number(self, "negatives_per_positive", low=0.0)
+        _number(self, "ranking_weight", low=0.0)
+        _number(self, "base_weight", low=0.0, high=1.0)
         _number(self, "dev_fraction", low=0.0, high=1.0, low_open=True)
         _integer(self, "batch_size", low=1)
         _integer(self, "seed", low=0)
@@ -170,28 +180,6 @@ class TrainResult:
 
 
 # --- building blocks ---------------------------------------------------------------------------------------
-
-
-def build_loss(model: Any, config: TrainConfig) -> Any:
-    """The contrastive loss of ``config``, with the distance that matches its energy.
-
-    ``contrastive`` is Hadsell et al.'s ``0.5 * (y * d^2 + (1 - y) * max(0, margin - d)^2)`` averaged over the
-    batch; ``online-contrastive`` applies it only to the hard pairs of each batch. ``d`` is the cosine distance
-    ``1 - cos`` for the cosine energy and the Euclidean distance for the Euclidean one.
-
-    Example:
-        >>> loss = build_loss(model, TrainConfig(energy="euclidean"))  # doctest: +SKIP
-    """
-    from sentence_transformers.sentence_transformer.losses import (
-        ContrastiveLoss,
-        OnlineContrastiveLoss,
-        SiameseDistanceMetric,
-    )
-
-    metric = SiameseDistanceMetric.COSINE_DISTANCE if config.energy == "cosine" else SiameseDistanceMetric.EUCLIDEAN
-    if config.loss == "contrastive":
-        return ContrastiveLoss(model, distance_metric=metric, margin=config.margin)
-    return OnlineContrastiveLoss(model, distance_metric=metric, margin=config.margin)
 
 
 def calibrate_thresholds(scores: Any, labels: Any, *, higher_is_better: bool = True) -> dict[str, float]:
@@ -446,6 +434,33 @@ class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
         return batches, []
 
 
+def average_weights(model: Any, start: Mapping[str, Any], base_weight: float) -> None:
+    """Replace ``model``'s weights by ``(1 - base_weight) * fine-tuned + base_weight * start``, in place.
+
+    This is WiSE-FT (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"): interpolating the
+    fine-tuned weights with the ones training started from keeps most of the in-domain gain and gives back
+    most of what fine-tuning forgot out of domain (docs/benchmarks.md). Non-float buffers are kept as they are.
+
+    Example:
+        >>> start = {k: v.clone() for k, v in model.state_dict().items()}  # doctest: +SKIP
+        >>> ...  # fine-tune model
+        >>> average_weights(model, start, 0.3)                              # doctest: +SKIP
+    """
+    if not 0.0 <= base_weight < 1.0:
+        raise ValueError(f"base_weight must be >= 0 and < 1, got {base_weight}")
+    state = model.state_dict()
+    missing = sorted(set(state) - set(start))
+    if missing:
+        raise ValueError(f"the starting weights lack {len(missing)} tensor(s), e.g. {missing[0]}")
+    merged = {
+        k: (1 - base_weight) * v + base_weight * start[k].to(device=v.device, dtype=v.dtype)
+        if v.is_floating_point()
+        else v
+        for k, v in state.items()
+    }
+    model.load_state_dict(merged)
+
+
 def _temp_sibling(output_dir: Path) -> Path:
     return output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -504,6 +519,10 @@ def train(
 
     set_seed(config.seed)
     model, base_model_name, started_from = _load_base(base)
+    # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6).
+    start_weights = (
+        {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if config.base_weight else None
+    )
     _check_stop(should_stop)
     data = prepare_data(pairs, dev_pairs, config, model, progress=progress)
     _check_stop(should_stop)
@@ -572,6 +591,8 @@ def train(
         # Mixed precision leaves model.forward wrapped in autocast; drop it so the dev metrics and thresholds
         # below are measured in fp32, as the saved model is loaded and served.
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        if start_weights is not None:
+            average_weights(model, start_weights, config.base_weight)
         train_seconds = time.perf_counter() - t_train - evaluator.seconds
         steps = trainer.state.global_step
         pairs_per_second = steps * config.batch_size / train_seconds if train_seconds > 0 else 0.0

@@ -2,7 +2,7 @@
 (a script that measures and prints, not a test).
 
 Usage:
-    python scripts/bench_quality.py [--max-steps 800] [--margins 0.3,0.5,0.7] [--precisions fp32,bf16]
+    python scripts/bench_quality.py [--max-steps 1600] [--margins 0.3,0.5,0.7] [--precisions fp32,bf16]
                                     [--dev-sample N] [--json results.json]
 
 Training data (never the dev file): the labelled QQP train pairs, a sample of the positive-only QQP pairs
@@ -98,16 +98,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-dir", type=Path, default=data / "train")
     ap.add_argument("--dev", type=Path, default=data / "dev" / "qqp_pairs_dev.tsv")
-    ap.add_argument("--max-steps", type=int, default=800, help="optimiser steps per trained model")
+    ap.add_argument("--max-steps", type=int, default=1600, help="optimiser steps per trained model")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--learning-rate", type=float, default=2e-5)
     ap.add_argument("--loss", default="contrastive")
-    ap.add_argument("--eval-steps", type=int, default=400, help="dev evaluation interval (0: train()'s default)")
+    ap.add_argument("--eval-steps", type=int, default=800, help="dev evaluation interval (0: train()'s default)")
     ap.add_argument("--margins", default="default", help="comma-separated margins, or 'default'")
     ap.add_argument("--precisions", default="default", help="comma-separated fp32/bf16, or 'default'")
     ap.add_argument("--repeat", type=int, default=1, help="run the margin x precision list this many times "
                     "(interleaved repeats make a fair fp32/bf16 throughput comparison on a busy machine)")
     ap.add_argument("--negatives-per-positive", type=float, default=None)
+    ap.add_argument("--ranking-weight", type=float, default=None, help="weight of the in-batch ranking term")
+    ap.add_argument("--base-weight", type=float, default=None, help="share of base weights averaged back in")
     ap.add_argument("--qqp-labelled", type=int, default=None, help="labelled QQP pairs to train on (default all)")
     ap.add_argument("--qqp-positive-only", type=int, default=3000, help="positive-only QQP pairs to train on")
     ap.add_argument("--askubuntu-train", type=int, default=3000, help="AskUbuntu train pairs to train on")
@@ -173,7 +175,13 @@ def main() -> int:
         )
 
     defaults = TrainConfig()
-    extra = {} if args.negatives_per_positive is None else {"negatives_per_positive": args.negatives_per_positive}
+    extra: dict[str, Any] = {}
+    if args.negatives_per_positive is not None:
+        extra["negatives_per_positive"] = args.negatives_per_positive
+    if args.ranking_weight is not None:
+        extra["ranking_weight"] = args.ranking_weight
+    if args.base_weight is not None:
+        extra["base_weight"] = args.base_weight
     margins = [None] if args.margins == "default" else [float(m) for m in args.margins.split(",")]
     precisions = ["bf16" if defaults.bf16 else "fp32"] if args.precisions == "default" else args.precisions.split(",")
     runs: dict[str, Any] = {}

@@ -23,6 +23,7 @@ from dupq.training import (
     DEFAULT_MARGIN,
     TrainConfig,
     TrainingCancelled,
+    average_weights,
     build_loss,
     calibrate_thresholds,
     prepare_data,
@@ -63,6 +64,8 @@ def test_config_defaults_round_trip_and_margin_per_energy() -> None:
         ({"learning_rate": "fast"}, "learning_rate must be a finite number"),
         ({"warmup_ratio": 1.0}, "warmup_ratio must be >= 0.0 and < 1.0"),
         ({"negatives_per_positive": -0.5}, "negatives_per_positive must be >= 0"),
+        ({"ranking_weight": -1}, "ranking_weight must be >= 0"),
+        ({"base_weight": 1.0}, "base_weight must be >= 0.0 and < 1.0"),
         ({"bf16": "yes"}, "bf16 must be true or false"),
         ({"dev_fraction": 1.0}, "dev_fraction must be > 0.0 and < 1.0"),
     ],
@@ -91,7 +94,7 @@ def test_config_from_dict_rejects_unknown_keys() -> None:
     ],
 )
 def test_contrastive_loss_equals_hadsell_formula(energy: str, margin: float, expected: float) -> None:
-    loss = build_loss(base_model(), TrainConfig(energy=energy, margin=margin))
+    loss = build_loss(base_model(), TrainConfig(energy=energy, margin=margin, ranking_weight=0))
     a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     b = torch.tensor([[0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
     # The third pair is a negative beyond the margin (cos distance 1, Euclidean sqrt 2): it adds 0.
@@ -102,9 +105,49 @@ def test_contrastive_loss_equals_hadsell_formula(energy: str, margin: float, exp
 def test_online_contrastive_uses_the_energy_distance() -> None:
     from sentence_transformers.sentence_transformer.losses import OnlineContrastiveLoss, SiameseDistanceMetric
 
-    loss = build_loss(base_model(), TrainConfig(loss="online-contrastive", energy="euclidean"))
+    from dupq.losses import ContrastiveRankingLoss
+
+    loss = build_loss(base_model(), TrainConfig(loss="online-contrastive", energy="euclidean", ranking_weight=0))
     assert isinstance(loss, OnlineContrastiveLoss)
     assert loss.distance_metric == SiameseDistanceMetric.EUCLIDEAN
+    # With the ranking term (the default) the same loss is wrapped, not replaced.
+    loss = build_loss(base_model(), TrainConfig(loss="online-contrastive", energy="euclidean"))
+    assert isinstance(loss, ContrastiveRankingLoss) and isinstance(loss.contrastive, OnlineContrastiveLoss)
+    assert loss.contrastive.distance_metric == SiameseDistanceMetric.EUCLIDEAN
+
+
+def test_ranking_term_adds_symmetric_in_batch_loss_over_the_duplicates() -> None:
+    from dupq.losses import ContrastiveRankingLoss
+
+    loss = build_loss(base_model(), TrainConfig(margin=0.5, ranking_weight=0.5))
+    assert isinstance(loss, ContrastiveRankingLoss)
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    b = torch.tensor([[0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
+    # Contrastive: two positives at cos distance 0.4 -> 0.08 each, the negative is beyond the margin; mean over 3.
+    # Ranking over the two duplicates only: each row's logits are 20 * cos = (12 own, 16 other), in both
+    # directions, so each term is -(12 - logsumexp(12, 16)) = log(1 + e^4).
+    value = loss.compute_loss_from_embeddings([a, b], torch.tensor([1, 1, 0]))
+    assert float(value) == pytest.approx(0.16 / 3 + 0.5 * math.log1p(math.exp(4)), abs=1e-5)
+    # One duplicate in the batch has no in-batch negative: only the contrastive term is left.
+    value = loss.compute_loss_from_embeddings([a, b], torch.tensor([1, 0, 0]))
+    assert float(value) == pytest.approx((0.08 + 0.5 * (0.5 - 0.4) ** 2) / 3, abs=1e-6)
+
+
+def test_average_weights_interpolates_floats_towards_the_start() -> None:
+    model = torch.nn.BatchNorm1d(2)  # float weights plus an integer buffer (num_batches_tracked)
+    start = {k: v.clone() for k, v in model.state_dict().items()}  # weight 1, bias 0, count 0
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+        model.bias.fill_(-2.0)
+    model.num_batches_tracked.fill_(7)
+    average_weights(model, start, 0.25)
+    assert model.weight.tolist() == pytest.approx([0.75 * 3 + 0.25 * 1] * 2)
+    assert model.bias.tolist() == pytest.approx([0.75 * -2] * 2)
+    assert int(model.num_batches_tracked) == 7  # not a weight: kept
+    with pytest.raises(ValueError, match="base_weight must be"):
+        average_weights(model, start, 1.0)
+    with pytest.raises(ValueError, match="lack 1 tensor"):
+        average_weights(model, {k: v for k, v in start.items() if k != "bias"}, 0.5)
 
 
 # --- thresholds ----------------------------------------------------------------------------------------------

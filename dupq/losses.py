@@ -1,0 +1,113 @@
+"""Training losses of the twin encoder, built from the sentence-transformers losses.
+
+:func:`build_loss` returns the margin contrastive loss (Hadsell, Chopra & LeCun 2006) of a
+:class:`~dupq.training.TrainConfig`, with the distance that matches its energy, optionally joined by an
+in-batch ranking term (:class:`ContrastiveRankingLoss`).
+
+Why the ranking term: the contrastive loss scores each pair on its own against one global margin, which is
+what a duplicate *threshold* needs (pair AP rises), but it never compares a question's duplicate with the other
+questions it competes with at retrieval time, and on QQP it lowered retrieval nDCG@10 and forgot AskUbuntu
+(docs/benchmarks.md). ``MultipleNegativesRankingLoss`` on the same batch's duplicate pairs (every other
+question of the batch is a negative) is the base model's own training objective and keeps the ranking.
+
+Example:
+    >>> loss = build_loss(model, TrainConfig(ranking_weight=1.0))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from dupq.training import TrainConfig
+
+__all__ = ["RANKING_SCALE", "ContrastiveRankingLoss", "build_loss"]
+
+#: Inverse temperature of the ranking term (the library's default, also all-MiniLM-L6-v2's training value).
+RANKING_SCALE = 20.0
+
+
+class ContrastiveRankingLoss(nn.Module):
+    """A contrastive loss on every pair plus ``ranking_weight`` x an in-batch ranking loss on the duplicates.
+
+    Both terms are computed from one forward pass of the batch. The ranking term is the symmetric
+    ``MultipleNegativesRankingLoss``: for each duplicate pair (a, b) of the batch, b must score higher with a
+    than the second questions of the batch's other duplicate pairs, and a higher with b than their first
+    questions. It needs at least two duplicate pairs in a batch and is skipped otherwise.
+
+    Args:
+        model: The SentenceTransformer being trained.
+        contrastive: A ``ContrastiveLoss`` or ``OnlineContrastiveLoss`` on ``model``.
+        ranking_weight: Weight of the ranking term (> 0).
+        scale: Inverse temperature of the ranking term.
+
+    Example:
+        >>> loss = ContrastiveRankingLoss(model, ContrastiveLoss(model), ranking_weight=1.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any, contrastive: nn.Module, ranking_weight: float, scale: float = RANKING_SCALE):
+        super().__init__()
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+        if ranking_weight <= 0:
+            raise ValueError(f"ranking_weight must be > 0, got {ranking_weight}")
+        self.model = model
+        self.contrastive = contrastive
+        self.ranking = MultipleNegativesRankingLoss(
+            model, scale=scale, directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"
+        )
+        self.ranking_weight = float(ranking_weight)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        # Both columns are questions of the same kind, so one merged forward pass embeds them.
+        embeddings = embed_columns(self.model, sentence_features, separate_first=False)
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        """The loss of a batch from its two embedding columns and its 0/1 labels."""
+        loss = self.contrastive.compute_loss_from_embeddings(embeddings, labels)
+        duplicates = labels.view(-1) > 0.5
+        if int(duplicates.sum()) >= 2:
+            first, second = (e[duplicates] for e in embeddings)
+            loss = loss + self.ranking_weight * self.ranking.compute_loss_from_embeddings([first, second], labels)
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "contrastive": type(self.contrastive).__name__,
+            **self.contrastive.get_config_dict(),
+            "ranking_weight": self.ranking_weight,
+            "ranking_scale": self.ranking.scale,
+        }
+
+
+def build_loss(model: Any, config: TrainConfig) -> nn.Module:
+    """The contrastive loss of ``config``, with the distance that matches its energy (plus the ranking term).
+
+    ``contrastive`` is Hadsell et al.'s ``0.5 * (y * d^2 + (1 - y) * max(0, margin - d)^2)`` averaged over the
+    batch; ``online-contrastive`` applies it only to the hard pairs of each batch. ``d`` is the cosine distance
+    ``1 - cos`` for the cosine energy and the Euclidean distance for the Euclidean one. With
+    ``config.ranking_weight > 0`` the loss is a :class:`ContrastiveRankingLoss` around it.
+
+    Example:
+        >>> loss = build_loss(model, TrainConfig(energy="euclidean"))  # doctest: +SKIP
+    """
+    from sentence_transformers.sentence_transformer.losses import (
+        ContrastiveLoss,
+        OnlineContrastiveLoss,
+        SiameseDistanceMetric,
+    )
+
+    metric = SiameseDistanceMetric.COSINE_DISTANCE if config.energy == "cosine" else SiameseDistanceMetric.EUCLIDEAN
+    if config.loss == "contrastive":
+        loss: nn.Module = ContrastiveLoss(model, distance_metric=metric, margin=config.margin)
+    else:
+        loss = OnlineContrastiveLoss(model, distance_metric=metric, margin=config.margin)
+    if config.ranking_weight > 0:
+        return ContrastiveRankingLoss(model, loss, config.ranking_weight)
+    return loss

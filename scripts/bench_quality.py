@@ -175,13 +175,9 @@ def main() -> int:
         )
 
     defaults = TrainConfig()
-    extra: dict[str, Any] = {}
-    if args.negatives_per_positive is not None:
-        extra["negatives_per_positive"] = args.negatives_per_positive
-    if args.ranking_weight is not None:
-        extra["ranking_weight"] = args.ranking_weight
-    if args.base_weight is not None:
-        extra["base_weight"] = args.base_weight
+    # TrainConfig options left unset here keep TrainConfig's own defaults.
+    optional = ("negatives_per_positive", "ranking_weight", "base_weight")
+    extra = {name: getattr(args, name) for name in optional if getattr(args, name) is not None}
     margins = [None] if args.margins == "default" else [float(m) for m in args.margins.split(",")]
     precisions = ["bf16" if defaults.bf16 else "fp32"] if args.precisions == "default" else args.precisions.split(",")
     runs: dict[str, Any] = {}

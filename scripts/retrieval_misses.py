@@ -18,7 +18,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import math  # noqa: E402
 import random  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -26,14 +25,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dupq.data import read_pairs  # noqa: E402
-from dupq.evaluation import rank_dense, retrieval_task_from_pairs  # noqa: E402
-
-
-def ndcg_at_10(ranked: list[str], relevant: set[str]) -> float:
-    """Binary-relevance nDCG@10 of one query (the definition dupq.evaluation reports)."""
-    dcg = sum(1 / math.log2(rank + 2) for rank, doc in enumerate(ranked[:10]) if doc in relevant)
-    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(10, len(relevant))))
-    return dcg / ideal
+from dupq.evaluation import rank_dense, retrieval_metrics, retrieval_task_from_pairs  # noqa: E402
 
 
 def main() -> int:
@@ -55,11 +47,12 @@ def main() -> int:
         task, lambda texts: model.encode(texts, batch_size=64, normalize_embeddings=True), top_k=10
     )
     misses = sorted(q for q, top in ranked.items() if top and top[0] not in task.qrels[q])
-    deficit = {q: 1 - ndcg_at_10(ranked[q], task.qrels[q]) for q in task.queries}
     n = len(task.queries)
+    ndcg = retrieval_metrics(ranked, task.qrels)["ndcg@10"]
+    misses_ndcg = retrieval_metrics(ranked, {q: task.qrels[q] for q in misses})["ndcg@10"] if misses else 1.0
     print(f"{len(misses)} of {n} queries ({len(misses) / n:.1%}) have a top answer outside their labelled "
-          f"duplicate cluster; nDCG@10 {1 - sum(deficit.values()) / n:.4f}, of whose deficit "
-          f"{100 * sum(deficit[q] for q in misses) / n:.2f} points come from those queries")
+          f"duplicate cluster; nDCG@10 {ndcg:.4f}, of whose deficit "
+          f"{100 * len(misses) * (1 - misses_ndcg) / n:.2f} points come from those queries")
     print(f"a random {min(args.sample, len(misses))} of them:\n")
     for n, q in enumerate(random.Random(args.seed).sample(misses, min(args.sample, len(misses)))):
         labelled = task.corpus[sorted(task.qrels[q])[0]]

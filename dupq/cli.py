@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 
-from dupq.config import DEFAULT_K, Settings
+from dupq.config import DEFAULT_K, Settings, SettingsError
 from dupq.errors import DupQError
 
 
@@ -45,13 +46,22 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="DUPQ_HOME",
     help="State folder (default: $DUPQ_HOME or ./dupq-data).",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Instance file (TOML with settings keys; default: $DUPQ_CONFIG). The environment and options override it.",
+)
 @click.pass_context
-def main(ctx: click.Context, home: Path | None) -> None:
+def main(ctx: click.Context, home: Path | None, config_file: Path | None) -> None:
     """dupq: find stored questions that ask the same thing."""
-    ctx.obj = Settings.from_env(home=home)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this entry point owns the environment: weights from disk only
+    try:
+        ctx.obj = Settings.load(environ=os.environ, config_file=config_file, home=home)
+    except SettingsError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def open_service(ctx: click.Context, **kwargs: Any):
@@ -78,9 +88,8 @@ def serve(ctx: click.Context, host: str, port: int, debug: bool, production: boo
     """
     from web import create_app
 
-    app = create_app({"DUPQ_HOME": str(ctx.obj.home), "DUPQ_SEED_BANK": ctx.obj.seed_bank})
+    app = create_app(settings=ctx.obj)  # opens the service: the model is loaded and warm before the port opens
     svc = app.extensions["dupq"]
-    svc.encoder.encode(["warm up"])  # export or load the fast encoder now, not on the first request
     server = f"waitress, {threads} threads" if production else "Flask development server"
     click.echo(f"dupq serving {ctx.obj.home} on http://{host}:{port}/ (model {svc.version}, {server})")
     if production:
@@ -102,7 +111,7 @@ def import_(ctx: click.Context, file: Path, progress: bool) -> None:
         report = svc.import_file(file, progress=progress)
         click.echo(
             f"read {report.read}, added {report.added}, skipped {report.skipped} (already stored or repeated), "
-            f"invalid {report.invalid}, in {report.seconds:.1f}s; {svc.store.count()} questions stored"
+            f"invalid {report.invalid}, in {report.seconds:.1f}s; {svc.count()} questions stored"
         )
 
 
@@ -117,7 +126,7 @@ def import_pairs(ctx: click.Context, file: Path) -> None:
         click.echo(
             f"added {r['added']} pairs (dropped {r['repeats']} repeats, {r['self_pairs']} self-pairs; "
             f"{r['conflicts']} conflicting labels resolved, latest wins); "
-            f"{sum(svc.store.pair_counts().values())} stored"
+            f"{sum(svc.pair_counts().values())} stored"
         )
 
 
@@ -129,13 +138,7 @@ def import_pairs(ctx: click.Context, file: Path) -> None:
 @handle_errors
 def search(ctx: click.Context, text: str, k: int, as_json: bool) -> None:
     """Show the stored questions closest to TEXT."""
-    from dupq.errors import BusyError
-
-    try:
-        svc = open_service(ctx)
-    except BusyError:
-        svc = open_service(ctx, read_only=True)  # a server owns the home: read beside it
-    with svc:
+    with _open_for_reading(ctx) as svc:
         res = svc.search(text, k)
     if as_json:
         click.echo(json.dumps(res, indent=2))
@@ -192,12 +195,8 @@ def _open_for_reading(ctx: click.Context):
 def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: str | None, promote: bool,
           progress: bool, **options: Any) -> None:
     """Fine-tune on labelled PAIRS files into a new model version (not served until promoted)."""
-    import time as _time
-
     from dupq.data import read_pairs
-    from dupq.registry import new_version_name
     from dupq.training import TrainConfig
-    from dupq.training import train as run_training
 
     try:
         config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
@@ -206,19 +205,12 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
     train_pairs = [p for f in pairs for p in read_pairs(f).pairs]  # malformed files fail before any model work
     dev_pairs = read_pairs(dev).pairs if dev else None
     with open_service(ctx) as svc:
-        start = start or svc.registry.current()
-        if not svc.registry.exists(start):
-            raise click.ClickException(f"unknown model version {start!r}")
-        version = new_version_name()
-        while svc.registry.path(version).exists():
-            _time.sleep(1)
-            version = new_version_name()
-        result = run_training(train_pairs, config, base=svc.registry.path(start), output_dir=svc.registry.path(version),
-                              dev_pairs=dev_pairs, parent=start, show_progress_bar=progress)
-        svc.registry.register(version, parent=start)
+        new = svc.train_version(train_pairs, config, start=start or "current", dev_pairs=dev_pairs,
+                                show_progress_bar=progress)
+        result, version = new.result, new.version
         pm, rm, c = result.metrics["dev"]["pairs"], result.metrics["dev"]["retrieval"], result.counts
         click.echo(
-            f"trained {version} from {start} in {result.seconds:.0f}s ({result.pairs_per_second:.1f} pairs/s): "
+            f"trained {version} from {new.parent} in {result.seconds:.0f}s ({result.pairs_per_second:.1f} pairs/s): "
             f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative, "
             f"{c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
             f"{c['dropped_crossing_pairs']} dropped as crossing the split"
@@ -257,8 +249,8 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
         name, enc = Path(version).name, SiameseEncoder.load(version)
     else:
         with _open_for_reading(ctx) as svc:
-            name = version or svc.registry.current()
-            enc = svc.registry.load(name)
+            name = version or svc.version
+            enc = svc.load_version(name)
     models = {name: enc}
     if baselines and "training" in enc.metadata:  # an untuned version is the base model already
         models["base (untuned)"] = SiameseEncoder.from_pretrained(backend=enc.backend)  # same runtime as the model
@@ -289,7 +281,7 @@ def models() -> None:
 def models_list(ctx: click.Context, as_json: bool) -> None:
     """Show the model versions with their dev metrics; * marks the current one."""
     with _open_for_reading(ctx) as svc:
-        versions = svc.registry.list()
+        versions = svc.versions()
     if as_json:
         click.echo(json.dumps(versions, indent=2))
         return

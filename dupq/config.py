@@ -4,14 +4,13 @@ Every layer (library, CLI, web) reads its configuration through :class:`Settings
 longest accepted question is decided here and nowhere else.
 
 Example:
-    >>> s = Settings.from_env({"DUPQ_HOME": "/tmp/dq"})
+    >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq"})
     >>> str(s.db_path)
     '/tmp/dq/dupq.sqlite3'
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -42,7 +41,7 @@ MAX_PAGE = 500
 
 #: Inference backends of ``SiameseEncoder.encode``: OpenVINO (the model exported once per version and run
 #: in bf16: 3.5-6x plain fp32 torch on this CPU, depending on load, at the same dev AP; docs/benchmarks.md)
-#: or torch (fp32, the reference; training always uses torch). ``$DUPQ_BACKEND`` overrides the default.
+#: or torch (fp32, the reference; training always uses torch); the ``backend`` setting chooses.
 BACKENDS = ("openvino", "torch")
 DEFAULT_BACKEND = "openvino"
 #: OpenVINO inference precision: "bf16" (mean cosine 0.99999 to fp32) or "f32" (exact, ~1.6x slower).
@@ -51,40 +50,54 @@ OPENVINO_PRECISION = "bf16"
 #: Bank size from which a version's index is an HNSW graph (dupq/index/ann.py) instead of exact search.
 #: Exact search reads every vector per query (~linear: about 1 ms per 10k on this CPU), the graph about
 #: 0.3-1 ms at any size; below this an exact answer is cheap enough and needs no graph build.
-#: ``$DUPQ_ANN_MIN_SIZE`` overrides it.
+#: The ``ann_min_size`` setting overrides it.
 ANN_MIN_SIZE = 20_000
 #: Share of deleted rows in an ANN index that starts a background rebuild (graph + compacted vectors).
 ANN_REBUILD_DEAD_FRACTION = 0.25
 
 
-def default_backend(environ: Mapping[str, str] | None = None) -> str:
-    """The encoder backend: ``$DUPQ_BACKEND`` when set, else :data:`DEFAULT_BACKEND`."""
-    env = os.environ if environ is None else environ
-    backend = env.get("DUPQ_BACKEND") or DEFAULT_BACKEND
-    if backend not in BACKENDS:
-        raise ValueError(f"DUPQ_BACKEND must be one of {BACKENDS}, got {backend!r}")
-    return backend
+#: Prefix of the environment variables that set :class:`Settings` fields (``DUPQ_HOME`` sets ``home``).
+ENV_PREFIX = "DUPQ_"
+#: Environment variable naming the instance file (TOML with :class:`Settings` keys).
+CONFIG_ENV = "DUPQ_CONFIG"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value of the wrong kind; the message names it and where it came from."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Runtime configuration of one dupq home.
+    """Runtime configuration of one dupq process: built once by the entry point, then passed down.
+
+    :meth:`load` builds it from, lowest first: these defaults, an instance file (TOML), the ``DUPQ_*``
+    environment variables and explicit arguments (command-line options, the app factory's mapping). Below
+    the entry points (CLI, app factory, worker) nothing reads the environment: everything comes from here.
 
     Attributes:
-        home: Folder holding the SQLite store, model versions and indexes.
+        home: Folder holding the SQLite store, model versions and indexes (``DUPQ_HOME``).
         seed_bank: Question bank loaded into an empty store: ``"default"`` (the bank shipped with dupq),
-            a path to a question file, or ``None`` for none.
+            a path to a question file, or ``None`` for none (``DUPQ_SEED_BANK``; empty = none).
         encode_batch_size: Batch size for embedding questions.
         import_batch_size: Questions per transaction when importing a file.
         admin_token: Bearer token of the write endpoints (pairs, train, promote, delete). None disables
             them rather than leaving them open.
+        secret_key: Signs the web page's session cookie; None: a random key per process (sessions end
+            with a restart).
         gate_tolerance: A retrained candidate is promoted only if its AP is at most this much below the
             current model's on every gate report.
         gate_fraction: Share of the stored pairs' duplicate clusters held out for the gate.
         gate_eval_file: A fixed labelled pair file the gate also evaluates on (optional).
-        backend: Encoder backend for serving and import, ``"openvino"`` or ``"torch"`` (``$DUPQ_BACKEND``).
-        ann_min_size: Bank size from which the index is approximate (HNSW) rather than exact
-            (``$DUPQ_ANN_MIN_SIZE``).
+        backend: Encoder backend for serving and import, ``"openvino"`` or ``"torch"``.
+        ann_min_size: Bank size from which the index is approximate (HNSW) rather than exact.
+        export_cache: Folder where the packaged model's OpenVINO export is shared by every home of this
+            machine (None: each home exports its own). Default ``$XDG_CACHE_HOME/dupq/openvino``
+            (``~/.cache/dupq/openvino``); ``DUPQ_EXPORT_CACHE=`` (empty) turns it off.
+
+    Example:
+        >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
+        >>> str(s.db_path), s.ann_min_size
+        ('/tmp/x/dupq.sqlite3', 500)
     """
 
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME))
@@ -92,18 +105,26 @@ class Settings:
     encode_batch_size: int = 64
     import_batch_size: int = 512
     admin_token: str | None = None
+    secret_key: str | None = None
     gate_tolerance: float = 0.005
     gate_fraction: float = 0.2
     gate_eval_file: str | None = None
     backend: str = DEFAULT_BACKEND
     ann_min_size: int = ANN_MIN_SIZE
+    export_cache: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home))
-        if self.encode_batch_size < 1 or self.import_batch_size < 1:
-            raise ValueError("batch sizes must be positive")
+        if self.export_cache is not None:
+            object.__setattr__(self, "export_cache", Path(self.export_cache))
+        for name in ("encode_batch_size", "import_batch_size", "ann_min_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingsError(f"{name} must be a positive integer, got {value!r}")
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not 0 < self.gate_fraction < 1 or self.gate_tolerance < 0:
-            raise ValueError("gate_fraction must be in (0, 1) and gate_tolerance >= 0")
+            raise SettingsError("gate_fraction must be in (0, 1) and gate_tolerance >= 0")
 
     @property
     def db_path(self) -> Path:
@@ -117,34 +138,127 @@ class Settings:
     def index_dir(self) -> Path:
         return self.home / "index"
 
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    # -- building -----------------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``DUPQ_*`` environment variables, then explicit overrides (not None)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {"home": Path(env.get("DUPQ_HOME", DEFAULT_HOME))}
-        if "DUPQ_SEED_BANK" in env:
-            values["seed_bank"] = env["DUPQ_SEED_BANK"] or None
-        if env.get("DUPQ_ADMIN_TOKEN"):
-            values["admin_token"] = env["DUPQ_ADMIN_TOKEN"]
-        if env.get("DUPQ_GATE_TOLERANCE"):
-            values["gate_tolerance"] = float(env["DUPQ_GATE_TOLERANCE"])
-        if env.get("DUPQ_GATE_EVAL_FILE"):
-            values["gate_eval_file"] = env["DUPQ_GATE_EVAL_FILE"]
-        values["backend"] = default_backend(env)
-        if env.get("DUPQ_ANN_MIN_SIZE"):
-            values["ann_min_size"] = int(env["DUPQ_ANN_MIN_SIZE"])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def load(
+        cls,
+        *,
+        environ: Mapping[str, str] | None = None,
+        config_file: str | Path | None = None,
+        **explicit: Any,
+    ) -> Settings:
+        """Settings from defaults < instance file < environment < explicit arguments.
+
+        Args:
+            environ: The process environment (the entry point passes ``os.environ``); None: no environment.
+            config_file: An instance file (TOML with :class:`Settings` keys); None: ``$DUPQ_CONFIG`` if set.
+                A missing file named explicitly is an error.
+            **explicit: Field values; None means "not given" (a command-line option left out).
+
+        Raises:
+            SettingsError: An unknown key in the file, the arguments or a ``DUPQ_*`` variable, or a bad value.
+        """
+        env = dict(environ or {})
+        values: dict[str, Any] = {}
+        path = config_file or env.get(CONFIG_ENV) or None
+        if path is not None:
+            values.update(_read_instance_file(Path(path)))
+        values.update(_from_environment(env))
+        values.update({k: v for k, v in explicit.items() if v is not None})
+        if "export_cache" not in values:
+            values["export_cache"] = _default_export_cache(env)
+        return cls.from_dict(values, source="settings")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["home"] = str(self.home)
+        d["export_cache"] = None if self.export_cache is None else str(self.export_cache)
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "settings") -> Settings:
+        """Build from a mapping of field values; unknown keys are an error (a typo must not be ignored)."""
+        _check_known(data, source)
+        try:
+            return cls(**dict(data))
+        except TypeError as e:
+            raise SettingsError(f"invalid {source}: {e}") from None
 
     def with_home(self, home: str | Path) -> Settings:
         return replace(self, home=Path(home))
+
+    def for_worker(self) -> dict[str, Any]:
+        """What a training worker needs, as JSON-ready values: everything but the secrets."""
+        d = self.to_dict()
+        d["admin_token"] = d["secret_key"] = None
+        return d
+
+
+#: Settings whose empty environment value means None (off) rather than "not set".
+_EMPTY_IS_NONE = {"seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache"}
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a setting: ``home`` -> ``DUPQ_HOME``."""
+    return ENV_PREFIX + name.upper()
+
+
+def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
+    by_var = {env_var(f.name): f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        f = by_var.get(var)
+        if f is None:
+            raise SettingsError(f"unknown environment variable {var}; known: {', '.join(sorted(by_var))}, {CONFIG_ENV}")
+        if raw == "":
+            if f.name in _EMPTY_IS_NONE:
+                values[f.name] = None
+            continue
+        values[f.name] = _convert(f.name, raw, var)
+    return values
+
+
+def _convert(name: str, raw: str, where: str) -> Any:
+    kind = {f.name: f.default for f in fields(Settings)}.get(name)
+    try:
+        if isinstance(kind, bool):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(kind, int):
+            return int(raw)
+        if isinstance(kind, float):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{where} must be a number, got {raw!r}") from None
+    return raw
+
+
+def _read_instance_file(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"instance file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"instance file {path} is not valid TOML: {e}") from None
+    _check_known(data, str(path))
+    return data
+
+
+def _check_known(data: Mapping[str, Any], source: str) -> None:
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) in {source}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def _default_export_cache(env: Mapping[str, str]) -> Path | None:
+    base = env.get("XDG_CACHE_HOME") or (str(Path(env["HOME"]) / ".cache") if env.get("HOME") else None)
+    return Path(base) / "dupq" / "openvino" if base else None

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dupq.config import BACKENDS, BASE_THRESHOLD, ENERGIES, OPENVINO_PRECISION, default_backend
+from dupq.config import BACKENDS, BASE_THRESHOLD, DEFAULT_BACKEND, ENERGIES, OPENVINO_PRECISION
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class SiameseEncoder:
             threshold=meta.pop("threshold", None),
             base_model=meta.pop("base_model", BASE_MODEL_NAME),
             metadata=meta,
-            backend=backend or default_backend(),
+            backend=backend or DEFAULT_BACKEND,
             source=src,
             export_dir=Path(path) / "openvino",
         )

@@ -13,12 +13,9 @@ Example:
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -26,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dupq.config import MAX_ID_CHARS, MAX_K, MAX_QUESTION_CHARS, Settings
+from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, MAX_QUESTION_CHARS, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
 from dupq.index import VectorIndex, open_index
-from dupq.jobs import ACTIVE, Job, JobStore
+from dupq.jobs import Job, JobStore
 from dupq.model import SiameseEncoder
 from dupq.registry import ModelRegistry
+from dupq.retrain import NewVersion, Retrainer, train_new_version
 from dupq.store import DuplicateIdError, NewQuestion, Question, QuestionStore
 
 log = logging.getLogger(__name__)
@@ -143,26 +141,25 @@ class DupQ:
             self.store = QuestionStore(settings.db_path)
             self.registry = ModelRegistry(self.store, settings.models_dir)
             self.jobs = JobStore(self.store)
-            if not read_only:
-                # Jobs of a dead web process are over: their records must not say "running" forever.
-                self.jobs.fail_interrupted()
-                self._remove_partial_versions()
+            self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote)
             self._serving = self._load_serving(self.registry.current())
             if not read_only:
                 self._seed()
+                # A job left behind by a dead web process: promote it if it got to "ready", else fail it.
+                self.retrainer.recover()
         except BaseException:
             self.close()
             raise
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: Any) -> DupQ:
-        """Open the service on ``home`` (default: ``$DUPQ_HOME`` or ./dupq-data)."""
-        read_only = kwargs.pop("read_only", False)
-        settings = Settings.from_env(home=Path(home) if home else None, **kwargs)
-        return cls(settings, read_only=read_only)
+    def open(cls, home: str | Path = DEFAULT_HOME, *, read_only: bool = False, **settings: Any) -> DupQ:
+        """Open the service on ``home`` with :class:`Settings` fields given as keywords (no environment)."""
+        return cls(Settings(home=Path(home), **settings), read_only=read_only)
 
     def close(self) -> None:
         self._closed = True
+        if getattr(self, "retrainer", None) is not None:
+            self.retrainer.close()
         serving = getattr(self, "_serving", None)
         if serving is not None and hasattr(serving.index, "close"):
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
@@ -195,9 +192,9 @@ class DupQ:
         return self.settings.index_dir / version
 
     def _load_serving(self, version: str, *, progress: bool = False) -> Serving:
-        encoder = self.registry.load(version)
-        encoder.set_backend(self.settings.backend)  # OpenVINO unless DUPQ_BACKEND=torch (dupq/runtime.py)
-        # Export / compile the fast runtime now, not in the first search after a start or a hot swap.
+        encoder = self.load_version(version)
+        # The one warm-up: export / compile the fast runtime now, not in the first search after a start or
+        # a hot swap.
         encoder.encode(["warm up"])
         index, intact = open_index(
             self.index_path(version),
@@ -385,15 +382,6 @@ class DupQ:
         self.promote(target, progress=progress, rollback=True)
         return target
 
-    def _remove_partial_versions(self) -> None:
-        """Delete model folders no version record points at: leftovers of a killed worker or training."""
-        if not self.settings.models_dir.is_dir():
-            return
-        for d in self.settings.models_dir.iterdir():
-            if d.is_dir() and not self.registry.exists(d.name):
-                log.warning("removing unfinished model folder %s", d)
-                shutil.rmtree(d, ignore_errors=True)
-
     def models(self) -> dict[str, Any]:
         return {"current": self.version, "versions": self.registry.list()}
 
@@ -435,69 +423,57 @@ class DupQ:
             model_version=self.version,
         )
 
-    # -- retraining jobs ----------------------------------------------------------------------------
+    # -- new versions and retraining jobs ------------------------------------------------------------
+    def train_version(self, pairs: Any, config: Any, *, start: str = "current", dev_pairs: Any = None,
+                      show_progress_bar: bool = True) -> NewVersion:
+        """Train and register a new version from ``start`` (``dupq train``); it is not served until promoted."""
+        self._check_writable()
+        new = train_new_version(self.registry, pairs, config, start=start, dev_pairs=dev_pairs,
+                                show_progress_bar=show_progress_bar)
+        self.registry.register(new.version, parent=new.parent)
+        return new
+
     def start_training(self, options: dict[str, Any] | None = None) -> Job:
-        """Queue a retrain on the stored pairs and start its worker process; returns the job (one at a time).
+        """Queue a retrain on the stored pairs in a worker process; returns the job (one at a time).
 
         Options: those of :class:`dupq.training.TrainConfig` (loss, margin, epochs, max_steps, ...) plus
-        ``base``: ``"current"`` (continue from the serving model) or ``"packaged"`` (start from the base model).
+        ``from``: ``"current"`` (default: continue from the served version), ``"base"`` (the packaged model)
+        or a version name.
         """
-        from dupq.training import TrainConfig
-
         self._check_writable()
-        opts = dict(options or {})
-        base = opts.get("base", "current")
-        if base not in ("current", "packaged"):
-            raise ValidationError("base must be 'current' or 'packaged'", code="invalid_option")
-        try:
-            TrainConfig.from_dict({k: v for k, v in opts.items() if k != "base"})
-        except (TypeError, ValueError) as e:
-            raise ValidationError(f"invalid training option: {e}", code="invalid_option") from None
-        job = self.jobs.create(opts)
-        logs = self.settings.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"job-{job.id}.log", "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dupq.worker", "--job", job.id, "--settings", self._worker_settings()],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # The worker shares the CPU with the web process: OpenMP threads that spin-wait for a busy core
-                # made training 3x slower under contention (docs/benchmarks.md); passive waiting avoids that.
-                env={"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "HF_HUB_OFFLINE": "1"},
-            )
-        self.jobs.update(job.id, pid=proc.pid)
-        threading.Thread(target=self._watch_job, args=(job.id, proc), name=f"job-{job.id}", daemon=True).start()
-        return self.jobs.get(job.id)
-
-    def _worker_settings(self) -> str:
-        """This service's settings for the worker (gate, batch sizes, home), without the admin secret."""
-        d = self.settings.to_dict()
-        d.pop("admin_token", None)
-        return json.dumps(d)
-
-    def _watch_job(self, job_id: str, proc: subprocess.Popen) -> None:
-        """Wait for the worker; promote what it built, or record how it ended."""
-        rc = proc.wait()
-        if self._closed:
-            return  # the service closed meanwhile: the next open marks an unfinished job failed
-        job = self.jobs.get(job_id)
-        if job.state not in ACTIVE:
-            return  # the worker recorded rejected / cancelled / failed itself
-        if rc == 0 and job.state == "indexing" and job.version:
-            try:
-                self.promote(job.version)  # its index is already complete: only new questions are embedded
-                self.jobs.update(job_id, state="promoted")
-            except Exception as e:  # noqa: BLE001 - the job records why; the old version keeps serving
-                log.exception("promotion of %s failed", job.version)
-                self.jobs.update(job_id, state="failed", error=f"promotion failed: {e}")
-            return
-        how = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
-        self.jobs.update(job_id, state="cancelled" if job.cancel else "failed", error=f"worker ended with {how}")
-        self._remove_partial_versions()  # a killed worker may leave a half-written folder behind
+        return self.retrainer.request(options)
 
     def cancel_job(self, job_id: str) -> Job:
-        return self.jobs.request_cancel(job_id)
+        return self.retrainer.cancel(job_id)
+
+    def job(self, job_id: str) -> Job:
+        return self.jobs.get(job_id)
+
+    def list_jobs(self, limit: int = 20) -> list[Job]:
+        return self.jobs.list(limit)
+
+    def latest_job(self) -> Job | None:
+        """The active job, else the most recent one."""
+        return self.jobs.active() or next(iter(self.jobs.list(1)), None)
+
+    # -- counts --------------------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.store.count()
+
+    def question_counts(self) -> dict[str, int]:
+        return self.store.question_counts()
+
+    def pair_counts(self) -> dict[str, int]:
+        return self.store.pair_counts()
+
+    def versions(self) -> list[dict[str, Any]]:
+        return self.registry.list()
+
+    def load_version(self, version: str | None = None) -> SiameseEncoder:
+        """The encoder of ``version`` (default: the current one), with this home's backend."""
+        encoder = self.registry.load(version or self.version)
+        encoder.set_backend(self.settings.backend)
+        return encoder
 
     def health(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ version folder that only ever exists complete (written as a temporary sibling, t
 Example:
     >>> from dupq.data import read_pairs
     >>> result = train(read_pairs("pairs.tsv").pairs, TrainConfig(max_steps=500),      # doctest: +SKIP
-    ...                base=None, output_dir=Path("dupq-data/models/v1"))
+    ...                start=packaged_model_path(), output_dir=Path("dupq-data/models/v1"))
     >>> result.metrics["dev"]["pairs"]["ap"], result.thresholds                          # doctest: +SKIP
 """
 
@@ -338,14 +338,12 @@ def _dev_evaluator(dev: Sequence[Pair], energy: str, seed: int, progress: Progre
     return DevEvaluator()
 
 
-def _load_base(base: SiameseEncoder | str | Path | None) -> tuple[Any, str, str]:
+def _load_start(start: SiameseEncoder | str | Path) -> tuple[Any, str, str]:
     """A private (uncached) copy of the starting model, its base-model name and a description of it."""
-    if base is None:
-        return load_sentence_transformer(packaged_model_path(), cached=False), BASE_MODEL_NAME, "packaged"
-    if isinstance(base, SiameseEncoder):
+    if isinstance(start, SiameseEncoder):
         # The encoder's module may be the instance the service serves from: train a deep copy, never it.
-        return copy.deepcopy(base.model), base.base_model, "encoder"
-    folder = Path(base)
+        return copy.deepcopy(start.model), start.base_model, "encoder"
+    folder = Path(start)
     if (folder / "dupq.json").is_file():
         meta = SiameseEncoder.read_config(folder)
         weights = meta.get("weights", ".")
@@ -472,7 +470,7 @@ def train(
     pairs: Sequence[Pair],
     config: TrainConfig,
     *,
-    base: SiameseEncoder | str | Path | None,
+    start: SiameseEncoder | str | Path,
     output_dir: Path,
     dev_pairs: Sequence[Pair] | None = None,
     parent: str | None = None,
@@ -485,8 +483,9 @@ def train(
     Args:
         pairs: Labelled pairs (repeats and self-pairs are dropped again here).
         config: Hyper-parameters.
-        base: The encoder or version folder to start from; None is the packaged base model. It is copied,
-            never trained in place.
+        start: Where fine-tuning starts: a dupq version folder (``models/<version>``; ``models/base`` is the
+            packaged model), any SentenceTransformer folder, or an encoder. It is copied, never trained in
+            place.
         output_dir: The final version folder (``models/<version>``); it must not exist. The version is built in
             a temporary sibling and renamed, so the folder only ever exists complete.
         dev_pairs: Dev pairs for checkpoint selection, threshold calibration and the reported metrics; None
@@ -518,7 +517,7 @@ def train(
     from transformers import PrinterCallback, set_seed
 
     set_seed(config.seed)
-    model, base_model_name, started_from = _load_base(base)
+    model, base_model_name, started_from = _load_start(start)
     # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6).
     start_weights = (
         {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if config.base_weight else None

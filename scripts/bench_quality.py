@@ -199,7 +199,8 @@ def main() -> int:
             name += f" #{run_no}"
         out = args.out / f"m{config.margin:g}-{precision}-{int(time.time())}"
         print(f"training {name} -> {out}", flush=True)
-        result = train(train_pairs, config, base=None, output_dir=out, dev_pairs=dev, show_progress_bar=True)
+        result = train(train_pairs, config, start=packaged_model_path(), output_dir=out, dev_pairs=dev,
+                       show_progress_bar=True)
         meta = SiameseEncoder.read_config(out)
         t0 = time.perf_counter()
         results[name] = {

@@ -554,7 +554,8 @@ def section_train(args: argparse.Namespace) -> None:
     def ours() -> float:
         with tempfile.TemporaryDirectory() as out:
             cfg = TrainConfig(bf16=True, max_steps=steps, batch_size=batch, eval_steps=steps)
-            res = train(labelled, cfg, base=None, output_dir=Path(out) / "v", dev_pairs=dev, show_progress_bar=False)
+            res = train(labelled, cfg, start=packaged_model_path(), output_dir=Path(out) / "v", dev_pairs=dev,
+                        show_progress_bar=False)
             return float(res.pairs_per_second)
 
     base_rates, our_rates = [], []

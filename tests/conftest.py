@@ -47,10 +47,10 @@ def app(home: Path):
     app = create_app(
         {
             "TESTING": True,
-            "DUPQ_HOME": str(home),
-            "DUPQ_SEED_BANK": str(SMALL_BANK),
-            "DUPQ_ADMIN_TOKEN": ADMIN_TOKEN,
-            "SECRET_KEY": "test",
+            "home": str(home),
+            "seed_bank": str(SMALL_BANK),
+            "admin_token": ADMIN_TOKEN,
+            "secret_key": "test",
         }
     )
     yield app

@@ -6,7 +6,7 @@ import pytest
 from conftest import AUTH
 
 from dupq.cli import main
-from dupq.worker import stored_pairs
+from dupq.retrain import stored_pairs
 
 
 def err(resp, status: int, code: str | None = None) -> None:
@@ -65,7 +65,7 @@ def test_without_a_configured_token_write_endpoints_are_disabled(home) -> None:
     from web import create_app
 
     app = create_app(
-        {"TESTING": True, "DUPQ_HOME": str(home), "DUPQ_SEED_BANK": str(SMALL_BANK), "DUPQ_ADMIN_TOKEN": None}
+        {"TESTING": True, "home": str(home), "seed_bank": str(SMALL_BANK), "admin_token": None}
     )
     try:
         c = app.test_client()

@@ -87,13 +87,13 @@ def server(tmp_path: Path):
     app = create_app(
         {
             "TESTING": True,
-            "DUPQ_HOME": str(tmp_path / "home"),
-            "DUPQ_SEED_BANK": str(SMALL_BANK),
-            "DUPQ_ADMIN_TOKEN": ADMIN_TOKEN,
-            "SECRET_KEY": "t",
+            "home": str(tmp_path / "home"),
+            "seed_bank": str(SMALL_BANK),
+            "admin_token": ADMIN_TOKEN,
+            "secret_key": "t",
             # the fixed evaluation file with correct labels: what a model trained on flipped labels must fail
-            "DUPQ_GATE_EVAL_FILE": str(eval_file),
-            "DUPQ_GATE_TOLERANCE": 0.02,
+            "gate_eval_file": str(eval_file),
+            "gate_tolerance": 0.02,
         }
     )
     s = Server(app)
@@ -198,7 +198,7 @@ def test_cancel_and_restart_marks_running_jobs_failed(server: Server, tmp_path: 
     # A record left "running" by a web process that died is marked failed when the service opens again.
     svc = server.app.extensions["dupq"]
     stale = svc.jobs.create({"max_steps": 1})
-    svc.jobs.update(stale.id, state="running")
+    svc.jobs.claim(stale.id, pid=999_999)  # a worker pid that is not running
     svc.close()
     from dupq.service import DupQ
 
@@ -206,3 +206,23 @@ def test_cancel_and_restart_marks_running_jobs_failed(server: Server, tmp_path: 
         j = again.jobs.get(stale.id)
         assert j.state == "failed" and "restarted" in j.error
     server.app.extensions["dupq"] = DupQ(svc.settings)  # so the fixture can close it
+
+
+def test_restart_promotes_a_ready_job(svc) -> None:
+    """A worker finished (state ready, index complete) but the web process died before the switch."""
+    import shutil
+
+    shutil.copytree(svc.settings.models_dir / "base", svc.settings.models_dir / "v2")  # packaged weights, new name
+    svc.registry.register("v2", parent="base")
+    job = svc.jobs.create({})
+    svc.jobs.claim(job.id, pid=999_999)
+    for state in ("evaluating", "indexing"):
+        svc.jobs.transition(job.id, state, version="v2")
+    svc.jobs.transition(job.id, "ready")
+    settings = svc.settings
+    svc.close()
+    from dupq.service import DupQ
+
+    with DupQ(settings) as again:
+        assert again.job(job.id).state == "promoted" and again.version == "v2"
+        assert again.search("boil an egg", k=1)["model"] == "v2"

@@ -126,6 +126,6 @@ def test_backend_setting_reaches_the_service(tmp_path) -> None:
 
 def test_unknown_backend_is_rejected() -> None:
     with pytest.raises(ValueError):
-        Settings.from_env({"DUPQ_BACKEND": "tensorrt"})
+        Settings.load(environ={"DUPQ_BACKEND": "tensorrt"})
     with pytest.raises(ValueError):
         SiameseEncoder(model=None, backend="tensorrt")

@@ -18,7 +18,7 @@ import torch
 
 from dupq.data import Pair, duplicate_clusters, read_pairs
 from dupq.mining import mine_negatives, negatives_needed
-from dupq.model import SiameseEncoder
+from dupq.model import SiameseEncoder, packaged_model_path
 from dupq.training import (
     DEFAULT_MARGIN,
     TrainConfig,
@@ -222,7 +222,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         config = TrainConfig(max_steps=20, batch_size=8, learning_rate=1e-4, eval_steps=10, seed=0)
         # Start from the cached instance the service would be serving: training must work on a copy.
-        result = train(PAIRS, config, base=shared, output_dir=root / "models" / "v1", dev_pairs=DEV, parent="base",
+        result = train(PAIRS, config, start=shared, output_dir=root / "models" / "v1", dev_pairs=DEV, parent="base",
                        progress=events.append, show_progress_bar=False)
     finally:
         tempfile.tempdir = old_tempdir
@@ -298,8 +298,8 @@ def test_cancel_or_crash_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     models = tmp_path / "models"
     config = TrainConfig(max_steps=5, batch_size=8, negatives_per_positive=0, eval_steps=5)
     with pytest.raises(error):
-        train(PAIRS, config, base=None, output_dir=models / "v2", dev_pairs=DEV, show_progress_bar=False,
-              **_interrupting(kind))
+        train(PAIRS, config, start=packaged_model_path(), output_dir=models / "v2", dev_pairs=DEV,
+              show_progress_bar=False, **_interrupting(kind))
     assert list(models.iterdir()) == []  # neither the version nor its staging sibling
     assert [p.name for p in tmp_path.iterdir()] == ["models"]  # checkpoints removed too
 
@@ -307,4 +307,4 @@ def test_cancel_or_crash_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
 def test_existing_output_dir_is_refused(tmp_path: Path) -> None:
     (tmp_path / "v1").mkdir()
     with pytest.raises(FileExistsError):
-        train(PAIRS, TrainConfig(max_steps=1), base=None, output_dir=tmp_path / "v1", dev_pairs=DEV)
+        train(PAIRS, TrainConfig(max_steps=1), start=packaged_model_path(), output_dir=tmp_path / "v1", dev_pairs=DEV)

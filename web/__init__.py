@@ -1,8 +1,8 @@
 """The dupq web app: a search page for people and a JSON API for programs, over one :class:`dupq.service.DupQ`.
 
 Example:
-    >>> app = create_app({"DUPQ_HOME": "/tmp/dupq-demo"})   # doctest: +SKIP
-    >>> app.test_client().get("/healthz").json               # doctest: +SKIP
+    >>> app = create_app({"home": "/tmp/dupq-demo"})   # doctest: +SKIP
+    >>> app.test_client().get("/healthz").json          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,35 +13,38 @@ from typing import Any
 
 from flask import Flask
 
-from dupq.config import DEFAULT_HOME
+from dupq.config import Settings
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Application factory (flaskr style): defaults, then the instance ``config.py`` or ``config``.
+def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settings | None = None) -> Flask:
+    """Application factory (flaskr style).
 
-    Config keys: ``DUPQ_HOME`` (state folder), ``DUPQ_SEED_BANK`` (``"default"``, a question file, or
-    None), ``DUPQ_ADMIN_TOKEN`` (bearer token of the write endpoints; None disables them),
-    ``DUPQ_GATE_EVAL_FILE`` / ``DUPQ_GATE_TOLERANCE`` (the retrain evaluation gate), ``SECRET_KEY`` (signs
-    the page's session and flash messages).
+    Args:
+        test_config: Explicit settings: :class:`dupq.config.Settings` field names (``home``, ``seed_bank``,
+            ``admin_token``, ...), plus Flask's own upper-case keys (``TESTING``). They override the
+            environment (``DUPQ_*``), which overrides the instance file (``$DUPQ_CONFIG``), which overrides the
+            defaults.
+        settings: Already-built settings (the CLI builds them once per process); ``test_config`` then holds
+            Flask keys only.
     """
+    flask_keys = {k: v for k, v in (test_config or {}).items() if k.isupper()}
+    explicit = {k: v for k, v in (test_config or {}).items() if not k.isupper()}
+    if settings is None:
+        settings = Settings.load(environ=os.environ, **explicit)
+    elif explicit:
+        raise TypeError("pass either settings or explicit setting values, not both")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the entry point's job: weights come from disk only
+
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
-        SECRET_KEY=os.environ.get("DUPQ_SECRET_KEY") or os.urandom(16).hex(),
-        DUPQ_HOME=os.environ.get("DUPQ_HOME", DEFAULT_HOME),
-        DUPQ_SEED_BANK=os.environ.get("DUPQ_SEED_BANK", "default") or None,
-        DUPQ_ADMIN_TOKEN=os.environ.get("DUPQ_ADMIN_TOKEN") or None,
-        DUPQ_GATE_EVAL_FILE=os.environ.get("DUPQ_GATE_EVAL_FILE") or None,
-        DUPQ_GATE_TOLERANCE=float(os.environ.get("DUPQ_GATE_TOLERANCE") or 0.005),
+        SECRET_KEY=settings.secret_key or os.urandom(16).hex(),
         JSON_SORT_KEYS=False,
+        **flask_keys,
     )
-    if config is None:
-        app.config.from_pyfile("config.py", silent=True)
-    else:
-        app.config.from_mapping(config)
 
     from web import admin, api, errors, pages, service
 
-    service.init_app(app)
+    service.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

@@ -1,17 +1,17 @@
 """The admin page: counts, the running job with a live progress bar, model versions, promote / rollback.
 
-A person signs in with the admin token once (kept in the signed session cookie); the page polls
-``/admin/status.json`` for the job's progress.
+A person signs in with the admin token once (the session then holds a signed "admin" claim, never the
+token); the page polls ``/admin/status.json`` for the job's progress.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
 from dupq.errors import DupQError
-from web.auth import admin_token, check_admin, token_ok
+from web.auth import admin_token, check_admin, sign_in, sign_out, signed_in
 from web.service import get_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -19,18 +19,14 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 def status() -> dict[str, Any]:
     svc = get_service()
-    job = svc.jobs.active() or next(iter(svc.jobs.list(1)), None)
+    job = svc.latest_job()
     return {
         "model": svc.version,
-        "questions": svc.store.question_counts(),
-        "pairs": svc.store.pair_counts(),
+        "questions": svc.question_counts(),
+        "pairs": svc.pair_counts(),
         "job": job.to_dict() if job else None,
-        "versions": svc.registry.list(),
+        "versions": svc.versions(),
     }
-
-
-def signed_in() -> bool:
-    return token_ok(session.get("admin_token"))
 
 
 @bp.get("/")
@@ -44,16 +40,14 @@ def index():
 
 @bp.post("/login")
 def login():
-    if token_ok(request.form.get("token", "")):
-        session["admin_token"] = request.form["token"]
-    else:
+    if not sign_in(request.form.get("token", "")):
         flash("Wrong token.", "error")
     return redirect(url_for("admin.index"))
 
 
 @bp.post("/logout")
 def logout():
-    session.pop("admin_token", None)
+    sign_out()
     return redirect(url_for("admin.index"))
 
 

@@ -115,12 +115,12 @@ def train():
 
 @bp.get("/api/v1/jobs")
 def list_jobs():
-    return jsonify({"jobs": [j.to_dict() for j in get_service().jobs.list()]})
+    return jsonify({"jobs": [j.to_dict() for j in get_service().list_jobs()]})
 
 
 @bp.get("/api/v1/jobs/<job_id>")
 def get_job(job_id: str):
-    return jsonify(get_service().jobs.get(job_id).to_dict())
+    return jsonify(get_service().job(job_id).to_dict())
 
 
 @bp.delete("/api/v1/jobs/<job_id>")

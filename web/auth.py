@@ -1,7 +1,8 @@
 """Bearer-token protection of the write endpoints (pairs, train, promote, delete, cancel).
 
-The token comes from the app config ``DUPQ_ADMIN_TOKEN`` (or the environment variable of that name).
-Without a configured token those endpoints are disabled (403), never open.
+The token is the ``admin_token`` setting (``DUPQ_ADMIN_TOKEN``). Without one those endpoints are disabled
+(403), never open. A person signs in on the admin page once: the session then holds a signed ``admin``
+claim, never the token itself (the session cookie is signed, not encrypted: anyone holding it can read it).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, request, session
+from flask import request, session
 
 from dupq.errors import DupQError
+from web.service import get_settings
+
+#: Session key of the signed-in claim.
+ADMIN_CLAIM = "admin"
 
 
 class AuthError(DupQError):
@@ -27,7 +32,7 @@ class AdminDisabledError(DupQError):
 
 
 def admin_token() -> str | None:
-    return current_app.config.get("DUPQ_ADMIN_TOKEN") or None
+    return get_settings().admin_token
 
 
 def token_ok(given: str | None) -> bool:
@@ -35,13 +40,31 @@ def token_ok(given: str | None) -> bool:
     return bool(expected and given and hmac.compare_digest(given.encode(), expected.encode()))
 
 
+def signed_in() -> bool:
+    """Whether this browser session signed in with the admin token (and admin is enabled at all)."""
+    return admin_token() is not None and session.get(ADMIN_CLAIM) is True
+
+
+def sign_in(token: str) -> bool:
+    """Check ``token``; on success mark the session signed in. Returns whether it was right."""
+    if not token_ok(token):
+        return False
+    session.clear()  # a fresh session on privilege change
+    session[ADMIN_CLAIM] = True
+    return True
+
+
+def sign_out() -> None:
+    session.pop(ADMIN_CLAIM, None)
+
+
 def check_admin() -> None:
-    """Raise unless the request carries the admin token (``Authorization: Bearer``, or the admin session)."""
+    """Raise unless the request carries the admin token (``Authorization: Bearer``) or a signed-in session."""
     if admin_token() is None:
         raise AdminDisabledError("admin endpoints are disabled: set DUPQ_ADMIN_TOKEN to enable them")
     header = request.headers.get("Authorization", "")
     given = header[7:].strip() if header.lower().startswith("bearer ") else None
-    if not (token_ok(given) or token_ok(session.get("admin_token"))):
+    if not (token_ok(given) or signed_in()):
         raise AuthError("missing or wrong bearer token")
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from dupq import __version__
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_ID_CHARS, MAX_K, MAX_PAGE, MAX_QUESTION_CHARS
+from dupq.jobs import STATES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -229,7 +230,7 @@ _ADMIN_OPS = {
     ("/api/v1/jobs/{id}", "delete"),
     ("/api/v1/models/{version}/promote", "post"),
 }
-_JOB_STATES = ["queued", "running", "evaluating", "indexing", "promoted", "rejected", "failed", "cancelled"]
+_JOB_STATES = list(STATES)
 
 
 def _admin_schemas() -> dict[str, Any]:
@@ -255,7 +256,11 @@ def _admin_schemas() -> dict[str, Any]:
                 "negatives_per_positive": {"type": "number", "minimum": 0},
                 "ranking_weight": {"type": "number", "minimum": 0},
                 "base_weight": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                "base": {"type": "string", "enum": ["current", "packaged"], "default": "current"},
+                "from": {
+                    "type": "string",
+                    "default": "current",
+                    "description": "version to start from: current (the served one), base (the packaged model), a name",
+                },
             },
         },
         "Job": {

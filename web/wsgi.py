@@ -16,5 +16,4 @@ from __future__ import annotations
 
 from web import create_app
 
-app = create_app()
-app.extensions["dupq"].encoder.encode(["warm up"])  # load or export the fast encoder before the first request
+app = create_app()  # opens the service: the model is loaded and warm before the first request

@@ -1,0 +1,420 @@
+"""Retraining: one owner for a job, from the request to the promotion of the version it built.
+
+:class:`Retrainer` is used on both sides of a job:
+
+* In the web process (the home's one writer): :meth:`Retrainer.request` validates the options into a
+  :class:`RetrainRequest`, records a queued job and starts a worker process; when the worker exits,
+  :meth:`Retrainer.finish` promotes a ``ready`` candidate or records how the job ended.
+* In the worker process (``python -m dupq.worker``): :meth:`Retrainer.run` claims the job, trains a candidate
+  on the stored pairs through :func:`train_new_version` (the same path ``dupq train`` takes), puts it through
+  the evaluation gate, registers it and builds its complete index, then marks the job ``ready``.
+
+Every move goes through :meth:`dupq.jobs.JobStore.transition`, which refuses moves the state table does not
+allow. Every metric stored under a name is scored the same way: with the SentenceTransformer in fp32
+(``backend="torch"``), the reference the dev metrics of :func:`dupq.training.train` use too.
+
+Example:
+    >>> req = RetrainRequest.from_options({"max_steps": 20, "from": "base"})
+    >>> req.start, req.config.max_steps, RetrainRequest.from_dict(req.to_dict()) == req
+    ('base', 20, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dupq.config import Settings
+from dupq.data import Pair, dedupe_pairs, read_pairs, split_by_cluster
+from dupq.errors import NotFoundError, ValidationError
+from dupq.jobs import IllegalTransition, Job, JobStore
+from dupq.registry import ModelRegistry, new_version_name
+from dupq.store import QuestionStore
+
+log = logging.getLogger(__name__)
+
+#: Fewest stored pairs (after de-duplication) a retrain accepts.
+MIN_PAIRS = 20
+#: The starting point that means "the version being served".
+CURRENT = "current"
+#: Backend every stored metric is scored with (the fp32 reference; see the module docstring).
+METRICS_BACKEND = "torch"
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """What a retrain job was asked to do: the training config and the version to start from.
+
+    Args:
+        config: The validated :class:`dupq.training.TrainConfig`.
+        start: A version name (``"base"`` = the packaged, untuned model) or ``"current"``.
+    """
+
+    config: Any
+    start: str = CURRENT
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> RetrainRequest:
+        """Validate request options: the ``TrainConfig`` fields plus ``from`` (raises ``ValidationError``)."""
+        from dupq.training import TrainConfig
+
+        opts = dict(options or {})
+        start = opts.pop("from", CURRENT)
+        if not isinstance(start, str) or not start:
+            raise ValidationError("from must be 'current', 'base' or a version name", code="invalid_option")
+        try:
+            config = TrainConfig.from_dict(opts)
+        except (TypeError, ValueError) as e:
+            raise ValidationError(f"invalid training option: {e}", code="invalid_option") from None
+        return cls(config, start)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job's stored options: the fully resolved config, so the worker runs exactly what was checked."""
+        return {"from": self.start, **self.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetrainRequest:
+        return cls.from_options(data)
+
+
+def resolve_start(registry: ModelRegistry, start: str) -> str:
+    """The version name a run starts from (``"current"`` -> the served version); it must exist."""
+    version = registry.current() if start == CURRENT else start
+    if not registry.exists(version):
+        raise NotFoundError(f"unknown model version {version!r} to start from")
+    return version
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A trained version folder, complete on disk but not registered yet."""
+
+    version: str
+    parent: str
+    path: Path
+    result: Any  # dupq.training.TrainResult
+
+
+def train_new_version(
+    registry: ModelRegistry,
+    pairs: Sequence[Pair],
+    config: Any,
+    *,
+    start: str = CURRENT,
+    dev_pairs: Sequence[Pair] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    show_progress_bar: bool = True,
+) -> NewVersion:
+    """Train a new version from ``start`` into a fresh ``models/<version>/`` folder: the one path to a version.
+
+    Used by ``dupq train`` and by the retrain worker. The folder appears complete or not at all
+    (:func:`dupq.training.train`); the caller registers it (``registry.register(v.version, parent=v.parent)``)
+    once it wants it listed, or deletes it.
+    """
+    from dupq.training import train
+
+    parent = resolve_start(registry, start)
+    version = new_version_name()
+    while registry.path(version).exists():  # names have one-second resolution
+        time.sleep(1)
+        version = new_version_name()
+    result = train(
+        pairs,
+        config,
+        start=registry.path(parent),
+        output_dir=registry.path(version),
+        dev_pairs=dev_pairs,
+        parent=parent,
+        progress=progress,
+        should_stop=should_stop,
+        show_progress_bar=show_progress_bar,
+    )
+    return NewVersion(version, parent, registry.path(version), result)
+
+
+def stored_pairs(store: QuestionStore) -> list[Pair]:
+    """The stored pairs as training data: conflicting labels resolved by "latest wins" (dupq.data)."""
+    return dedupe_pairs(Pair(p.question1, p.question2, p.label) for p in store.pairs()).pairs
+
+
+# -- the evaluation gate ------------------------------------------------------------------------------------
+
+
+def gate_reports(candidate: Any, current: Any, sets: Mapping[str, Sequence[Pair]]) -> dict[str, Any]:
+    """Evaluate candidate and current encoder on the same pair sets (pair + retrieval metrics each).
+
+    A set without both labels cannot give an AP: it is reported as skipped.
+    """
+    from dupq.evaluation import evaluate_encoder
+
+    reports: dict[str, Any] = {}
+    for name, pairs in sets.items():
+        if {p.label for p in pairs} != {0, 1}:
+            reports[name] = {"skipped": "needs both duplicate and non-duplicate pairs"}
+            continue
+        reports[name] = {
+            role: evaluate_encoder(enc.encode, list(pairs), energy=enc.energy_name, threshold=enc.threshold)
+            for role, enc in (("candidate", candidate), ("current", current))
+        }
+    return reports
+
+
+def gate_decision(reports: Mapping[str, Any], tolerance: float) -> tuple[bool, str]:
+    """Pass when, on every report, the candidate's AP is at most ``tolerance`` below the current model's.
+
+    Example:
+        >>> r = {"held_out": {"candidate": {"pairs": {"ap": 0.80}}, "current": {"pairs": {"ap": 0.81}}}}
+        >>> gate_decision(r, 0.02)[0], gate_decision(r, 0.005)[0]
+        (True, False)
+        >>> gate_decision({"held_out": {"skipped": "one label only"}}, 0.02)[0]
+        False
+    """
+    judged = {k: v for k, v in reports.items() if "skipped" not in v}
+    if not judged:
+        return False, "no gate report could be computed (need duplicate and non-duplicate held-out pairs)"
+    for name, r in judged.items():
+        cand, cur = r["candidate"]["pairs"]["ap"], r["current"]["pairs"]["ap"]
+        if cand < cur - tolerance:
+            return False, f"{name}: candidate AP {cand:.4f} < current AP {cur:.4f} - tolerance {tolerance}"
+    return True, "candidate AP within tolerance on " + ", ".join(judged)
+
+
+# -- the lifecycle ------------------------------------------------------------------------------------------
+
+
+class Retrainer:
+    """Owns retrain jobs of one home, from request to promotion.
+
+    Args:
+        settings: The process's settings (gate, batch sizes, paths).
+        store: The home's store (pairs, questions).
+        registry: Model versions and the current-version pointer.
+        jobs: The job records.
+        promote: Makes a version current (the web process's :meth:`dupq.service.DupQ.promote`); only the
+            web side needs it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: QuestionStore,
+        registry: ModelRegistry,
+        jobs: JobStore,
+        *,
+        promote: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.jobs = jobs
+        self._promote = promote
+        self._closed = False
+
+    # -- web side ---------------------------------------------------------------------------------------
+    def request(self, options: Mapping[str, Any] | None = None) -> Job:
+        """Validate, record a queued job (one active job at a time: ``ConflictError``) and start its worker."""
+        req = RetrainRequest.from_options(options)
+        resolve_start(self.registry, req.start)  # an unknown version fails now, not in the worker
+        job = self.jobs.create(req.to_dict())
+        proc = spawn_worker(self.settings, job.id)
+        self.jobs.update(job.id, pid=proc.pid)
+        threading.Thread(target=self._watch, args=(job.id, proc), name=f"job-{job.id}", daemon=True).start()
+        return self.jobs.get(job.id)
+
+    def cancel(self, job_id: str) -> Job:
+        return self.jobs.request_cancel(job_id)
+
+    def _watch(self, job_id: str, proc: subprocess.Popen) -> None:
+        rc = proc.wait()
+        if not self._closed:  # closed meanwhile: the next open recovers the job (recover())
+            self.finish(job_id, rc)
+
+    def finish(self, job_id: str, returncode: int) -> Job:
+        """After the worker exited: promote a ``ready`` candidate, or record how the job ended."""
+        job = self.jobs.get(job_id)
+        if job.state == "ready":
+            return self._promote_ready(job)
+        if job.state in ("queued", "running", "evaluating", "indexing"):
+            how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+            to = "cancelled" if job.cancel else "failed"
+            job = self.jobs.transition(job_id, to, error=f"worker ended with {how}")
+            self.remove_partial_versions()  # a killed worker may leave a half-written folder behind
+        return job
+
+    def _promote_ready(self, job: Job) -> Job:
+        assert self._promote is not None and job.version
+        try:
+            self._promote(job.version)  # its index is complete: only questions added since are embedded
+        except Exception as e:  # noqa: BLE001 - the job records why; the old version keeps serving
+            log.exception("promotion of %s failed", job.version)
+            return self.jobs.transition(job.id, "failed", error=f"promotion failed: {e}")
+        return self.jobs.transition(job.id, "promoted")
+
+    def recover(self) -> None:
+        """On start-up: finish what a dead web process left. ``ready`` jobs are promoted, the rest failed."""
+        for job in self.jobs.interrupted():
+            if job.state == "ready" and self.registry.exists(job.version or ""):
+                self._promote_ready(job)
+                continue
+            self.jobs.stop_worker(job)
+            try:
+                self.jobs.transition(job.id, "failed", error="interrupted: the service restarted while the job ran")
+            except IllegalTransition:
+                pass  # its worker ended it meanwhile
+        self.remove_partial_versions()
+
+    def remove_partial_versions(self) -> None:
+        """Delete model folders no version record points at: leftovers of a killed worker or training."""
+        models = self.settings.models_dir
+        if not models.is_dir():
+            return
+        for d in models.iterdir():
+            if d.is_dir() and not self.registry.exists(d.name):
+                log.warning("removing unfinished model folder %s", d)
+                shutil.rmtree(d, ignore_errors=True)
+
+    def close(self) -> None:
+        self._closed = True
+
+    # -- worker side ------------------------------------------------------------------------------------
+    def run(self, job_id: str) -> int:
+        """Run one job in this (worker) process up to ``ready`` or a final state. Returns the exit code."""
+        from dupq.index import open_index
+        from dupq.model import SiameseEncoder
+        from dupq.service import sync_index
+        from dupq.training import TrainingCancelled
+
+        job = self.jobs.claim(job_id, pid=os.getpid())
+        if job is None:
+            return 0  # cancelled (or taken) while queued
+        stop = {"flag": False}
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(flag=True))
+        new: NewVersion | None = None
+        try:
+            req = RetrainRequest.from_dict(job.options)
+            pairs = stored_pairs(self.store)
+            if len(pairs) < MIN_PAIRS or {p.label for p in pairs} != {0, 1}:
+                raise ValueError(f"need at least {MIN_PAIRS} stored pairs with both labels; have {len(pairs)}")
+            split = split_by_cluster(pairs, dev_fraction=self.settings.gate_fraction, seed=0)
+            current = self.registry.current()
+            new = train_new_version(
+                self.registry,
+                split.train,
+                req.config,
+                start=req.start,
+                progress=_throttled(lambda p: self.jobs.update(job_id, progress=p)),
+                should_stop=lambda: stop["flag"] or self.jobs.get(job_id).cancel,
+                show_progress_bar=False,
+            )
+            self.jobs.transition(job_id, "evaluating", version=new.version)
+            candidate = SiameseEncoder.load(new.path, cached=False, backend=METRICS_BACKEND)
+            serving = SiameseEncoder.load(self.registry.path(current), backend=METRICS_BACKEND)
+            sets: dict[str, Sequence[Pair]] = {"stored_pairs_holdout": split.dev}
+            if self.settings.gate_eval_file:
+                sets["eval_file"] = read_pairs(self.settings.gate_eval_file).pairs
+            reports = gate_reports(candidate, serving, sets)
+            ok, why = gate_decision(reports, self.settings.gate_tolerance)
+            metrics = {
+                "gate": reports,
+                "decision": why,
+                "scored_with": METRICS_BACKEND,
+                "train": new.result.metrics,
+                "counts": new.result.counts,
+            }
+            if not ok:
+                shutil.rmtree(new.path, ignore_errors=True)
+                self.jobs.transition(job_id, "rejected", metrics=metrics, error=why)
+                return 0
+            self.registry.register(new.version, parent=new.parent)
+            self.jobs.transition(job_id, "indexing", metrics=metrics)
+            index, _ = open_index(
+                self.settings.index_dir / new.version,
+                candidate.dim,
+                candidate.energy_name,
+                ann_min_size=self.settings.ann_min_size,
+            )
+            served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
+            sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
+            index.close()
+            self.jobs.transition(job_id, "ready")
+            return 0
+        except TrainingCancelled:
+            self._end(job_id, "cancelled", "cancelled on request", new)
+            return 0
+        except IllegalTransition as e:  # cancelled from outside between two steps
+            log.warning("job %s: %s", job_id, e)
+            self._drop(new)
+            return 0
+        except Exception as e:  # noqa: BLE001 - any failure ends the job as failed, with its message
+            log.exception("job %s failed", job_id)
+            self._end(job_id, "failed", f"{type(e).__name__}: {e}", new)
+            return 1
+
+    def _end(self, job_id: str, state: str, error: str, new: NewVersion | None) -> None:
+        self._drop(new)
+        try:
+            self.jobs.transition(job_id, state, error=error)
+        except IllegalTransition:
+            pass  # already ended from outside
+
+    def _drop(self, new: NewVersion | None) -> None:
+        """Remove a candidate that will not be served: its folder, its record if registered, its index."""
+        if new is None or self.registry.current() == new.version:
+            return
+        if self.registry.exists(new.version):
+            self.registry.delete(new.version)
+        shutil.rmtree(new.path, ignore_errors=True)
+        shutil.rmtree(self.settings.index_dir / new.version, ignore_errors=True)
+
+
+def spawn_worker(settings: Settings, job_id: str) -> subprocess.Popen:
+    """Start ``python -m dupq.worker`` for one job, its output appended to ``logs/job-<id>.log``."""
+    import json
+
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.logs_dir / f"job-{job_id}.log", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dupq.worker", "--job", job_id, "--settings", json.dumps(settings.for_worker())],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _throttled(fn: Callable[[dict[str, Any]], None], every: float = 0.5) -> Callable[[dict[str, Any]], None]:
+    """Call ``fn`` at most every ``every`` seconds (and on the last step), to keep job-record writes modest."""
+    last = {"t": 0.0}
+
+    def call(p: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last["t"] > every or p.get("step") == p.get("total"):
+            last["t"] = now
+            fn(p)
+
+    return call
+
+
+__all__ = [
+    "CURRENT",
+    "MIN_PAIRS",
+    "NewVersion",
+    "RetrainRequest",
+    "Retrainer",
+    "gate_decision",
+    "gate_reports",
+    "resolve_start",
+    "spawn_worker",
+    "stored_pairs",
+    "train_new_version",
+]

@@ -440,9 +440,14 @@ def average_weights(model: Any, start: Mapping[str, Any], base_weight: float) ->
     most of what fine-tuning forgot out of domain (docs/benchmarks.md). Non-float buffers are kept as they are.
 
     Example:
-        >>> start = {k: v.clone() for k, v in model.state_dict().items()}  # doctest: +SKIP
-        >>> ...  # fine-tune model
-        >>> average_weights(model, start, 0.3)                              # doctest: +SKIP
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> start = {k: v.clone() for k, v in model.state_dict().items()}
+        >>> with torch.no_grad():
+        ...     _ = model.weight.add_(1.0)  # stands for fine-tuning
+        >>> average_weights(model, start, 0.25)
+        >>> bool(torch.allclose(model.weight, start["weight"] + 0.75))
+        True
     """
     if not 0.0 <= base_weight < 1.0:
         raise ValueError(f"base_weight must be >= 0 and < 1, got {base_weight}")

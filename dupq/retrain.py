@@ -37,7 +37,7 @@ from typing import Any
 from dupq.config import Settings
 from dupq.data import Pair, dedupe_pairs, read_pairs, split_by_cluster
 from dupq.errors import NotFoundError, ValidationError
-from dupq.jobs import IllegalTransition, Job, JobStore
+from dupq.jobs import ACTIVE, IllegalTransition, Job, JobStore
 from dupq.registry import ModelRegistry, new_version_name
 from dupq.store import QuestionStore
 
@@ -245,7 +245,7 @@ class Retrainer:
         job = self.jobs.get(job_id)
         if job.state == "ready":
             return self._promote_ready(job)
-        if job.state in ("queued", "running", "evaluating", "indexing"):
+        if job.state in ACTIVE:
             how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
             to = "cancelled" if job.cancel else "failed"
             job = self.jobs.transition(job_id, to, error=f"worker ended with {how}")

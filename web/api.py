@@ -1,4 +1,4 @@
-"""JSON API v1 (the public contract in DESIGN.md): thin request parsing over :class:`dupq.service.DupQ`."""
+"""JSON API v1 (the public contract in docs/architecture.md): thin request parsing over :class:`dupq.service.DupQ`."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ Example:
     $ waitress-serve --host 127.0.0.1 --port 8000 --threads 4 web.wsgi:app
     $ gunicorn --workers 1 --threads 4 --bind 127.0.0.1:8000 web.wsgi:app   # never --preload
 
-Configuration comes from the environment (``DUPQ_HOME``, ``DUPQ_BACKEND``, ``DUPQ_ADMIN_TOKEN``, ...);
-``dupq serve --production`` does the same with waitress in one command.
+Settings come from the instance file (``$DUPQ_CONFIG``) and the environment (``DUPQ_HOME``, ``DUPQ_BACKEND``,
+``DUPQ_ADMIN_TOKEN``, ...; README, Configuration); ``dupq serve --production`` does the same with waitress.
 """
 
 from __future__ import annotations

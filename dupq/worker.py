@@ -27,6 +27,7 @@ from dupq.data import Pair, dedupe_pairs, read_pairs, split_by_cluster
 from dupq.jobs import JobStore
 from dupq.registry import BASE_VERSION, ModelRegistry, new_version_name
 from dupq.store import QuestionStore
+from dupq.system import default_shared_cache
 
 log = logging.getLogger("dupq.worker")
 
@@ -70,14 +71,19 @@ def gate_decision(reports: dict[str, Any], tolerance: float) -> tuple[bool, str]
 
 def run(settings: Settings, job_id: str) -> int:
     """Run one job to a final or ``indexing`` state. Returns the process exit code."""
-    from dupq.index import open_index
+    from dupq.index import open_index, sync_index
     from dupq.model import SiameseEncoder
-    from dupq.service import sync_index
     from dupq.training import TrainConfig, TrainingCancelled, train
 
     store = QuestionStore(settings.db_path)
     jobs = JobStore(store)
-    registry = ModelRegistry(store, settings.models_dir)
+    registry = ModelRegistry(
+        store,
+        settings.models_dir,
+        backend=settings.backend,
+        # TODO(issue 9 part 1): Settings.shared_export_cache, computed by the entry point.
+        shared_export_cache=default_shared_cache(os.environ),
+    )
     job = jobs.get(job_id)
     stop = {"flag": job.cancel}
 
@@ -140,7 +146,9 @@ def run(settings: Settings, job_id: str) -> int:
             return 0
         registry.register(version, parent=parent)
         jobs.update(job_id, state="indexing", metrics=metrics)
-        index, _ = open_index(settings.index_dir / version, candidate.dim, candidate.energy_name)
+        index, _ = open_index(
+            settings.index_dir / version, candidate.dim, candidate.energy, ann_min_size=settings.ann_min_size
+        )
         sync_index(store, candidate, index, batch_size=settings.encode_batch_size, label=version)
         return 0
     except TrainingCancelled:

@@ -66,7 +66,7 @@ def test_add_delete_save_reload_without_rebuild(tmp_path) -> None:
     idx.save(revision=7)
     idx.close()
     meta = json.loads((path / GRAPH_META).read_text())
-    assert meta["rows"] == idx.log._n  # close saved the graph it had caught up
+    assert meta["rows"] == idx.log.n_rows  # close saved the graph it had caught up
 
     back, intact = open_index(path, 32, "cosine", ann_min_size=100)
     assert intact and back.uses_graph and back._job is None  # restored, not rebuilt

@@ -94,13 +94,13 @@ def test_compaction_drops_dead_rows(tmp_path) -> None:
 
 
 def test_open_index_detects_missing_damaged_or_mismatched(tmp_path) -> None:
-    idx, intact = open_index(tmp_path / "v", 8, "cosine")
+    idx, intact = open_index(tmp_path / "v", 8, "cosine", ann_min_size=None)
     assert not intact
     idx.add(["a"], unit(np.random.default_rng(4), 1))
     idx.save(1)
-    assert open_index(tmp_path / "v", 8, "cosine")[1]
-    assert not open_index(tmp_path / "v", 16, "cosine")[1]  # another model's dimension
+    assert open_index(tmp_path / "v", 8, "cosine", ann_min_size=None)[1]
+    assert not open_index(tmp_path / "v", 16, "cosine", ann_min_size=None)[1]  # another model's dimension
     m = json.loads((tmp_path / "v" / "manifest.json").read_text())
     m["rows"] = 99
     (tmp_path / "v" / "manifest.json").write_text(json.dumps(m))
-    assert not open_index(tmp_path / "v", 8, "cosine")[1]
+    assert not open_index(tmp_path / "v", 8, "cosine", ann_min_size=None)[1]

@@ -50,4 +50,4 @@ def test_current_version_survives_restart_and_missing_index_is_rebuilt(svc: DupQ
     svc.close()
     shutil.rmtree(settings.index_dir / "v1")
     with DupQ(settings) as again:
-        assert again.version == "v1" and again.serving.index.log.ids() == again.store.ids()
+        assert again.version == "v1" and again.serving.index.ids() == again.store.ids()

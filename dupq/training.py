@@ -439,7 +439,7 @@ def average_weights(model: Any, start: Mapping[str, Any], base_weight: float) ->
 
     Example:
         >>> start = {k: v.clone() for k, v in model.state_dict().items()}  # doctest: +SKIP
-        >>> ...  # fine-tune model
+        >>> ...  # fine-tune model                                          # doctest: +SKIP
         >>> average_weights(model, start, 0.3)                              # doctest: +SKIP
     """
     if not 0.0 <= base_weight < 1.0:

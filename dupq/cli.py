@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from dupq.config import DEFAULT_K, Settings, SettingsError
+from dupq.energy import Energy
 from dupq.errors import DupQError
 
 
@@ -175,7 +176,7 @@ def _open_for_reading(ctx: click.Context):
               help="Dev pairs for checkpoint selection and threshold calibration (default: a cluster split).")
 @click.option("--loss", help="contrastive (default) or online-contrastive.")
 @click.option("--margin", type=float, help="Contrastive margin, in the energy's distance (default per energy).")
-@click.option("--energy", type=click.Choice(["cosine", "euclidean"]), help="Energy (default cosine).")
+@click.option("--energy", type=click.Choice(Energy.names()), help="Energy (default cosine).")
 @click.option("--epochs", type=float, help="Passes over the training pairs (default 1).")
 @click.option("--max-steps", type=int, help="Optimiser steps; overrides --epochs.")
 @click.option("--batch-size", type=int, help="Pairs per step (default 32).")

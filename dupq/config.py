@@ -16,15 +16,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from dupq.system import default_shared_cache
+
 #: Where state lives when neither ``--home`` nor ``DUPQ_HOME`` says otherwise.
 DEFAULT_HOME = "./dupq-data"
 
 #: Decision threshold of the untuned packaged model (cosine similarity): the max-F1 threshold on
 #: ``../shared/data/dev/qqp_pairs_dev.tsv``, produced by ``python scripts/calibrate_threshold.py`` (README).
 BASE_THRESHOLD = 0.7513
-
-#: Energy functions a model can be trained and served with.
-ENERGIES = ("cosine", "euclidean")
 
 #: Longest question accepted, in characters. The encoder truncates at 256 word pieces anyway; past this
 #: length the text is almost certainly not a question but a pasted document.
@@ -170,7 +169,7 @@ class Settings:
         values.update(_from_environment(env))
         values.update({k: v for k, v in explicit.items() if v is not None})
         if "export_cache" not in values:
-            values["export_cache"] = _default_export_cache(env)
+            values["export_cache"] = default_shared_cache(env)
         return cls.from_dict(values, source="settings")
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,8 +256,3 @@ def _check_known(data: Mapping[str, Any], source: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise SettingsError(f"unknown setting(s) in {source}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-
-
-def _default_export_cache(env: Mapping[str, str]) -> Path | None:
-    base = env.get("XDG_CACHE_HOME") or (str(Path(env["HOME"]) / ".cache") if env.get("HOME") else None)
-    return Path(base) / "dupq" / "openvino" if base else None

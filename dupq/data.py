@@ -1,7 +1,12 @@
 """Reading, validating and splitting question-pair and question files.
 
 Every problem in an input file raises :class:`DataError` with a message that
-starts with ``file:line:`` so the user can jump straight to the bad row.
+starts with ``file:line:`` so the user can jump straight to the bad row. Question texts
+get the API's normal form (:func:`dupq.text.normalize_question`: whitespace collapsed),
+so a pair from a file and the same pair from the API have one :func:`dupq.text.pair_key`.
+A question over the length limit is not a malformed file: a pair file's row with one is
+dropped and counted (:attr:`PairSet.invalid`), a question file's is passed on for the
+importer to count as invalid.
 
 Example:
     >>> pairs = read_pairs("pairs.tsv")  # doctest: +SKIP
@@ -18,6 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dupq.errors import ValidationError
+from dupq.text import normalize_question, pair_key
 
 __all__ = [
     "DataError",
@@ -86,7 +94,8 @@ class Pair:
 class PairSet:
     """Cleaned pairs plus what cleaning removed.
 
-    Invariant: pairs read = ``len(pairs) + dropped_repeats + dropped_self + conflicts``.
+    Invariant: pairs read = ``len(pairs) + dropped_repeats + dropped_self + conflicts + invalid``
+    (``invalid``: rows of a pair file with a question over the length limit).
 
     Example:
         >>> ps = dedupe_pairs([Pair("a", "b", 1), Pair("b", "a", 1), Pair("c", "c", 1)])
@@ -98,6 +107,7 @@ class PairSet:
     dropped_repeats: int = 0
     dropped_self: int = 0
     conflicts: int = 0
+    invalid: int = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -252,16 +262,28 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield line, obj
 
 
-def _text(path: Path, line: int, name: str, value: Any) -> str:
-    """Validate and strip one question text."""
+class _TooLong(Exception):
+    """A question over the length limit: the row is invalid, the file is not malformed."""
+
+
+def _text(path: Path, line: int, name: str, value: Any, *, keep_long: bool = False) -> str:
+    """Validate one question text and return its normal form (:func:`normalize_question`).
+
+    Over the length limit: raises :class:`_TooLong`, or with ``keep_long`` returns the stripped text
+    for the caller's own validation to reject and count.
+    """
     if value is None:
         raise DataError(path, line, f"missing {name}")
     if not isinstance(value, str):
         raise DataError(path, line, f"{name} must be a string, got {type(value).__name__}")
-    text = value.strip()
-    if not text:
-        raise DataError(path, line, f"{name} is empty")
-    return text
+    try:
+        return normalize_question(value, field=name)
+    except ValidationError as e:
+        if e.code != "question_too_long":
+            raise DataError(path, line, f"{name} is empty") from None
+        if keep_long:
+            return value.strip()
+        raise _TooLong(str(e)) from None
 
 
 def _label(path: Path, line: int, value: Any) -> int:
@@ -288,7 +310,19 @@ def _require(path: Path, header: Sequence[str], names: Sequence[str]) -> None:
 # --- pairs ---------------------------------------------------------------------------
 
 
-def _iter_raw_pairs(path: Path) -> Iterator[Pair]:
+def _pair(path: Path, line: int, q1: Any, q2: Any, label: Any) -> Pair | None:
+    """One row's pair, or None when a question is over the length limit."""
+    try:
+        text1 = _text(path, line, "question1", q1)
+        text2 = _text(path, line, "question2", q2)
+    except _TooLong:
+        _label(path, line, label)  # a bad label is still a malformed file
+        return None
+    return Pair(text1, text2, _label(path, line, label))
+
+
+def _iter_raw_pairs(path: Path) -> Iterator[Pair | None]:
+    """The rows of a pair file as pairs (None: a row dropped as invalid)."""
     fmt = detect_format(path)
     if fmt == "txt":
         raise DataError(path, None, "pair files must be .tsv, .csv or .jsonl, not .txt")
@@ -297,11 +331,7 @@ def _iter_raw_pairs(path: Path) -> Iterator[Pair]:
             label_key = next((k for k in _LABEL_COLUMNS if k in obj), None)
             if label_key is None:
                 raise DataError(path, line, "missing key 'is_duplicate' (or 'label')")
-            yield Pair(
-                _text(path, line, "question1", obj.get("question1")),
-                _text(path, line, "question2", obj.get("question2")),
-                _label(path, line, obj[label_key]),
-            )
+            yield _pair(path, line, obj.get("question1"), obj.get("question2"), obj[label_key])
         return
     header = _table_header(path, fmt)
     label_col = next((c for c in _LABEL_COLUMNS if c in header), None)
@@ -311,11 +341,7 @@ def _iter_raw_pairs(path: Path) -> Iterator[Pair]:
         ["question1", "question2"] + ([] if label_col else ["is_duplicate"]),
     )
     for line, row in _table_rows(path, fmt):
-        yield Pair(
-            _text(path, line, "question1", row["question1"]),
-            _text(path, line, "question2", row["question2"]),
-            _label(path, line, row[label_col]),
-        )
+        yield _pair(path, line, row["question1"], row["question2"], row[label_col])
 
 
 def dedupe_pairs(pairs: Iterable[Pair]) -> PairSet:
@@ -323,20 +349,21 @@ def dedupe_pairs(pairs: Iterable[Pair]) -> PairSet:
 
     Pairs are unordered: ``(a, b)`` and ``(b, a)`` are the same pair. A pair keeps the
     position of its first occurrence; a conflicting later label replaces the stored pair
-    (and its orientation). Texts are compared exactly, so strip them beforehand.
+    (and its orientation). Texts are compared exactly (by :func:`dupq.text.pair_key`), so
+    normalise them beforehand (:func:`dupq.text.normalize_question`; :func:`read_pairs` does).
 
     Example:
         >>> ps = dedupe_pairs([Pair("a", "b", 0), Pair("b", "a", 1)])
         >>> ps.pairs, ps.conflicts
         ([Pair(question1='b', question2='a', label=1)], 1)
     """
-    kept: dict[tuple[str, str], Pair] = {}
+    kept: dict[str, Pair] = {}
     repeats = selfs = conflicts = 0
     for pair in pairs:
         if pair.question1 == pair.question2:
             selfs += 1
             continue
-        key = (min(pair.question1, pair.question2), max(pair.question1, pair.question2))
+        key = pair_key(pair.question1, pair.question2)
         previous = kept.get(key)
         if previous is None:
             kept[key] = pair
@@ -353,8 +380,9 @@ def read_pairs(path: str | Path) -> PairSet:
     """Read, validate and dedupe a pair file (TSV, CSV or JSONL).
 
     Tables need a header with ``question1``, ``question2`` and ``is_duplicate`` (or
-    ``label``); other columns are ignored. JSONL objects use the same keys. See
-    :func:`dedupe_pairs` for the cleaning rules.
+    ``label``); other columns are ignored. JSONL objects use the same keys. Questions are
+    normalised like the API's; a row with a question over the length limit is dropped and
+    counted in :attr:`PairSet.invalid`. See :func:`dedupe_pairs` for the other cleaning rules.
 
     Example:
         >>> ps = read_pairs("qqp_pairs_dev.tsv")  # doctest: +SKIP
@@ -362,7 +390,19 @@ def read_pairs(path: str | Path) -> PairSet:
         0
     """
     path = Path(path)
-    return dedupe_pairs(_iter_raw_pairs(path))
+    invalid = 0
+
+    def valid() -> Iterator[Pair]:
+        nonlocal invalid
+        for pair in _iter_raw_pairs(path):
+            if pair is None:
+                invalid += 1
+            else:
+                yield pair
+
+    pairs = dedupe_pairs(valid())
+    pairs.invalid = invalid
+    return pairs
 
 
 # --- questions -----------------------------------------------------------------------
@@ -406,7 +446,7 @@ def iter_questions(path: str | Path) -> Iterator[QuestionRecord]:
                 raise DataError(path, line, f"meta must be an object, got {type(meta).__name__}")
             extras = {k: v for k, v in obj.items() if k not in (text_key, "id", "meta")}
             yield QuestionRecord(
-                _text(path, line, text_key, obj.get(text_key)),
+                _text(path, line, text_key, obj.get(text_key), keep_long=True),
                 _optional_id(path, line, obj.get("id")),
                 {**extras, **meta},  # the explicit meta object wins over loose keys
             )
@@ -415,15 +455,15 @@ def iter_questions(path: str | Path) -> Iterator[QuestionRecord]:
         rows = _table_rows(path, fmt)
         if "question1" in header and "question2" in header:
             for line, row in rows:
-                yield QuestionRecord(_text(path, line, "question1", row["question1"]))
-                yield QuestionRecord(_text(path, line, "question2", row["question2"]))
+                yield QuestionRecord(_text(path, line, "question1", row["question1"], keep_long=True))
+                yield QuestionRecord(_text(path, line, "question2", row["question2"], keep_long=True))
             return
         text_col = next((c for c in _TEXT_COLUMNS if c in header), None)
         if text_col is None:
             raise DataError(path, 1, f"missing column 'text' (or 'question'); header is {header}")
         for line, row in rows:
             yield QuestionRecord(
-                _text(path, line, text_col, row[text_col]),
+                _text(path, line, text_col, row[text_col], keep_long=True),
                 _optional_id(path, line, row.get("id")),
                 {k: v for k, v in row.items() if k not in (text_col, "id")},
             )

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dupq.data import DataError, Pair, duplicate_clusters
+from dupq.energy import Energy
 
 __all__ = [
     "RetrievalTask",
@@ -54,7 +55,6 @@ __all__ = [
 
 Encode = Callable[[list[str]], ArrayLike]
 ScoreFn = Callable[[list[str], list[str]], ArrayLike]
-Energy = Literal["cosine", "euclidean"]
 Objective = Literal["f1", "accuracy"]
 
 # --- pair metrics ----------------------------------------------------------------------
@@ -466,13 +466,6 @@ def _encode(encode: Encode, texts: list[str]) -> np.ndarray:
     return embeddings
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def _check_energy(energy: str) -> None:
-    if energy not in ("cosine", "euclidean"):
-        raise ValueError(f"energy must be 'cosine' or 'euclidean', got {energy!r}")
 
 
 def _rank_embeddings(
@@ -486,17 +479,10 @@ def _rank_embeddings(
     doc_ids = list(task.corpus)
     doc_column = {doc: i for i, doc in enumerate(doc_ids)}
     query_ids = list(task.queries)
-    if energy == "cosine":
-        docs, queries = _normalise(docs), _normalise(queries)
-    else:
-        doc_sq = np.einsum("ij,ij->i", docs, docs)
+    docs, queries = energy.prepare(docs), energy.prepare(queries)
     ranked: dict[str, list[str]] = {}
     for start in range(0, len(query_ids), chunk_size):
-        q = queries[start : start + chunk_size]
-        scores = q @ docs.T
-        if energy == "euclidean":
-            # Negative squared distance ranks like distance, without the square root.
-            scores = 2 * scores - doc_sq[None, :] - np.einsum("ij,ij->i", q, q)[:, None]
+        scores = energy.rank_scores(queries[start : start + chunk_size], docs)  # higher is better
         chunk = query_ids[start : start + chunk_size]
         ranked.update(_top_k(scores, chunk, doc_ids, doc_column, task.exclude_self, top_k))
     return ranked
@@ -506,22 +492,22 @@ def rank_dense(
     task: RetrievalTask,
     encode: Encode,
     *,
-    energy: Energy = "cosine",
+    energy: Energy | str = Energy.COSINE,
     top_k: int = 100,
     chunk_size: int = 1024,
 ) -> dict[str, list[str]]:
     """Rank the corpus for every query by embedding similarity.
 
-    Each distinct text is encoded once. ``energy="cosine"`` ranks by the dot product
-    of L2-normalised embeddings; ``"euclidean"`` by distance between raw embeddings
-    (smallest first). Scores are computed ``chunk_size`` queries at a time.
+    Each distinct text is encoded once and ranked by ``energy`` (an :class:`Energy` or its
+    name): cosine by the dot product of L2-normalised embeddings, Euclidean by distance
+    between raw embeddings (smallest first). Scores are computed ``chunk_size`` queries at a time.
 
     Example:
         >>> task = RetrievalTask({"a": "x", "b": "y"}, {"q": "y"}, {"q": {"b"}})
         >>> rank_dense(task, lambda t: np.array([[s == "x", s == "y"] for s in t], float))
         {'q': ['b', 'a']}
     """
-    _check_energy(energy)
+    energy = Energy.from_name(energy)
     texts = list(dict.fromkeys([*task.corpus.values(), *task.queries.values()]))
     row = {text: i for i, text in enumerate(texts)}
     embeddings = _encode(encode, texts)
@@ -534,14 +520,14 @@ def evaluate_encoder(
     encode: Encode,
     pairs: Iterable[Pair],
     *,
-    energy: Energy = "cosine",
+    energy: Energy | str = Energy.COSINE,
     threshold: float | None = None,
     ks: Sequence[int] = (1, 10),
 ) -> dict[str, dict[str, Any]]:
     """Pair and retrieval metrics of an encoder on labelled pairs.
 
-    Each unique question is encoded once. Pair scores are the cosine similarity
-    (``energy="cosine"``) or the Euclidean distance (``"euclidean"``, lower = more
+    Each unique question is encoded once. Pair scores are ``energy``'s pair energy (an
+    :class:`Energy` or its name: cosine similarity, or Euclidean distance, lower = more
     duplicate) of the two embeddings, fed to :func:`pair_metrics` with ``threshold``.
     Retrieval uses :func:`retrieval_task_from_pairs` and the same embeddings.
 
@@ -552,7 +538,7 @@ def evaluate_encoder(
         >>> evaluate_encoder(encode, read_pairs("dev.tsv"))["pairs"]["ap"]  # doctest: +SKIP
         0.823
     """
-    _check_energy(energy)
+    energy = Energy.from_name(energy)
     pairs = list(pairs)
     task = retrieval_task_from_pairs(pairs)
     texts = list(task.corpus.values())  # every unique question, in corpus-id order
@@ -561,16 +547,13 @@ def evaluate_encoder(
 
     left = embeddings[[row[p.question1] for p in pairs]]
     right = embeddings[[row[p.question2] for p in pairs]]
-    if energy == "cosine":
-        scores = np.einsum("ij,ij->i", _normalise(left), _normalise(right))
-    else:
-        scores = np.linalg.norm(left - right, axis=1)
+    scores = energy.pair_energy(left, right)
     labels = np.array([p.label for p in pairs])
     column = {qid: i for i, qid in enumerate(task.corpus)}
     queries = embeddings[[column[q] for q in task.queries]]
     ranked = _rank_embeddings(task, embeddings, queries, energy, max(ks), chunk_size=1024)
     return {
-        "pairs": pair_metrics(scores, labels, higher_is_better=energy == "cosine", threshold=threshold),
+        "pairs": pair_metrics(scores, labels, higher_is_better=energy.higher_is_better, threshold=threshold),
         "retrieval": retrieval_metrics(ranked, task.qrels, ks),
     }
 
@@ -667,7 +650,7 @@ def evaluate_bm25(
 
 
 def evaluate_encoder_on_task(
-    encode: Encode, task: RetrievalTask, *, energy: Energy = "cosine", ks: Sequence[int] = (1, 10)
+    encode: Encode, task: RetrievalTask, *, energy: Energy | str = Energy.COSINE, ks: Sequence[int] = (1, 10)
 ) -> dict[str, dict[str, Any]]:
     """Retrieval metrics of an encoder on a task (e.g. from :func:`load_beir`): ``{"retrieval": ...}``.
 

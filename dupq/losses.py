@@ -1,8 +1,9 @@
 """Training losses of the twin encoder, built from the sentence-transformers losses.
 
-:func:`build_loss` returns the margin contrastive loss (Hadsell, Chopra & LeCun 2006) of a
-:class:`~dupq.training.TrainConfig`, with the distance that matches its energy, optionally joined by an
-in-batch ranking term (:class:`ContrastiveRankingLoss`).
+:func:`build_loss` returns the margin contrastive loss (Hadsell, Chopra & LeCun 2006) with the distance that
+matches an :class:`~dupq.energy.Energy`, optionally joined by an in-batch ranking term
+(:class:`ContrastiveRankingLoss`). It takes explicit arguments, not a training config, so this module
+depends on nothing of dupq's but the energy.
 
 Why the ranking term: the contrastive loss scores each pair on its own against one global margin, which is
 what a duplicate *threshold* needs (pair AP rises), but it never compares a question's duplicate with the other
@@ -11,20 +12,23 @@ questions it competes with at retrieval time, and on QQP it lowered retrieval nD
 question of the batch is a negative) is the base model's own training objective and keeps the ranking.
 
 Example:
-    >>> loss = build_loss(model, TrainConfig(ranking_weight=1.0))  # doctest: +SKIP
+    >>> loss = build_loss(model, loss="contrastive", energy=Energy.COSINE, margin=0.7,  # doctest: +SKIP
+    ...                   ranking_weight=1.0)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from dupq.training import TrainConfig
+from dupq.energy import Energy
 
-__all__ = ["RANKING_SCALE", "ContrastiveRankingLoss", "build_loss"]
+__all__ = ["LOSSES", "RANKING_SCALE", "ContrastiveRankingLoss", "build_loss"]
+
+#: Loss names :func:`build_loss` accepts.
+LOSSES = ("contrastive", "online-contrastive")
 
 #: Inverse temperature of the ranking term (the library's default, also all-MiniLM-L6-v2's training value).
 RANKING_SCALE = 20.0
@@ -86,28 +90,32 @@ class ContrastiveRankingLoss(nn.Module):
         }
 
 
-def build_loss(model: Any, config: TrainConfig) -> nn.Module:
-    """The contrastive loss of ``config``, with the distance that matches its energy (plus the ranking term).
+def build_loss(model: Any, *, loss: str, energy: Energy | str, margin: float, ranking_weight: float) -> nn.Module:
+    """The contrastive loss with the distance that matches ``energy`` (plus the ranking term).
 
     ``contrastive`` is Hadsell et al.'s ``0.5 * (y * d^2 + (1 - y) * max(0, margin - d)^2)`` averaged over the
-    batch; ``online-contrastive`` applies it only to the hard pairs of each batch. ``d`` is the cosine distance
-    ``1 - cos`` for the cosine energy and the Euclidean distance for the Euclidean one. With
-    ``config.ranking_weight > 0`` the loss is a :class:`ContrastiveRankingLoss` around it.
+    batch; ``online-contrastive`` applies it only to the hard pairs of each batch. ``d`` is
+    :meth:`Energy.distance_metric`: the cosine distance ``1 - cos`` for the cosine energy, the Euclidean
+    distance for the Euclidean one.
+
+    Args:
+        model: The SentenceTransformer being trained.
+        loss: One of :data:`LOSSES`.
+        energy: The energy the model is trained for.
+        margin: Contrastive margin in the units of that distance (:attr:`Energy.default_margin`).
+        ranking_weight: > 0 wraps the loss in a :class:`ContrastiveRankingLoss` of that weight; 0: none.
 
     Example:
-        >>> loss = build_loss(model, TrainConfig(energy="euclidean"))  # doctest: +SKIP
+        >>> loss = build_loss(model, loss="online-contrastive", energy=Energy.EUCLIDEAN,  # doctest: +SKIP
+        ...                   margin=Energy.EUCLIDEAN.default_margin, ranking_weight=0)
     """
-    from sentence_transformers.sentence_transformer.losses import (
-        ContrastiveLoss,
-        OnlineContrastiveLoss,
-        SiameseDistanceMetric,
-    )
+    from sentence_transformers.sentence_transformer.losses import ContrastiveLoss, OnlineContrastiveLoss
 
-    metric = SiameseDistanceMetric.COSINE_DISTANCE if config.energy == "cosine" else SiameseDistanceMetric.EUCLIDEAN
-    if config.loss == "contrastive":
-        loss: nn.Module = ContrastiveLoss(model, distance_metric=metric, margin=config.margin)
-    else:
-        loss = OnlineContrastiveLoss(model, distance_metric=metric, margin=config.margin)
-    if config.ranking_weight > 0:
-        return ContrastiveRankingLoss(model, loss, config.ranking_weight)
-    return loss
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    metric = Energy.from_name(energy).distance_metric()
+    kind = ContrastiveLoss if loss == "contrastive" else OnlineContrastiveLoss
+    contrastive: nn.Module = kind(model, distance_metric=metric, margin=margin)
+    if ranking_weight > 0:
+        return ContrastiveRankingLoss(model, contrastive, ranking_weight)
+    return contrastive

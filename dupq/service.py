@@ -23,30 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, MAX_QUESTION_CHARS, Settings
+from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
-from dupq.index import VectorIndex, open_index
+from dupq.index import VectorIndex, open_index, sync_index
 from dupq.jobs import Job, JobStore
 from dupq.model import SiameseEncoder
 from dupq.registry import ModelRegistry
 from dupq.retrain import NewVersion, Retrainer, train_new_version
 from dupq.store import DuplicateIdError, NewQuestion, Question, QuestionStore
+from dupq.text import normalize_question
 
 log = logging.getLogger(__name__)
-
-
-def clean_question(text: Any, *, field: str = "question") -> str:
-    """Validate and normalise one question text (strip, non-empty, within the length limit)."""
-    if not isinstance(text, str):
-        raise ValidationError(f"{field} must be a string", code="invalid_type")
-    text = " ".join(text.split())  # tabs/newlines would break the line-based file formats
-    if not text:
-        raise ValidationError(f"{field} must not be empty", code="empty_question")
-    if len(text) > MAX_QUESTION_CHARS:
-        raise ValidationError(
-            f"{field} is {len(text)} characters; the limit is {MAX_QUESTION_CHARS}", code="question_too_long"
-        )
-    return text
 
 
 def clean_id(qid: Any) -> str | None:
@@ -139,7 +126,7 @@ class DupQ:
         self._write = threading.RLock()  # serialises writers; searches never take it
         try:
             self.store = QuestionStore(settings.db_path)
-            self.registry = ModelRegistry(self.store, settings.models_dir)
+            self.registry = ModelRegistry.from_settings(self.store, settings)
             self.jobs = JobStore(self.store)
             self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote)
             self._serving = self._load_serving(self.registry.current())
@@ -161,7 +148,7 @@ class DupQ:
         if getattr(self, "retrainer", None) is not None:
             self.retrainer.close()
         serving = getattr(self, "_serving", None)
-        if serving is not None and hasattr(serving.index, "close"):
+        if serving is not None:
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
         if getattr(self, "store", None) is not None:
             self.store.close()
@@ -204,7 +191,7 @@ class DupQ:
             read_only=self.read_only,
         )
         serving = Serving(version, encoder, index)
-        if not intact or index.log.revision != self.store.revision():
+        if not intact or index.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
 
@@ -236,7 +223,7 @@ class DupQ:
     def search(self, question: Any, k: Any = 10) -> dict[str, Any]:
         """Top-k stored questions for ``question``, best first, each marked duplicate or not."""
         t0 = time.perf_counter()
-        text = clean_question(question)
+        text = normalize_question(question)
         k = clean_k(k)
         serving = self._serving  # one read: a concurrent swap cannot mix two models in one answer
         enc = serving.encoder
@@ -298,7 +285,7 @@ class DupQ:
                 raise ValidationError(f"questions[{n}].meta must be an object", code="invalid_type")
             items.append(
                 NewQuestion(
-                    clean_question(q.get("text"), field=f"questions[{n}].text"),
+                    normalize_question(q.get("text"), field=f"questions[{n}].text"),
                     clean_id(q.get("id")),
                     {"source": "api", **meta},
                 )
@@ -341,7 +328,8 @@ class DupQ:
             items = []
             for r in batch:
                 try:
-                    items.append(NewQuestion(clean_question(r.text), clean_id(r.id), {"source": "import", **r.meta}))
+                    text = normalize_question(r.text)
+                    items.append(NewQuestion(text, clean_id(r.id), {"source": "import", **r.meta}))
                 except ValidationError:
                     invalid += 1
             read += len(batch)
@@ -357,7 +345,7 @@ class DupQ:
         with self._write:
             shutil.rmtree(self.index_path(self.version), ignore_errors=True)
             self._serving = self._load_serving(self.version, progress=progress)
-            return len(self._serving.index.log)
+            return len(self._serving.index)
 
     # -- model versions --------------------------------------------------------------------------
     def promote(self, version: str, *, progress: bool = False, rollback: bool = False) -> None:
@@ -395,8 +383,8 @@ class DupQ:
         for n, p in enumerate(pairs):
             if not isinstance(p, dict):
                 raise ValidationError(f"pairs[{n}] must be an object", code="invalid_type")
-            q1 = clean_question(p.get("question1"), field=f"pairs[{n}].question1")
-            q2 = clean_question(p.get("question2"), field=f"pairs[{n}].question2")
+            q1 = normalize_question(p.get("question1"), field=f"pairs[{n}].question1")
+            q2 = normalize_question(p.get("question2"), field=f"pairs[{n}].question2")
             label = p.get("label", p.get("is_duplicate"))
             if isinstance(label, bool) or label not in (0, 1):
                 raise ValidationError(f"pairs[{n}].label must be 0 or 1", code="invalid_label")
@@ -412,7 +400,13 @@ class DupQ:
         self._check_writable()
         ps = read_pairs(path)
         added = self.store.add_pairs([(p.question1, p.question2, p.label) for p in ps.pairs], source="import")
-        return {"added": added, "repeats": ps.dropped_repeats, "self_pairs": ps.dropped_self, "conflicts": ps.conflicts}
+        return {
+            "added": added,
+            "repeats": ps.dropped_repeats,
+            "self_pairs": ps.dropped_self,
+            "conflicts": ps.conflicts,
+            "invalid": ps.invalid,
+        }
 
     def feedback(self, question: Any, result_id: str, label: int) -> int:
         """A person marked a search result as the same question (1) or a different one (0)."""
@@ -480,43 +474,8 @@ class DupQ:
             "status": "ok",
             "model": self.version,
             "questions": self.store.count(),
-            "indexed": len(self._serving.index.log),
+            "indexed": len(self._serving.index),
         }
-
-
-def sync_index(
-    store: QuestionStore,
-    encoder: SiameseEncoder,
-    index: VectorIndex,
-    *,
-    batch_size: int = 64,
-    progress: bool = False,
-    save: bool = True,
-    label: str = "",
-) -> None:
-    """Make ``index`` hold exactly the stored questions, embedding only the missing ones.
-
-    Used on open (a missing or stale index), by ``reindex`` and by the training worker, which builds a new
-    version's index in its own process before the web process switches to it.
-    """
-    revision = store.revision()
-    stored = store.ids()
-    have = index.log.ids()
-    stale = list(have - stored)
-    if stale:
-        index.remove(stale)
-    missing = stored - have
-    if missing:
-        log.info("indexing %d questions for model %s", len(missing), label)
-        bar = _progress(len(missing), f"indexing {label}".strip(), progress)
-        for batch in store.iter_texts():
-            todo = [(i, t) for i, t in batch if i in missing]
-            if todo:
-                index.add([i for i, _ in todo], encoder.encode([t for _, t in todo], batch_size=batch_size))
-                bar.update(len(todo))
-        bar.close()
-    if save:
-        index.save(revision)
 
 
 def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

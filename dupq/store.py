@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dupq.text import pair_key
+
 # Each entry upgrades the schema by one version (PRAGMA user_version); statements are idempotent.
 MIGRATIONS: list[str] = [
     """
@@ -117,12 +119,6 @@ class StoredPair:
         }
 
 
-def pair_key(q1: str, q2: str) -> str:
-    """Order-free key of a pair: (a, b) and (b, a) are the same pair."""
-    a, b = sorted((q1, q2))
-    return a + "\x1f" + b
-
-
 @dataclass(frozen=True)
 class Question:
     """A stored question."""
@@ -206,10 +202,20 @@ class QuestionStore:
         return rows[0][0] if rows else default
 
     def set_state(self, key: str, value: str) -> None:
+        self.set_states({key: value})
+
+    def set_states(self, values: dict[str, str]) -> None:
+        """Set several state keys in one transaction: readers see all of them changed or none.
+
+        Example:
+            >>> store = QuestionStore(":memory:")
+            >>> store.set_states({"a": "1", "b": "2"}); store.get_state("b")
+            '2'
+        """
         with self.transaction() as c:
-            c.execute(
+            c.executemany(
                 "INSERT INTO state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, value),
+                list(values.items()),
             )
 
     # -- questions --------------------------------------------------------------------------------

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-from dupq.config import ENERGIES
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
+from dupq.energy import Energy
 from dupq.evaluation import evaluate_encoder, pair_metrics
-from dupq.losses import build_loss
+from dupq.losses import LOSSES, build_loss
 from dupq.mining import mine_negatives, negatives_needed
 from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
 
@@ -57,12 +57,8 @@ __all__ = [
     "train",
 ]
 
-#: Loss names accepted by :class:`TrainConfig`.
-LOSSES = ("contrastive", "online-contrastive")
-#: Default contrastive margin per energy. Cosine: chosen by the dev sweep in docs/benchmarks.md. The encoder
-#: L2-normalises its output, so a cosine distance ``m`` is the Euclidean distance ``sqrt(2 m)``; the Euclidean
-#: default is that same geometry, not a separate sweep.
-DEFAULT_MARGIN = {"cosine": 0.7, "euclidean": math.sqrt(2 * 0.7)}
+#: Default contrastive margin per energy name (:attr:`dupq.energy.Energy.default_margin`, where it is decided).
+DEFAULT_MARGIN = {name: Energy.from_name(name).default_margin for name in Energy.names()}
 #: In-training dev evaluations (checkpoint selection) use at most this many dev pairs, a fixed random sample,
 #: to keep them cheap on a CPU; threshold calibration and the reported dev metrics use every dev pair.
 EVAL_MAX_PAIRS = 2000
@@ -98,7 +94,7 @@ class TrainConfig:
 
     loss: str = "contrastive"
     margin: float | None = None
-    energy: str = "cosine"
+    energy: str = Energy.COSINE.name
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 32
@@ -115,10 +111,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.energy not in ENERGIES:
-            raise ValueError(f"energy must be one of {ENERGIES}, got {self.energy!r}")
+        energy = Energy.from_name(self.energy)  # ValueError for an unknown name
+        self.energy = energy.name  # the name: the config is saved as JSON in dupq.json
         if self.margin is None:
-            self.margin = DEFAULT_MARGIN[self.energy]
+            self.margin = energy.default_margin
         _number(self, "margin", low=0.0, low_open=True)
         _number(self, "epochs", low=0.0, low_open=True)
         _number(self, "learning_rate", low=0.0, low_open=True)
@@ -279,14 +275,14 @@ def _emit(progress: Progress | None, **event: Any) -> None:
         progress(event)
 
 
-def _encode_fn(model: Any, energy: str, batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
+def _encode_fn(model: Any, energy: Energy, batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
     def encode(texts: list[str]) -> np.ndarray:
         return model.encode(
             texts,
             batch_size=batch_size,
             convert_to_numpy=True,
             show_progress_bar=False,
-            normalize_embeddings=energy == "cosine",
+            normalize_embeddings=energy.normalize,
         )
 
     return encode
@@ -305,7 +301,7 @@ def _flat_metrics(result: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def _dev_evaluator(dev: Sequence[Pair], energy: str, seed: int, progress: Progress | None) -> Any:
+def _dev_evaluator(dev: Sequence[Pair], energy: Energy, seed: int, progress: Progress | None) -> Any:
     """A sentence-transformers evaluator (pair AP first) over a fixed sample of the dev pairs."""
     from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
 
@@ -530,8 +526,8 @@ def train(
     _check_stop(should_stop)
     data = prepare_data(pairs, dev_pairs, config, model, progress=progress)
     _check_stop(should_stop)
-    if config.energy == "euclidean":
-        model.similarity_fn_name = "euclidean"  # saved in the model's config, so plain ST users see it too
+    energy = Energy.from_name(config.energy)
+    model.similarity_fn_name = energy.similarity_fn_name  # saved in the model's config, so plain ST users see it
 
     from datasets import Dataset
 
@@ -545,7 +541,7 @@ def train(
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
-    evaluator = _dev_evaluator(data.dev, config.energy, config.seed, progress)
+    evaluator = _dev_evaluator(data.dev, energy, config.seed, progress)
 
     bf16 = config.bf16 and _bf16_supported()
     if config.bf16 and not bf16:
@@ -584,7 +580,13 @@ def train(
             model=model,
             args=args,
             train_dataset=train_set,
-            loss=build_loss(model, config),
+            loss=build_loss(
+                model,
+                loss=config.loss,
+                energy=energy,
+                margin=config.margin,
+                ranking_weight=config.ranking_weight,
+            ),
             evaluator=evaluator,
             callbacks=_callbacks(progress, should_stop),
         )
@@ -603,7 +605,7 @@ def train(
 
         # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
         _emit(progress, step=steps, total=steps, phase="evaluating")
-        dev_result = evaluate_encoder(_encode_fn(model, config.energy), data.dev, energy=config.energy)
+        dev_result = evaluate_encoder(_encode_fn(model, energy), data.dev, energy=energy)
         thresholds = {
             "f1": float(dev_result["pairs"]["best_f1_threshold"]),
             "accuracy": float(dev_result["pairs"]["best_accuracy_threshold"]),
@@ -612,7 +614,7 @@ def train(
         best_step = _best_step(trainer.state.best_model_checkpoint)
         encoder = SiameseEncoder(
             model,
-            energy=config.energy,
+            energy=energy,
             threshold=thresholds["f1"],
             base_model=base_model_name,
             metadata={

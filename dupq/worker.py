@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
     store = QuestionStore(settings.db_path)
     try:
-        registry = ModelRegistry(store, settings.models_dir)
+        registry = ModelRegistry.from_settings(store, settings)
         return Retrainer(settings, store, registry, JobStore(store)).run(args.job)
     finally:
         store.close()

@@ -66,7 +66,7 @@ def test_add_delete_save_reload_without_rebuild(tmp_path) -> None:
     idx.save(revision=7)
     idx.close()
     meta = json.loads((path / GRAPH_META).read_text())
-    assert meta["rows"] == idx.log._n  # close saved the graph it had caught up
+    assert meta["rows"] == idx.log.n_rows  # close saved the graph it had caught up
 
     back, intact = open_index(path, 32, "cosine", ann_min_size=100)
     assert intact and back.uses_graph and back._job is None  # restored, not rebuilt
@@ -139,3 +139,50 @@ def test_service_switches_to_the_graph_past_the_threshold(tmp_path) -> None:
         got = svc.search(q, k=5)["results"]
         exact = ExactIndex(index.log).search(svc.encoder.encode([q]), 5)[0]
         assert [r["id"] for r in got] == [h.id for h in exact]
+
+
+def test_background_build_while_adds_and_saves_cross_min_size(tmp_path, caplog) -> None:
+    """Issue 12: an import crossing min_size (background build + add/save rounds) must build the graph."""
+    import logging
+
+    rng = np.random.default_rng(7)
+    idx, _ = open_index(tmp_path / "v", 32, "cosine", ann_min_size=200)
+    with caplog.at_level(logging.ERROR, logger="dupq.index.ann"):
+        for r in range(120):  # small batches: many saves while the build reads rows
+            idx.add(ids(10, 10 * r), clustered(rng, 10))
+            idx.save(r)
+        idx.wait()
+        idx.add(ids(1, 5000), clustered(rng, 1))  # a write after a build that failed would retry it
+        idx.save(999)
+        idx.wait()
+    assert "building the ANN graph failed" not in caplog.text
+    assert idx.uses_graph and len(idx) == 1201
+    same_as_exact(idx, clustered(rng, 20))
+    idx.close()
+    back, intact = open_index(tmp_path / "v", 32, "cosine", ann_min_size=200)  # restart (kill -9 and resume)
+    assert intact and back.uses_graph
+    same_as_exact(back, clustered(rng, 5))
+    back.close()
+
+
+def test_import_file_past_ann_min_size_ends_with_a_graph(tmp_path) -> None:
+    from dupq.config import Settings
+    from dupq.service import DupQ
+
+    questions = tmp_path / "questions.txt"
+    topics = ["bake bread", "fix a bike", "learn Rust", "grow tomatoes", "file taxes", "tune a guitar"]
+    questions.write_text(
+        "".join(f"How do I {topics[i % len(topics)]} in step {i}?\n" for i in range(120)), encoding="utf-8"
+    )
+    settings = Settings(home=tmp_path / "home", seed_bank=None, ann_min_size=50, backend="torch", import_batch_size=16)
+    with DupQ(settings) as svc:
+        report = svc.import_file(questions, progress=False)
+        assert report.added == 120
+        index = svc.serving.index
+        assert isinstance(index, AnnIndex)
+        index.wait()
+        assert index.uses_graph
+        for q in ("How do I bake bread quickly?", "Learning Rust in step 3?"):
+            got = [r["id"] for r in svc.search(q, k=10)["results"]]
+            exact = ExactIndex(index.log).search(svc.encoder.encode([q]), 10)[0]
+            assert got == [h.id for h in exact]

@@ -14,18 +14,18 @@ from web import create_app
 def test_defaults_without_any_source() -> None:
     s = Settings.load(environ={})
     assert s.home == Path(DEFAULT_HOME) and s.ann_min_size == ANN_MIN_SIZE and s.admin_token is None
-    assert s.export_cache is None  # no HOME / XDG_CACHE_HOME in this environment: no shared cache
+    assert s.export_cache == Path.home() / ".cache" / "dupq" / "openvino"
 
 
 def test_precedence_file_env_explicit(tmp_path: Path) -> None:
     f = tmp_path / "dupq.toml"
     f.write_text('home = "/from/file"\nann_min_size = 111\ngate_tolerance = 0.1\nbackend = "torch"\n')
-    env = {"DUPQ_CONFIG": str(f), "DUPQ_ANN_MIN_SIZE": "222", "DUPQ_HOME": "/from/env", "HOME": "/root"}
+    env = {"DUPQ_CONFIG": str(f), "DUPQ_ANN_MIN_SIZE": "222", "DUPQ_HOME": "/from/env", "XDG_CACHE_HOME": "/xdg"}
     s = Settings.load(environ=env, home="/explicit")
     assert s.home == Path("/explicit")  # explicit beats the environment
     assert s.ann_min_size == 222  # the environment beats the file
     assert s.gate_tolerance == 0.1 and s.backend == "torch"  # the file beats the defaults
-    assert s.export_cache == Path("/root/.cache/dupq/openvino")
+    assert s.export_cache == Path("/xdg/dupq/openvino")
     # None means "not given" (an option left out): the lower source stays.
     assert Settings.load(environ=env, home=None).home == Path("/from/env")
 
@@ -60,7 +60,7 @@ def test_unknown_key_in_instance_file(tmp_path: Path) -> None:
 
 
 def test_empty_variable_turns_an_optional_setting_off() -> None:
-    s = Settings.load(environ={"DUPQ_SEED_BANK": "", "DUPQ_EXPORT_CACHE": "", "HOME": "/root", "DUPQ_HOME": ""})
+    s = Settings.load(environ={"DUPQ_SEED_BANK": "", "DUPQ_EXPORT_CACHE": "", "DUPQ_HOME": ""})
     assert s.seed_bank is None and s.export_cache is None and s.home == Path(DEFAULT_HOME)
 
 

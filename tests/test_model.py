@@ -41,10 +41,10 @@ def test_energy_maths_by_hand() -> None:
     cos = SiameseEncoder(model=None, energy="cosine", threshold=0.5)
     a = np.array([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]])
     b = np.array([[0.0, 1.0], [2.0, 2.0], [3.0, 4.0]])
-    np.testing.assert_allclose(cos.energy(a, b), [0.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(cos.pair_energy(a, b), [0.0, 1.0, 1.0], atol=1e-6)
     euc = SiameseEncoder(model=None, energy="euclidean", threshold=1.0)
     # sqrt(1+1), sqrt(1+1), 0
-    np.testing.assert_allclose(euc.energy(a, b), [np.sqrt(2), np.sqrt(2), 0.0], atol=1e-6)
+    np.testing.assert_allclose(euc.pair_energy(a, b), [np.sqrt(2), np.sqrt(2), 0.0], atol=1e-6)
     assert cos.higher_is_better and not euc.higher_is_better
     assert cos.is_duplicate(0.5) and not cos.is_duplicate(0.49)
     assert euc.is_duplicate(1.0) and not euc.is_duplicate(1.01)
@@ -52,7 +52,7 @@ def test_energy_maths_by_hand() -> None:
     with pytest.raises(ValueError):
         SiameseEncoder(model=None, energy="manhattan")
     with pytest.raises(ValueError):
-        cos.energy(a, b[:2])
+        cos.pair_energy(a, b[:2])
 
 
 def test_score_pairs_ranks_paraphrase_above_unrelated(enc: SiameseEncoder) -> None:

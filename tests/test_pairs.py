@@ -116,3 +116,25 @@ def test_admin_page_login_and_status(client) -> None:
     assert page.status_code == 200 and b"Model versions" in page.data and b"Retrain on stored pairs" in page.data
     s = client.get("/admin/status.json").get_json()
     assert s["model"] == "base" and s["questions"] and [v["version"] for v in s["versions"]] == ["base"]
+
+
+def test_imported_and_api_pairs_share_one_key(svc, tmp_path) -> None:
+    from dupq.data import read_pairs
+    from dupq.text import normalize_question, pair_key
+
+    f = tmp_path / "pairs.tsv"
+    long = "x" * 1200
+    f.write_text(
+        "question1\tquestion2\tis_duplicate\n"
+        "How  do I   boil an egg?\t Best way to boil eggs? \t1\n"
+        f"{long}\tfine?\t0\n"
+    )
+    r = svc.import_pairs(f)
+    assert (r["added"], r["invalid"]) == (1, 1)  # the over-long row is dropped and counted, not a crash
+    assert read_pairs(f).invalid == 1
+    svc.add_pairs([{"question1": "Best way to boil eggs?", "question2": "How do I boil an egg?", "label": 1}])
+    stored = svc.store.pairs()
+    keys = {pair_key(p.question1, p.question2) for p in stored}
+    assert len(stored) == 2 and keys == {pair_key("How do I boil an egg?", "Best way to boil eggs?")}
+    assert len(stored_pairs(svc.store)) == 1  # training keeps one pair
+    assert normalize_question(" How  do I\tboil an egg?\n") == "How do I boil an egg?"

@@ -50,4 +50,15 @@ def test_current_version_survives_restart_and_missing_index_is_rebuilt(svc: DupQ
     svc.close()
     shutil.rmtree(settings.index_dir / "v1")
     with DupQ(settings) as again:
-        assert again.version == "v1" and again.serving.index.log.ids() == again.store.ids()
+        assert again.version == "v1" and again.serving.index.ids() == again.store.ids()
+
+
+def test_registry_passes_backend_and_shared_cache_to_every_load(tmp_path) -> None:
+    from dupq.registry import ModelRegistry
+    from dupq.store import QuestionStore
+
+    store = QuestionStore(tmp_path / "s.sqlite3")
+    reg = ModelRegistry(store, tmp_path / "models", backend="torch", shared_export_cache=tmp_path / "ov")
+    enc = reg.load("base")
+    assert enc.backend == "torch" and enc.shared_export_cache == tmp_path / "ov"
+    store.close()

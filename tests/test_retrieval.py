@@ -27,7 +27,7 @@ def bank_svc(tmp_path_factory):
 
 def test_whole_bank_is_loaded(bank_svc: DupQ) -> None:
     assert bank_svc.store.count() == len(load_default_bank())
-    assert bank_svc.serving.index.log.ids() == bank_svc.store.ids()
+    assert bank_svc.serving.index.ids() == bank_svc.store.ids()
 
 
 def test_group_mate_ranks_first(bank_svc: DupQ) -> None:

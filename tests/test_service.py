@@ -12,7 +12,7 @@ from dupq.store import NewQuestion
 
 
 def index_ids(svc: DupQ) -> set[str]:
-    return svc.serving.index.log.ids()
+    return svc.serving.index.ids()
 
 
 def test_seeded_store_and_index_agree(svc: DupQ) -> None:

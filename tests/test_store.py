@@ -70,3 +70,12 @@ def test_iter_texts_pages_through_everything(store: QuestionStore) -> None:
     batches = list(store.iter_texts(batch=10))
     assert [len(b) for b in batches] == [10, 10, 5]
     assert [i for b in batches for i, _ in b] == [f"id{i}" for i in range(25)]
+
+
+def test_set_states_writes_several_keys_at_once(tmp_path) -> None:
+    from dupq.store import QuestionStore
+
+    store = QuestionStore(tmp_path / "s.sqlite3")
+    store.set_states({"current_model": "v2", "history": '["base", "v2"]'})
+    assert (store.get_state("current_model"), store.get_state("history")) == ("v2", '["base", "v2"]')
+    store.close()

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from dupq.data import Pair, duplicate_clusters, read_pairs
+from dupq.energy import Energy
 from dupq.mining import mine_negatives, negatives_needed
 from dupq.model import SiameseEncoder, packaged_model_path
 from dupq.training import (
@@ -94,7 +95,7 @@ def test_config_from_dict_rejects_unknown_keys() -> None:
     ],
 )
 def test_contrastive_loss_equals_hadsell_formula(energy: str, margin: float, expected: float) -> None:
-    loss = build_loss(base_model(), TrainConfig(energy=energy, margin=margin, ranking_weight=0))
+    loss = build_loss(base_model(), loss="contrastive", energy=energy, margin=margin, ranking_weight=0)
     a = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
     b = torch.tensor([[0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])
     # The third pair is a negative beyond the margin (cos distance 1, Euclidean sqrt 2): it adds 0.
@@ -107,11 +108,13 @@ def test_online_contrastive_uses_the_energy_distance() -> None:
 
     from dupq.losses import ContrastiveRankingLoss
 
-    loss = build_loss(base_model(), TrainConfig(loss="online-contrastive", energy="euclidean", ranking_weight=0))
+    margin = Energy.EUCLIDEAN.default_margin
+    kw = {"loss": "online-contrastive", "energy": Energy.EUCLIDEAN, "margin": margin}
+    loss = build_loss(base_model(), **kw, ranking_weight=0)
     assert isinstance(loss, OnlineContrastiveLoss)
     assert loss.distance_metric == SiameseDistanceMetric.EUCLIDEAN
     # With the ranking term (the default) the same loss is wrapped, not replaced.
-    loss = build_loss(base_model(), TrainConfig(loss="online-contrastive", energy="euclidean"))
+    loss = build_loss(base_model(), **kw, ranking_weight=1.0)
     assert isinstance(loss, ContrastiveRankingLoss) and isinstance(loss.contrastive, OnlineContrastiveLoss)
     assert loss.contrastive.distance_metric == SiameseDistanceMetric.EUCLIDEAN
 
@@ -119,7 +122,7 @@ def test_online_contrastive_uses_the_energy_distance() -> None:
 def test_ranking_term_adds_symmetric_in_batch_loss_over_the_duplicates() -> None:
     from dupq.losses import ContrastiveRankingLoss
 
-    loss = build_loss(base_model(), TrainConfig(margin=0.5, ranking_weight=0.5))
+    loss = build_loss(base_model(), loss="contrastive", energy=Energy.COSINE, margin=0.5, ranking_weight=0.5)
     assert isinstance(loss, ContrastiveRankingLoss)
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     b = torch.tensor([[0.6, 0.8], [0.8, 0.6], [0.0, 1.0]])

@@ -53,10 +53,12 @@ from typing import Any
 
 import numpy as np
 
-from dupq.config import ANN_MIN_SIZE, ANN_REBUILD_DEAD_FRACTION
+from dupq.config import ANN_REBUILD_DEAD_FRACTION
+from dupq.energy import Energy
 from dupq.index.base import Hit
-from dupq.index.exact import ExactIndex
-from dupq.index.storage import VectorLog, _write_atomic
+from dupq.index.exact import ExactIndex, top_hits
+from dupq.index.storage import VectorLog, write_atomic
+from dupq.system import cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,10 @@ GRAPH_FORMAT = 1
 #: vectors: recall@10 0.993-1.0 instead of always 1.0), so builds smaller than this insert from one thread,
 #: which is fast enough at that size; larger ones use every core.
 PARALLEL_BUILD_MIN = 50_000
+
+
+def _threads_for(rows: int) -> int:
+    return cpu_threads() if rows >= PARALLEL_BUILD_MIN else 1
 
 
 #: Settings baked into a built graph; the others (expansion_search, candidates) apply at search time.
@@ -87,9 +93,8 @@ class AnnParams:
         expansion_add: Candidate list while inserting ("efConstruction").
         expansion_search: Candidate list while searching ("ef").
         candidates: Graph hits re-ranked exactly per query (at least k).
-        dtype: Scalar type of the graph's own vector copy; None: ``i8`` for the cosine energy (unit vectors
-            quantise well, and the float32 re-ranking restores exact scores), ``f16`` for Euclidean ones
-            (unbounded components would clip in i8).
+        dtype: Scalar type of the graph's own vector copy; None: the energy's
+            (:attr:`dupq.energy.Energy.graph_dtype`: ``i8`` for cosine, ``f16`` for Euclidean).
     """
 
     connectivity: int = 16
@@ -98,26 +103,20 @@ class AnnParams:
     candidates: int = 32
     dtype: str | None = None
 
-    def dtype_for(self, energy: str) -> str:
-        return self.dtype or ("i8" if energy == "cosine" else "f16")
-
-
-def _threads() -> int:
-    from dupq.runtime import cpu_threads
-
-    return cpu_threads()
+    def dtype_for(self, energy: Energy) -> str:
+        return self.dtype or energy.graph_dtype
 
 
 class _Graph:
     """usearch HNSW keyed by log row number: the one place that knows the library's API."""
 
-    def __init__(self, dim: int, energy: str, params: AnnParams, index: Any = None) -> None:
+    def __init__(self, dim: int, energy: Energy, params: AnnParams, index: Any = None) -> None:
         from usearch.index import Index
 
         self.params = params
         self.index = index or Index(
             ndim=dim,
-            metric="cos" if energy == "cosine" else "l2sq",
+            metric=energy.usearch_metric,
             dtype=params.dtype_for(energy),
             connectivity=params.connectivity,
             expansion_add=params.expansion_add,
@@ -154,7 +153,7 @@ class _Graph:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, dim: int, energy: str, params: AnnParams) -> _Graph:
+    def load(cls, path: Path, dim: int, energy: Energy, params: AnnParams) -> _Graph:
         from usearch.index import Index
 
         index = Index.restore(str(path))
@@ -168,7 +167,7 @@ class AnnIndex:
 
     Args:
         log: The vectors (the one float32 copy; memory-mapped when persisted).
-        min_size: Stored vectors from which a graph is built and used.
+        min_size: Stored vectors from which a graph is built and used (``Settings.ann_min_size``).
         params: Graph settings.
         rebuild_dead_fraction: Share of removed entries in the graph that triggers a background rebuild.
         background: Build graphs in a thread (True) or inline (False: for tests and benchmarks).
@@ -180,7 +179,7 @@ class AnnIndex:
         self,
         log: VectorLog,
         *,
-        min_size: int = ANN_MIN_SIZE,
+        min_size: int,
         params: AnnParams | None = None,
         rebuild_dead_fraction: float = ANN_REBUILD_DEAD_FRACTION,
         background: bool = True,
@@ -205,6 +204,15 @@ class AnnIndex:
     # -- state ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.log)
+
+    def ids(self) -> set[str]:
+        """Ids of the indexed questions."""
+        return self.log.ids()
+
+    @property
+    def revision(self) -> int:
+        """The store revision the last :meth:`save` recorded (-1: never saved)."""
+        return self.log.revision
 
     @property
     def uses_graph(self) -> bool:
@@ -268,28 +276,20 @@ class AnnIndex:
         rows = rows[self.log.alive[rows]] if len(rows) else rows
         if len(rows) == 0:
             return []
-        vecs = self.log.get_rows(rows)
-        if self.log.energy == "cosine":
-            scores = vecs @ q
-            order = np.argsort(-scores, kind="stable")[:k]
-        else:
-            scores = np.sqrt(np.maximum(((vecs - q) ** 2).sum(1), 0.0))
-            order = np.argsort(scores, kind="stable")[:k]
-        ids = self.log.row_ids()
-        return [Hit(ids[rows[i]], float(scores[i])) for i in order]
+        scores = self.log.energy.rank_scores(q[None, :], self.log.get_rows(rows))[0]
+        return top_hits(scores, rows, self.log.row_ids(), k, self.log.energy)
 
     # -- the graph ------------------------------------------------------------------------------------
     def _catch_up(self, g: _Graph | None) -> None:
         """Apply to ``g`` what the log did since: remove rows deleted since, insert new alive rows."""
         if g is None:
             return
-        dead = self.log._deleted_log
-        g.remove([r for r in dead[self._deleted :] if r < self._rows])  # later rows were never inserted
-        self._deleted = len(dead)
-        n = self.log._n
+        g.remove([r for r in self.log.deleted_rows(self._deleted) if r < self._rows])  # later rows: never inserted
+        self._deleted = self.log.deleted_count
+        n = self.log.n_rows
         if n > self._rows:
             rows = self._rows + np.flatnonzero(self.log.alive[self._rows : n])
-            g.add(rows, self.log.get_rows(rows), threads=_threads() if len(rows) >= PARALLEL_BUILD_MIN else 1)
+            g.add(rows, self.log.get_rows(rows), threads=_threads_for(len(rows)))
             self._rows = n
 
     def _maybe_build(self) -> None:
@@ -311,13 +311,15 @@ class AnnIndex:
         """Build a graph of the alive rows off the lock, then catch it up and swap it in under the lock."""
         try:
             with self._lock:
-                n = self.log._n
+                n = self.log.n_rows
                 alive = self.log.alive[:n].copy()
-                deleted = len(self.log._deleted_log)
+                deleted = self.log.deleted_count
                 log_ = self.log
             g = _Graph(log_.dim, log_.energy, self.params)
             rows_all = np.flatnonzero(alive)
-            threads = _threads() if len(rows_all) >= PARALLEL_BUILD_MIN else 1
+            threads = _threads_for(len(rows_all))
+            # Off the lock while writers add and save: VectorLog.get_rows reads a consistent (map, tail)
+            # pair, and rows below the snapshot's n stay readable whatever a save swaps in.
             for start in range(0, len(rows_all), 65536):  # memory-mapped rows, a chunk at a time
                 rows = rows_all[start : start + 65536]
                 g.add(rows, log_.get_rows(rows), threads=threads)
@@ -325,8 +327,8 @@ class AnnIndex:
                 if self.log is not log_:
                     return
                 # Rows deleted after the snapshot that the new graph holds must go too.
-                g.remove([r for r in self.log._deleted_log[deleted:] if r < n])
-                self._rows, self._deleted = n, len(self.log._deleted_log)
+                g.remove([r for r in self.log.deleted_rows(deleted) if r < n])
+                self._rows, self._deleted = n, self.log.deleted_count
                 self._catch_up(g)
                 self._graph = g
                 self._saved = (-1, -1)  # the file on disk is an older graph
@@ -351,7 +353,7 @@ class AnnIndex:
             "removed": g.removed,
             "params": asdict(self.params),
         }
-        _write_atomic(meta_path, json.dumps(meta))
+        write_atomic(meta_path, json.dumps(meta))
         self._saved = (self._rows, self._deleted)
 
     def _load_graph(self) -> None:
@@ -365,8 +367,8 @@ class AnnIndex:
             if (
                 meta.get("format") != GRAPH_FORMAT
                 or {k: meta.get("params", {}).get(k) for k in BUILD_PARAMS} != _build_params(self.params)
-                or rows > self.log._n
-                or deleted > len(self.log._deleted_log)
+                or rows > self.log.n_rows
+                or deleted > self.log.deleted_count
             ):
                 raise ValueError("graph does not match this log or these settings")
             g = _Graph.load(path / GRAPH_FILE, self.log.dim, self.log.energy, self.params)

@@ -1,13 +1,15 @@
-"""The interface every vector index implements, so the service never knows which one it holds."""
+"""The interface every vector index implements, so the service never knows which one it holds.
+
+A backend (the in-process :class:`~dupq.index.ExactIndex` / :class:`~dupq.index.AnnIndex`, or a database
+such as pgvector) implements :class:`VectorIndex`; how it stores vectors is its own business.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-from dupq.index.storage import VectorLog
 
 
 @dataclass(frozen=True)
@@ -18,15 +20,39 @@ class Hit:
     score: float
 
 
+@runtime_checkable
 class VectorIndex(Protocol):
-    """Top-k search over a :class:`VectorLog` (the one copy of the vectors)."""
+    """Top-k search over the vectors of one model version, kept in step with the store's revisions."""
 
-    log: VectorLog
+    def add(self, ids: list[str], vectors: np.ndarray) -> None:
+        """Insert vectors (an id already present is replaced)."""
+        ...
 
-    def add(self, ids: list[str], vectors: np.ndarray) -> None: ...
+    def remove(self, ids: list[str]) -> None:
+        """Delete ids (unknown ones are ignored)."""
+        ...
 
-    def remove(self, ids: list[str]) -> None: ...
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """Top-k hits per query row, best first by the model's energy, scored with that energy."""
+        ...
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]: ...
+    def save(self, revision: int) -> None:
+        """Make the changes so far durable, recording the store ``revision`` they reflect."""
+        ...
 
-    def save(self, revision: int) -> None: ...
+    def close(self) -> None:
+        """Finish background work and release resources; the index is not used afterwards."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of indexed questions."""
+        ...
+
+    def ids(self) -> set[str]:
+        """Ids of the indexed questions."""
+        ...
+
+    @property
+    def revision(self) -> int:
+        """The store revision the last :meth:`save` recorded (-1: never saved)."""
+        ...

@@ -12,10 +12,24 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from dupq.energy import Energy
 from dupq.index.base import Hit
 from dupq.index.storage import VectorLog
+
+
+def top_hits(scores: np.ndarray, rows: np.ndarray, row_ids: Sequence[str], k: int, energy: Energy) -> list[Hit]:
+    """The ``k`` best of ``scores`` (:meth:`Energy.rank_scores` of ``rows``), best first, as reported hits."""
+    if k < len(scores):
+        top = np.argpartition(-scores, k - 1)[:k]
+    else:
+        top = np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    reported = energy.reported(scores[top])
+    return [Hit(row_ids[rows[i]], float(s)) for i, s in zip(top, reported, strict=True)]
 
 
 class ExactIndex:
@@ -27,6 +41,15 @@ class ExactIndex:
     def __len__(self) -> int:
         return len(self.log)
 
+    def ids(self) -> set[str]:
+        """Ids of the indexed questions."""
+        return self.log.ids()
+
+    @property
+    def revision(self) -> int:
+        """The store revision the last :meth:`save` recorded (-1: never saved)."""
+        return self.log.revision
+
     def add(self, ids: list[str], vectors: np.ndarray) -> None:
         self.log.add(ids, vectors)
 
@@ -36,26 +59,19 @@ class ExactIndex:
     def save(self, revision: int) -> None:
         self.log.save(revision)
 
+    def close(self) -> None:
+        """Nothing to release: every change is on disk after :meth:`save`."""
+
     def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k hits per query row, best first."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        vecs, alive, ids = self.log.vectors, self.log.alive, self.log.row_ids()
-        n_alive = len(self.log)
+        vecs, alive, ids = self.log.snapshot()
+        n_alive = int(alive.sum())
         if n_alive == 0:
             return [[] for _ in queries]
         k = min(k, n_alive)
-        if self.log.energy == "cosine":
-            scores = queries @ vecs.T  # unit vectors: the dot product is the cosine
-        else:
-            # Rank by negative squared distance; report the distance itself.
-            scores = 2 * queries @ vecs.T - (vecs * vecs).sum(1)[None, :] - (queries * queries).sum(1)[:, None]
+        energy = self.log.energy
+        scores = energy.rank_scores(queries, vecs)
         scores[:, ~alive] = -np.inf
-        out = []
-        for row in scores:
-            top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-            top = top[np.argsort(-row[top], kind="stable")]
-            if self.log.energy == "cosine":
-                out.append([Hit(ids[r], float(row[r])) for r in top])
-            else:
-                out.append([Hit(ids[r], float(np.sqrt(max(-row[r], 0.0)))) for r in top])
-        return out
+        rows = np.arange(len(ids))
+        return [top_hits(row, rows, ids, k, energy) for row in scores]

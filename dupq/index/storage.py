@@ -37,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dupq.energy import Energy
+
 MANIFEST = "manifest.json"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -55,19 +57,29 @@ class VectorLog:
     Args:
         dim: Vector dimension.
         path: Folder to persist into, or None for memory only.
-        energy: Energy of the model the vectors come from (saved for checks).
+        energy: Energy of the model the vectors come from (an :class:`Energy` or its name; the name is
+            saved for checks).
+
+    Thread safety: one writer, any number of readers without a lock. The row storage is one
+    ``(disk, tail)`` pair replaced by a single assignment (a save maps the appended rows and drops the
+    tail; an add may grow the tail), and committed rows are never written again, so a reader that takes
+    the pair once (:meth:`get_rows`, :meth:`snapshot`) sees every row below the :attr:`n_rows` it read
+    first, whatever the writer does meanwhile.
     """
 
-    def __init__(self, dim: int, path: str | Path | None = None, *, energy: str = "cosine") -> None:
+    def __init__(self, dim: int, path: str | Path | None = None, *, energy: str | Energy = Energy.COSINE) -> None:
         if dim < 1:
             raise ValueError("dim must be positive")
         self.dim = dim
-        self.energy = energy
+        self.energy = Energy.from_name(energy)
         self.path = Path(path) if path is not None else None
         self.revision = -1
-        self._disk: np.ndarray = np.zeros((0, dim), dtype=np.float32)  # committed rows: a read-only memmap
-        self._tail = np.zeros((0, dim), dtype=np.float32)  # rows [len(_disk), _n), grown by doubling
-        self._n = 0  # rows in use (alive or dead)
+        # (committed rows: a read-only memmap, rows [len(disk), _n) grown by doubling); swapped as one value.
+        self._segments: tuple[np.ndarray, np.ndarray] = (
+            np.zeros((0, dim), dtype=np.float32),
+            np.zeros((0, dim), dtype=np.float32),
+        )
+        self._n = 0  # rows in use (alive or dead); raised only after the rows are in _segments
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._alive = np.zeros(0, dtype=bool)
@@ -84,34 +96,51 @@ class VectorLog:
         return qid in self._row
 
     @property
+    def n_rows(self) -> int:
+        """Rows in use, alive or dead: row numbers are ``0 .. n_rows - 1`` until the next compaction."""
+        return self._n
+
+    @property
     def vectors(self) -> np.ndarray:
         """All rows in use, dead ones included (mask with :attr:`alive`).
 
         A view of the memory map when everything is saved (the usual state: the service saves after each
         write); a concatenated copy only while unsaved rows exist beside saved ones.
         """
-        n_disk = len(self._disk)
-        if self._n == n_disk:
-            return self._disk
-        tail = self._tail[: self._n - n_disk]
-        return tail if n_disk == 0 else np.concatenate([self._disk, tail])
+        return self._vectors(self._n, self._segments)
+
+    @staticmethod
+    def _vectors(n: int, segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        disk, tail = segments
+        if n <= len(disk):
+            return disk[:n] if n < len(disk) else disk
+        tail = tail[: n - len(disk)]
+        return tail if len(disk) == 0 else np.concatenate([disk, tail])
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """``(vectors, alive, row_ids)`` of one moment, consistent with each other (for exact search)."""
+        n = self._n  # first: the storage read next holds at least these rows
+        vectors = self._vectors(n, self._segments)
+        return vectors, self._alive[:n], self._ids[:n]
 
     def get_rows(self, rows: np.ndarray) -> np.ndarray:
         """Copies of the given rows (dead or alive), reading only those rows (for re-ranking)."""
         rows = np.asarray(rows, dtype=np.int64)
-        n_disk = len(self._disk)
+        disk, tail = self._segments  # once: a concurrent save swaps both
+        n_disk = len(disk)
         if len(rows) == 0 or rows.max() < n_disk:
-            return np.asarray(self._disk[rows])
+            return np.asarray(disk[rows])
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         on_disk = rows < n_disk
-        out[on_disk] = self._disk[rows[on_disk]]
-        out[~on_disk] = self._tail[rows[~on_disk] - n_disk]
+        out[on_disk] = disk[rows[on_disk]]
+        out[~on_disk] = tail[rows[~on_disk] - n_disk]
         return out
 
     def iter_alive(self, chunk: int = 65536):
         """Yield ``(rows, vectors)`` of the alive rows in row order, ``chunk`` rows at a time."""
-        for start in range(0, self._n, chunk):
-            stop = min(start + chunk, self._n)
+        n = self._n
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
             rows = start + np.flatnonzero(self._alive[start:stop])
             if len(rows):
                 yield rows, self.get_rows(rows)
@@ -134,6 +163,15 @@ class VectorLog:
     def dead_fraction(self) -> float:
         return 0.0 if self._n == 0 else 1.0 - len(self._row) / self._n
 
+    @property
+    def deleted_count(self) -> int:
+        """Deletions recorded since the last compaction (the length of the deletion list)."""
+        return len(self._deleted_log)
+
+    def deleted_rows(self, start: int = 0) -> list[int]:
+        """Rows deleted since the last compaction, in deletion order, from the ``start``-th deletion on."""
+        return self._deleted_log[start:]
+
     def add(self, ids: list[str], vectors: np.ndarray) -> list[int]:
         """Append vectors; an id already present is replaced (its old row dies). Returns the new rows."""
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -141,23 +179,25 @@ class VectorLog:
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
         self.remove([i for i in ids if i in self._row])
         need = self._n + len(ids)
-        n_disk = len(self._disk)
-        if need - n_disk > len(self._tail):
-            cap = max(need - n_disk, 2 * len(self._tail), 1024)
+        disk, tail = self._segments
+        n_disk = len(disk)
+        if need - n_disk > len(tail):
+            cap = max(need - n_disk, 2 * len(tail), 1024)
             grown = np.zeros((cap, self.dim), dtype=np.float32)
-            grown[: self._n - n_disk] = self._tail[: self._n - n_disk]
-            self._tail = grown
+            grown[: self._n - n_disk] = tail[: self._n - n_disk]
+            tail = grown
         if need > len(self._alive):
             alive = np.zeros(max(need, 2 * len(self._alive), 1024), dtype=bool)
             alive[: self._n] = self._alive[: self._n]
             self._alive = alive
         rows = list(range(self._n, need))
-        self._tail[self._n - n_disk : need - n_disk] = vectors
+        tail[self._n - n_disk : need - n_disk] = vectors  # rows past _n: no reader looks at them yet
+        self._segments = (disk, tail)
         self._alive[self._n : need] = True
         for r, qid in zip(rows, ids, strict=False):
             self._ids.append(qid)
             self._row[qid] = r
-        self._n = need
+        self._n = need  # last: readers that see it find the rows above
         return rows
 
     def remove(self, ids: Iterable[str]) -> list[int]:
@@ -181,8 +221,9 @@ class VectorLog:
         new_ids = "".join(i + "\n" for i in self._ids[self._persisted_rows : self._n]).encode()
         new_dead = "".join(f"{r}\n" for r in self._deleted_log[self._persisted_deleted :]).encode()
         sizes = dict(self._bytes)
-        n_disk = len(self._disk)
-        sizes["vectors.f32"] = self._append("vectors.f32", self._tail[: self._n - n_disk].tobytes())
+        disk, tail = self._segments
+        n = self._n
+        sizes["vectors.f32"] = self._append("vectors.f32", tail[: n - len(disk)].tobytes())
         sizes["ids.txt"] = self._append("ids.txt", new_ids)
         sizes["deleted.txt"] = self._append("deleted.txt", new_dead)
         manifest = {
@@ -191,15 +232,15 @@ class VectorLog:
             "deleted": len(self._deleted_log),
             "bytes": sizes,
             "revision": revision,
-            "energy": self.energy,
+            "energy": self.energy.name,
         }
-        _write_atomic(self.path / MANIFEST, json.dumps(manifest))
+        write_atomic(self.path / MANIFEST, json.dumps(manifest))
         self._bytes = sizes
         self._persisted_rows, self._persisted_deleted = self._n, len(self._deleted_log)
         self.revision = revision
-        # The appended rows are now in the file: map them and drop the heap copy.
-        self._disk = _map(self.path / "vectors.f32", self._n, self.dim)
-        self._tail = np.zeros((0, self.dim), dtype=np.float32)
+        # The appended rows are now in the file: map them and drop the heap copy, in one assignment (a
+        # reader between two assignments saw the old map's length with the new, empty tail: issue 12).
+        self._segments = (_map(self.path / "vectors.f32", n, self.dim), np.zeros((0, self.dim), dtype=np.float32))
 
     def _append(self, name: str, data: bytes) -> int:
         """Append after the committed prefix (cutting any torn tail a crash left); returns the new size."""
@@ -247,7 +288,7 @@ class VectorLog:
         """Read a persisted log (only what its manifest commits). Raises FileNotFoundError when absent."""
         path = Path(path)
         m = json.loads((path / MANIFEST).read_text())
-        log = cls(int(m["dim"]), path, energy=m.get("energy", "cosine"))
+        log = cls(int(m["dim"]), path, energy=m.get("energy", Energy.COSINE.name))  # older manifests: cosine
         rows, sizes = int(m["rows"]), m["bytes"]
         need = rows * log.dim * 4
         if sizes.get("vectors.f32", 0) != need or (path / "vectors.f32").stat().st_size < need:
@@ -256,7 +297,7 @@ class VectorLog:
         dead = [int(r) for r in _read_prefix(path / "deleted.txt", sizes["deleted.txt"]).splitlines()]
         if len(ids) != rows or len(dead) != int(m["deleted"]):
             raise ValueError(f"{path}: index files are shorter than the manifest says")
-        log._disk = _map(path / "vectors.f32", rows, log.dim)
+        log._segments = (_map(path / "vectors.f32", rows, log.dim), np.zeros((0, log.dim), dtype=np.float32))
         log._alive = np.ones(rows, dtype=bool)
         log._alive[dead] = False
         log._ids, log._n, log._deleted_log = ids, rows, dead

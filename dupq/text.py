@@ -1,0 +1,62 @@
+"""Question text rules shared by every way in (API, import, pair files, training): one normal form, one pair key.
+
+Example:
+    >>> normalize_question("  How do I\\tboil an egg?\\n")
+    'How do I boil an egg?'
+    >>> pair_key("b?", "a?") == pair_key("a?", "b?")
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dupq.config import MAX_QUESTION_CHARS
+from dupq.errors import ValidationError
+
+__all__ = ["normalize_question", "pair_key"]
+
+#: Separates the two texts of a pair key; never part of a normalised question (control character).
+_SEP = "\x1f"
+
+
+def normalize_question(text: Any, *, field: str = "question") -> str:
+    """Validate one question text and return its normal form (whitespace runs collapsed to one space).
+
+    Args:
+        text: The text as given.
+        field: Name of the field in error messages.
+
+    Raises:
+        ValidationError: ``invalid_type`` (not a string), ``empty_question``, ``question_too_long``
+            (over :data:`dupq.config.MAX_QUESTION_CHARS` characters after collapsing).
+
+    Example:
+        >>> normalize_question("   ")
+        Traceback (most recent call last):
+        ...
+        dupq.errors.ValidationError: question must not be empty
+    """
+    if not isinstance(text, str):
+        raise ValidationError(f"{field} must be a string", code="invalid_type")
+    text = " ".join(text.split())  # tabs/newlines would break the line-based file formats
+    if not text:
+        raise ValidationError(f"{field} must not be empty", code="empty_question")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise ValidationError(
+            f"{field} is {len(text)} characters; the limit is {MAX_QUESTION_CHARS}", code="question_too_long"
+        )
+    return text
+
+
+def pair_key(q1: str, q2: str) -> str:
+    """Order-free key of a pair of normalised questions: ``(a, b)`` and ``(b, a)`` are the same pair.
+
+    The store persists it (``pairs.pair_key``), so its form is an on-disk format.
+
+    Example:
+        >>> pair_key("b?", "a?")
+        'a?\\x1fb?'
+    """
+    a, b = sorted((q1, q2))
+    return a + _SEP + b

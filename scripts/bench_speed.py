@@ -527,6 +527,8 @@ def section_train(args: argparse.Namespace) -> None:
     dev = read_pairs(args.data / "dev/qqp_pairs_dev.tsv").pairs[:200]
     print(f"[train] {steps} steps x {batch} pairs: dupq.training.train(bf16) vs plain fp32 trainer", flush=True)
 
+    cfg = TrainConfig()
+
     def plain() -> float:
         model = load_sentence_transformer(packaged_model_path(), cached=False)
         data = Dataset.from_dict(
@@ -545,7 +547,8 @@ def section_train(args: argparse.Namespace) -> None:
                     dataloader_num_workers=0, use_cpu=True,
                 ),
                 train_dataset=data,
-                loss=build_loss(model, TrainConfig()),
+                loss=build_loss(model, loss=cfg.loss, energy=cfg.energy, margin=cfg.margin,
+                                ranking_weight=cfg.ranking_weight),
             )
             t = time.perf_counter()
             trainer.train()

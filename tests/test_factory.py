@@ -107,3 +107,18 @@ def test_admin_session_holds_a_claim_not_the_token(client) -> None:
     assert client.get("/admin/status.json").status_code == 200
     client.post("/admin/logout")
     assert client.get("/admin/status.json").status_code == 401
+
+
+def test_only_entry_points_touch_the_environment() -> None:
+    """Below the CLI, the app factory and the worker's main, settings come in as arguments."""
+    root = Path(__file__).resolve().parent.parent
+    entry_points = {root / "dupq" / "cli.py", root / "dupq" / "worker.py", root / "web" / "__init__.py"}
+    offenders = []
+    for f in [*(root / "dupq").rglob("*.py"), *(root / "web").rglob("*.py")]:
+        if f in entry_points:
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if ("os.environ" in code or "getenv(" in code) and "``" not in code:
+                offenders.append(f"{f.relative_to(root)}:{n}")
+    assert offenders == []

@@ -125,7 +125,8 @@ def import_pairs(ctx: click.Context, file: Path) -> None:
     with open_service(ctx) as svc:
         r = svc.import_pairs(file)
         click.echo(
-            f"added {r['added']} pairs (dropped {r['repeats']} repeats, {r['self_pairs']} self-pairs; "
+            f"added {r['added']} pairs (dropped {r['repeats']} repeats, {r['self_pairs']} self-pairs, "
+            f"{r['invalid']} with a question over the length limit; "
             f"{r['conflicts']} conflicting labels resolved, latest wins); "
             f"{sum(svc.pair_counts().values())} stored"
         )

@@ -37,6 +37,9 @@ DEFAULT_K = 10
 MAX_BATCH = 1000
 #: Largest page of ``GET /api/v1/questions``.
 MAX_PAGE = 500
+#: Largest request body the web app reads, in bytes: a full batch of questions (MAX_BATCH x MAX_QUESTION_CHARS
+#: characters, up to 4 UTF-8 bytes each, plus JSON) fits; a larger body is refused with 413 before it is read.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 #: Inference backends of ``SiameseEncoder.encode``: OpenVINO (the model exported once per version and run
 #: in bf16: 3.5-6x plain fp32 torch on this CPU, depending on load, at the same dev AP; docs/benchmarks.md)

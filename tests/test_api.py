@@ -120,3 +120,23 @@ def test_healthz_and_openapi(client) -> None:
         for m in r.methods - {"HEAD", "OPTIONS"}
     }
     assert routes == documented
+
+
+def test_lone_surrogate_is_a_400(client) -> None:
+    r = client.post("/api/v1/search", data='{"question": "a\\ud800b"}', content_type="application/json")
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_text"
+
+
+def test_body_over_the_limit_is_413_json(client) -> None:
+    from dupq.config import MAX_BODY_BYTES
+
+    body = b'{"question": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    r = client.post("/api/v1/search", data=body, content_type="application/json")
+    assert r.status_code == 413 and r.json["error"]["code"] == "request_entity_too_large"
+
+
+def test_405_names_the_allowed_methods_and_unknown_api_paths_are_json(client) -> None:
+    r = client.put("/api/v1/search", json={})
+    assert r.status_code == 405 and "POST" in r.headers["Allow"] and r.json["error"]["code"] == "method_not_allowed"
+    r = client.get("/api/v1/nothing-here")
+    assert r.status_code == 404 and r.is_json and r.json["error"]["code"] == "not_found"

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from dupq.config import Settings
+from dupq.config import MAX_BODY_BYTES, Settings
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settings | None = None) -> Flask:
@@ -38,6 +38,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
         SECRET_KEY=settings.secret_key or os.urandom(16).hex(),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # werkzeug answers 413 from Content-Length, before reading the body
         JSON_SORT_KEYS=False,
         **flask_keys,
     )

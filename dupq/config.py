@@ -92,6 +92,11 @@ class Settings:
         gate_eval_file: A fixed labelled pair file the gate also evaluates on (optional).
         backend: Encoder backend for serving and import, ``"openvino"`` or ``"torch"``.
         ann_min_size: Bank size from which the index is approximate (HNSW) rather than exact.
+        rate_limit_search: Per-client limit of ``POST /api/v1/search`` (Flask-Limiter notation, e.g.
+            ``"50/second"``); None: no limit.
+        rate_limit_write: Per-client limit of every API write (questions, pairs, deletes, train, promote).
+        questions_need_token: Whether ``POST /api/v1/questions`` needs the admin token (off for the embedded
+            demo; turn it on for a public deployment).
         export_cache: Folder where the packaged model's OpenVINO export is shared by every home of this
             machine (None: each home exports its own). Default ``$XDG_CACHE_HOME/dupq/openvino``
             (``~/.cache/dupq/openvino``); ``DUPQ_EXPORT_CACHE=`` (empty) turns it off.
@@ -113,6 +118,9 @@ class Settings:
     gate_eval_file: str | None = None
     backend: str = DEFAULT_BACKEND
     ann_min_size: int = ANN_MIN_SIZE
+    rate_limit_search: str | None = "50/second"
+    rate_limit_write: str | None = "10/second"
+    questions_need_token: bool = False
     export_cache: Path | None = None
 
     def __post_init__(self) -> None:
@@ -201,7 +209,9 @@ class Settings:
 
 
 #: Settings whose empty environment value means None (off) rather than "not set".
-_EMPTY_IS_NONE = {"seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache"}
+_EMPTY_IS_NONE = {
+    "seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache", "rate_limit_search", "rate_limit_write"
+}
 
 
 def env_var(name: str) -> str:

@@ -43,10 +43,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
         **flask_keys,
     )
 
-    from web import admin, api, errors, pages, service
+    from web import admin, api, errors, limits, pages, service
 
     service.init_app(app, settings)
     errors.init_app(app)
+    limits.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)

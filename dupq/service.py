@@ -507,6 +507,33 @@ class DupQ:
             "indexed": len(self._serving.index.log),
         }
 
+    # -- single labelled pairs with an id: in-place feedback with undo, the review queue (web/review.py) --------
+    def add_pair(
+        self, question1: Any, question2: Any, label: Any, *, source: str, model_version: str | None = None
+    ) -> dict[str, Any]:
+        """Validate and store one labelled pair; returns it with its ``id`` (what :meth:`delete_pair` takes)."""
+        self._check_writable()
+        q1 = clean_question(question1, field="question1")
+        q2 = clean_question(question2, field="question2")
+        if isinstance(label, bool) or label not in (0, 1):
+            raise ValidationError("label must be 0 or 1", code="invalid_label")
+        if q1 == q2:
+            raise ValidationError("a question cannot be paired with itself", code="self_pair")
+        pair_id = self.store.add_pair(q1, q2, int(label), source=source, model_version=model_version)
+        return self.store.get_pair(pair_id)
+
+    def feedback_pair(self, question: Any, result_id: str, label: Any, *, source: str = "feedback") -> dict[str, Any]:
+        """Like :meth:`feedback` (the result marked same / different, with the serving version), but returns the
+        stored pair with its id so that the page can undo exactly this click."""
+        stored = self.get(result_id)
+        return self.add_pair(question, stored.text, label, source=source, model_version=self.version)
+
+    def delete_pair(self, pair_id: int, *, source: str | None = None) -> None:
+        """Delete one stored pair by id (restricted to ``source`` if given); other labels are never touched."""
+        self._check_writable()
+        if not self.store.delete_pair(pair_id, source=source):
+            raise NotFoundError(f"no labelled pair {pair_id}" + (f" from {source}" if source else ""))
+
 
 def sync_index(
     store: QuestionStore,

@@ -31,7 +31,7 @@ bp = Blueprint("pages", __name__)
 #: Live search starts at this many characters (fewer say too little to search on).
 MIN_CHARS = 4
 #: Pause after the last keystroke before the live search is sent, in milliseconds.
-DEBOUNCE_MS = 60
+DEBOUNCE_MS = 45
 #: Pair ids this browser may undo (kept in its signed session; the newest ones).
 UNDO_KEEP = 50
 

@@ -11,7 +11,7 @@
   const results = document.getElementById("results");
   const cfg = form.dataset;
   const MIN = Number(cfg.min || 4);
-  const DEBOUNCE = Number(cfg.debounce || 60);
+  const DEBOUNCE = Number(cfg.debounce || 45);
   const JSON_HEADERS = { Accept: "application/json" };
   window.dupqTimings = [];
 
@@ -100,6 +100,7 @@
     const ctrl = new AbortController();
     inflight = ctrl;
     const k = Number(kInput.value) || 10;
+    const sent = performance.now();
     try {
       const r = await fetch(cfg.api, {
         method: "POST",
@@ -111,6 +112,7 @@
       if (ctrl !== inflight) return; // a newer request owns the results
       inflight = null;
       if (!r.ok) { showMessage(data.error ? data.error.message : `search failed (${r.status})`, "error"); return; }
+      const received = performance.now();
       render(question, data);
       const url = new URL(window.location.href);
       url.searchParams.set("q", question);
@@ -118,7 +120,8 @@
       requestAnimationFrame(() => setTimeout(() => {  // the frame with the results has been painted
         const end = performance.now();
         performance.measure("dupq:typed-to-painted", { start: started, end });
-        window.dupqTimings.push({ question, ms: end - started, server_ms: data.took_ms });
+        window.dupqTimings.push({ question, ms: end - started, wait_ms: sent - started, fetch_ms: received - sent,
+          paint_ms: end - received, server_ms: data.took_ms });
       }, 0));
     } catch (e) {
       if (e.name !== "AbortError" && ctrl === inflight) showMessage("Search failed: is the server running?", "error");

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -70,7 +71,7 @@ class RecentSearches:
 
 
 class _NeighbourCache:
-    """Neighbour candidates of one (version, store revision): recomputed only after a write or a swap."""
+    """Neighbour candidates of one service for one (version, store revision): recomputed after a write or a swap."""
 
     def __init__(self) -> None:
         self.key: tuple[str, int] | None = None
@@ -78,7 +79,8 @@ class _NeighbourCache:
         self.lock = threading.Lock()
 
 
-_cache = _NeighbourCache()
+_caches: weakref.WeakKeyDictionary[Any, _NeighbourCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
 
 
 def neighbour_pairs(
@@ -87,6 +89,8 @@ def neighbour_pairs(
     """Each of the ``sample`` most recent stored questions paired with its nearest stored neighbours."""
     serving = svc.serving
     key = (serving.version, svc.store.revision())
+    with _caches_lock:
+        _cache = _caches.setdefault(svc, _NeighbourCache())
     with _cache.lock:
         if _cache.key == key:
             return _cache.pairs

@@ -522,11 +522,16 @@ class DupQ:
         pair_id = self.store.add_pair(q1, q2, int(label), source=source, model_version=model_version)
         return self.store.get_pair(pair_id)
 
-    def feedback_pair(self, question: Any, result_id: str, label: Any, *, source: str = "feedback") -> dict[str, Any]:
-        """Like :meth:`feedback` (the result marked same / different, with the serving version), but returns the
-        stored pair with its id so that the page can undo exactly this click."""
+    def feedback_pair(
+        self, question: Any, result_id: str, label: Any, *, source: str = "feedback", model_version: str | None = None
+    ) -> dict[str, Any]:
+        """Like :meth:`feedback` (the result marked same / different), but returns the stored pair with its id so
+        that the page can undo exactly this click. ``model_version``: the version that showed the result, if it is
+        a known one (a swap may have happened since the search); else the serving version."""
         stored = self.get(result_id)
-        return self.add_pair(question, stored.text, label, source=source, model_version=self.version)
+        if not (model_version and self.registry.exists(model_version)):
+            model_version = self.version
+        return self.add_pair(question, stored.text, label, source=source, model_version=model_version)
 
     def delete_pair(self, pair_id: int, *, source: str | None = None) -> None:
         """Delete one stored pair by id (restricted to ``source`` if given); other labels are never touched."""

@@ -132,7 +132,9 @@ def add():
     try:
         shown = [svc.get(i) for i in dict.fromkeys(request.form.getlist("dup"))]
         added = svc.add_questions([{"text": q, "meta": {"source": "web"}}])[0]
-        pairs = [svc.add_pair(added.text, s.text, 0, source="feedback", model_version=svc.version) for s in shown]
+        shown_by = request.form.get("model") or ""
+        version = shown_by if shown_by and svc.registry.exists(shown_by) else svc.version
+        pairs = [svc.add_pair(added.text, s.text, 0, source="feedback", model_version=version) for s in shown]
     except DupQError as e:
         return _error(e, q)
     for p in pairs:
@@ -151,7 +153,8 @@ def feedback():
     try:
         if label not in ("0", "1"):
             raise ValidationError("label must be 0 or 1", code="invalid_label")
-        pair = get_service().feedback_pair(q, request.form.get("id", ""), int(label))
+        pair = get_service().feedback_pair(q, request.form.get("id", ""), int(label),
+                                           model_version=request.form.get("model") or None)
     except DupQError as e:
         return _error(e, q)
     _remember_pair(pair["id"])

@@ -33,9 +33,9 @@
   const hidden = (name, value) => { const i = el("input", { type: "hidden", name }); i.value = value; return i; };
   const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
-  function feedbackForm(question, r) {
+  function feedbackForm(question, r, model) {
     const f = el("form", { class: "fb", method: "post", action: cfg.feedback });
-    f.append(hidden("question", question), hidden("id", r.id));
+    f.append(hidden("question", question), hidden("id", r.id), hidden("model", model));
     const same = el("button", { class: "small", name: "label", value: "1" },
       r.duplicate ? "This is my question" : "Same question", el("span", { class: "vh", text: `: ${r.text}` }));
     const diff = el("button", { class: "small", name: "label", value: "0" },
@@ -59,7 +59,7 @@
         const meta = el("div", { class: "meta" },
           el("span", { class: "score", title: "similarity to your question", text: r.score.toFixed(3) }),
           r.duplicate ? el("span", { class: "badge", text: "likely duplicate" }) : null,
-          feedbackForm(question, r));
+          feedbackForm(question, r, data.model));
         li.append(link, meta);
         list.append(li);
       }
@@ -75,7 +75,8 @@
     } else {
       ask.append(el("p", { text: "No stored question looks like a duplicate of yours." }));
     }
-    const add = el("form", { method: "post", action: cfg.add, class: "addq" }, hidden("question", question));
+    const add = el("form", { method: "post", action: cfg.add, class: "addq" }, hidden("question", question),
+      hidden("model", data.model));
     for (const r of likely) add.append(hidden("dup", r.id));
     add.append(el("button", { type: "submit", class: "primary", text: likely.length ? "Mine is different — add it" : "Add my question to the bank" }));
     ask.append(add);

@@ -263,7 +263,17 @@ def test_phone_width_keeps_controls_whole(browser, server: str) -> None:
     )
     assert all(len(set(t)) == 1 for t in tops)  # each result's two buttons side by side
     shot(pg, "08-phone-375")
+    violations = _axe(pg)
+    sign_in(pg)
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 375
+    shot(pg, "08b-phone-375-admin")
+    violations += _axe(pg)
+    pg.goto("/admin/review")
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 375
+    shot(pg, "08c-phone-375-review")
+    violations += _axe(pg)
     ctx.close()
+    assert not [v for v in violations if v["impact"] in ("serious", "critical")], violations
 
 
 def test_page_works_without_javascript(browser, server: str) -> None:

@@ -266,12 +266,13 @@ class PairScoreRecorder:
 
 
 # -- the eval report ------------------------------------------------------------------------------------------
-def html_report(*, title: str, summary: str, table: str, figures: Sequence[tuple[str, str]]) -> str:
-    """A self-contained HTML page: the metrics table and each ``(caption, svg)`` as an image."""
+def html_report(*, title: str, summary: str, table: str, figures: Sequence[tuple[Any, ...]]) -> str:
+    """A self-contained HTML page: the metrics table and each ``(caption, svg[, wide])`` as an image."""
+    full = ' class="full"'
     figs = "\n".join(
-        f'<figure><img src="{data_uri(svg)}" alt="{html.escape(cap)}">'
-        f"<figcaption>{html.escape(cap)}</figcaption></figure>"
-        for cap, svg in figures
+        f'<figure{full if len(f) > 2 and f[2] else ""}><img src="{data_uri(f[1])}" alt="{html.escape(f[0])}">'
+        f"<figcaption>{html.escape(f[0])}</figcaption></figure>"
+        for f in figures
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -281,6 +282,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 64rem; margin: 1.5rem aut
 pre {{ background: #f5f5f5; padding: .75rem; border-radius: 6px; overflow-x: auto; }}
 .plots {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 28rem), 1fr)); gap: 1rem; }}
 figure {{ margin: 0; border: 1px solid #ddd; border-radius: 8px; padding: .5rem; }}
+figure.full {{ grid-column: 1 / -1; }}
 img {{ width: 100%; height: auto; }} figcaption {{ font-size: .85rem; color: #444; }}
 </style></head><body><main>
 <h1>{html.escape(title)}</h1>
@@ -313,7 +315,7 @@ def write_eval_report(
     """
     from pathlib import Path
 
-    figures: list[tuple[str, str]] = []
+    figures: list[tuple[Any, ...]] = []
     if pairs is not None and recorder is not None:
         scores = recorder.scores(list(pairs), encoder.energy_name)
         labels = [p.label for p in pairs]
@@ -365,7 +367,11 @@ def write_eval_report(
         finally:
             store.close()
         figures.append(
-            ("Training loss and dev AP over steps of each version (★: the checkpoint kept)", training_curves(metas))
+            (
+                "Training loss and dev AP over steps of each version (★: the checkpoint kept)",
+                training_curves(metas),
+                True,
+            )
         )
         figures.append(
             ("Version against version: each version's own dev metrics", version_comparison(version_rows(versions)))

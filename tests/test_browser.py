@@ -155,6 +155,9 @@ def sign_in(pg) -> None:
     pg.fill("#token", ADMIN_TOKEN)
     pg.get_by_role("button", name="Sign in").click()
     pg.wait_for_selector("#plots")
+    pg.wait_for_function(  # the plots are drawn on request: wait until every image has arrived
+        "Array.from(document.querySelectorAll('#plots img')).every(i => i.complete && i.naturalWidth > 100)"
+    )
 
 
 # -- the search page --------------------------------------------------------------------------------------------

@@ -200,6 +200,8 @@ def version_comparison(
         bars = ax.bar(xs, ys, width=width, color=_COLORS[j % len(_COLORS)], label=m)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
     ax.set_xticks(x + width * (len(metrics) - 1) / 2, [name for name, _ in rows], fontsize=8, rotation=15)
+    center, span = (len(rows) - 1) / 2 + width * (len(metrics) - 1) / 2, max(len(rows), 2.5)
+    ax.set_xlim(center - span / 2, center + span / 2)  # one or two groups stay bars, not walls
     ax.set(title=title, ylim=(0, 1.08), ylabel="score")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="lower right")

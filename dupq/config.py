@@ -124,6 +124,9 @@ class Settings:
     export_cache: Path | None = None
 
     def __post_init__(self) -> None:
+        for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
         object.__setattr__(self, "home", Path(self.home))
         if self.export_cache is not None:
             object.__setattr__(self, "export_cache", Path(self.export_cache))

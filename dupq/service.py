@@ -448,6 +448,16 @@ class DupQ:
     def versions(self) -> list[dict[str, Any]]:
         return self.registry.list()
 
+    def version_config(self, version: str) -> dict[str, Any]:
+        """The dupq.json of ``version`` (training config, metrics, histories); ``FileNotFoundError`` if gone."""
+        return SiameseEncoder.read_config(self.registry.path(version))
+
+    def training_pairs(self) -> list[Any]:
+        """The stored labelled pairs as a retrain would use them (latest label wins)."""
+        from dupq.retrain import stored_pairs
+
+        return stored_pairs(self.store)
+
     def load_version(self, version: str | None = None) -> SiameseEncoder:
         """The encoder of ``version`` (default: the current one), with this home's backend."""
         encoder = self.registry.load(version or self.version)
@@ -481,9 +491,12 @@ class DupQ:
         version that showed the result, if it is a known one (a swap may have happened since the search); else
         the serving version."""
         stored = self.get(result_id)
-        if not (model_version and self.registry.exists(model_version)):
-            model_version = self.version
-        return self.add_pair(question, stored.text, label, source=source, model_version=model_version)
+        version = self.known_version(model_version)
+        return self.add_pair(question, stored.text, label, source=source, model_version=version)
+
+    def known_version(self, version: str | None) -> str:
+        """``version`` if it is a known model version, else the serving one (what a page says showed a result)."""
+        return version if version and self.registry.exists(version) else self.version
 
     def delete_pair(self, pair_id: int, *, source: str | None = None) -> None:
         """Delete one stored pair by id (restricted to ``source`` if given); other labels are never touched."""

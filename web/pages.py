@@ -132,8 +132,7 @@ def add():
     try:
         shown = [svc.get(i) for i in dict.fromkeys(request.form.getlist("dup"))]
         added = svc.add_questions([{"text": q, "meta": {"source": "web"}}])[0]
-        shown_by = request.form.get("model") or ""
-        version = shown_by if shown_by and svc.registry.exists(shown_by) else svc.version
+        version = svc.known_version(request.form.get("model"))
         pairs = [svc.add_pair(added.text, s.text, 0, source="feedback", model_version=version) for s in shown]
     except DupQError as e:
         return _error(e, q)

@@ -19,7 +19,6 @@ from typing import Any
 from flask import Blueprint, Response, abort
 
 from dupq import plots
-from dupq.model import SiameseEncoder
 from web.auth import check_admin
 from web.service import get_service
 
@@ -39,9 +38,7 @@ def threshold_data(svc: Any) -> dict[str, Any]:
             "labels": dev["labels"],
             "source": f"its dev sample ({len(dev['scores'])} pairs)",
         }
-    from dupq.data import Pair, dedupe_pairs
-
-    pairs = dedupe_pairs(Pair(p.question1, p.question2, p.label) for p in svc.store.pairs()).pairs
+    pairs = svc.training_pairs()
     if len(pairs) > plots.DEV_SCORE_SAMPLE:
         pairs = random.Random(0).sample(pairs, plots.DEV_SCORE_SAMPLE)
     if not pairs:
@@ -56,9 +53,9 @@ def threshold_data(svc: Any) -> dict[str, Any]:
 
 def _versions_meta(svc: Any) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for v in svc.registry.list():
+    for v in svc.versions():
         try:
-            out.append((v["version"], SiameseEncoder.read_config(svc.registry.path(v["version"]))))
+            out.append((v["version"], svc.version_config(v["version"])))
         except FileNotFoundError:
             continue
     return out
@@ -66,8 +63,8 @@ def _versions_meta(svc: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def render(name: str) -> str:
     svc = get_service()
-    versions = svc.registry.list()
-    key = (svc.version, tuple(v["version"] for v in versions), sum(svc.store.pair_counts().values()))
+    versions = svc.versions()
+    key = (svc.version, tuple(v["version"] for v in versions), sum(svc.pair_counts().values()))
     with _lock:
         hit = _cache.get(name)
         if hit and hit[0] == key:

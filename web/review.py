@@ -40,7 +40,7 @@ def page():
         return redirect(url_for("admin.index"))
     svc = get_service()
     return render_template(
-        "review.html", queue=queue(), model=svc.version, threshold=svc.encoder.threshold, counts=svc.store.pair_counts()
+        "review.html", queue=queue(), model=svc.version, threshold=svc.encoder.threshold, counts=svc.pair_counts()
     )
 
 

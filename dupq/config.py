@@ -62,6 +62,8 @@ ANN_REBUILD_DEAD_FRACTION = 0.25
 ENV_PREFIX = "DUPQ_"
 #: Environment variable naming the instance file (TOML with :class:`Settings` keys).
 CONFIG_ENV = "DUPQ_CONFIG"
+#: Prefix of variables reserved for the test suite and benchmarks (never settings, never rejected).
+TEST_ENV_PREFIX = "DUPQ_TEST_"
 
 
 class SettingsError(ValueError):
@@ -226,7 +228,7 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
     by_var = {env_var(f.name): f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var.startswith(TEST_ENV_PREFIX):
             continue
         f = by_var.get(var)
         if f is None:

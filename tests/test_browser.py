@@ -2,9 +2,9 @@
 
 One server (``dupq serve --production``) on a fresh home with the bundled bank, a tiny trained version (for
 the training plots) and the fixture dev pairs; one browser. Each page state is saved as a screenshot under
-``build/browser/`` (``$DUPQ_BROWSER_ARTIFACTS``), with ``axe.json`` and ``latency.json``.
+``build/browser/`` (``$DUPQ_TEST_ARTIFACTS``), with ``axe.json`` and ``latency.json``.
 
-Without /usr/bin/chromium (or ``$DUPQ_CHROMIUM``) these tests are skipped, unless ``DUPQ_REQUIRE_BROWSER=1``
+Without /usr/bin/chromium (or ``$DUPQ_TEST_CHROMIUM``) these tests are skipped, unless ``DUPQ_TEST_REQUIRE_BROWSER=1``
 (``.ci/run`` sets it) makes that a failure.
 """
 
@@ -28,9 +28,9 @@ from conftest import ADMIN_TOKEN, FIXTURES
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = Path(os.environ.get("DUPQ_BROWSER_ARTIFACTS") or ROOT / "build" / "browser")
+ARTIFACTS = Path(os.environ.get("DUPQ_TEST_ARTIFACTS") or ROOT / "build" / "browser")
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
-CHROMIUM = os.environ.get("DUPQ_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("DUPQ_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 XSS = '<img src=x onerror="window.__pwned=1"> How do I reverse a list in Python without a loop?'
 LATENCY_QUERIES = [
     "How can I reverse a list in Python",
@@ -69,8 +69,8 @@ def _post_json(url: str, body: dict[str, Any]) -> Any:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     if not Path(CHROMIUM).exists():
-        if os.environ.get("DUPQ_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"chromium not found at {CHROMIUM} (DUPQ_REQUIRE_BROWSER=1)")
+        if os.environ.get("DUPQ_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"chromium not found at {CHROMIUM} (DUPQ_TEST_REQUIRE_BROWSER=1)")
         pytest.skip(f"chromium not found at {CHROMIUM}: apt-get install chromium")
     import tiny_version
 
@@ -400,4 +400,4 @@ def test_typing_to_painted_latency(page) -> None:
     (ARTIFACTS / "latency.json").write_text(json.dumps(report, indent=2))
     print(f"\ntyping -> painted: p50 {p50:.1f} ms over {len(ms)} questions (median parts {parts})")
     assert len(ms) == len(LATENCY_QUERIES)
-    assert p50 <= float(os.environ.get("DUPQ_LATENCY_P50_MS", 100))
+    assert p50 <= float(os.environ.get("DUPQ_TEST_LATENCY_P50_MS", 100))

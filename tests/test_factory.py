@@ -63,6 +63,7 @@ def test_empty_variable_turns_an_optional_setting_off() -> None:
     s = Settings.load(environ={"DUPQ_SEED_BANK": "", "DUPQ_EXPORT_CACHE": "", "DUPQ_HOME": ""})
     assert s.seed_bank is None and s.export_cache is None and s.home == Path(DEFAULT_HOME)
     assert Settings.load(environ={}, rate_limit_search="").rate_limit_search is None  # "" = off, explicitly too
+    assert Settings.load(environ={"DUPQ_TEST_ANYTHING": "1"}) == Settings.load(environ={})  # the tests' own
 
 
 def test_worker_settings_hold_no_secret() -> None:

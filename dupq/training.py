@@ -106,8 +106,9 @@ class TrainConfig:
     ranking term on the labelled duplicates to the contrastive loss (:mod:`dupq.losses`; 0 = none), and
     ``base_weight`` averages that share of the starting weights back into the result (WiSE-FT,
     :func:`average_weights`; 0 = none). ``cross_encoder`` trains the version's cross-encoder (teacher and
-    re-ranker) with its own ``cross_epochs`` / ``cross_learning_rate``; ``cross_max_steps`` caps its steps
-    (None: ``max_steps``, so a ``max_steps`` smoke run stays small for both models). ``bf16`` (default on:
+    re-ranker) with its own ``cross_epochs`` / ``cross_learning_rate`` on at most ``cross_max_pairs`` labelled
+    pairs (a seeded sample; None: all); ``cross_max_steps`` caps its steps (None: ``max_steps``, so a
+    ``max_steps`` smoke run stays small for both models). ``bf16`` (default on:
     same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16. The
     defaults are the issue-10 recipe (README "Training and evaluation", docs/benchmarks.md).
 
@@ -137,6 +138,7 @@ class TrainConfig:
     cross_epochs: float = 1.0
     cross_learning_rate: float = 5e-5
     cross_max_steps: int | None = None
+    cross_max_pairs: int | None = 20_000
     bf16: bool = True
     eval_steps: int | None = None
     dev_fraction: float = 0.1
@@ -168,6 +170,8 @@ class TrainConfig:
             _integer(self, "eval_steps", low=1)
         if self.cross_max_steps is not None:
             _integer(self, "cross_max_steps", low=1)
+        if self.cross_max_pairs is not None:
+            _integer(self, "cross_max_pairs", low=1)
         if self.max_positive_only is not None:
             _integer(self, "max_positive_only", low=0)
         for name in ("bf16", "cross_encoder"):
@@ -688,8 +692,11 @@ def train(
         if config.cross_encoder:
             if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
                 _emit(progress, step=0, total=None, phase="cross-encoder")
+                cross_pairs = data.labelled
+                if config.cross_max_pairs is not None and len(cross_pairs) > config.cross_max_pairs:
+                    cross_pairs = random.Random(config.seed).sample(cross_pairs, config.cross_max_pairs)
                 result = train_cross_encoder(
-                    data.labelled,
+                    cross_pairs,
                     data.dev,
                     staging / CROSS_DIR,
                     init=_cross_init(start),

@@ -274,9 +274,11 @@ def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
 
     def show(event: dict[str, Any]) -> None:
         phase = event.get("phase")
+        if phase == "evaluating" and event.get("total") is None:
+            return  # an in-training dev evaluation (checkpoint selection), not the final one
         if phase in titles and phase not in seen:
             seen.add(phase)
-            click.echo(titles[phase], err=True)
+            click.echo("\n" + titles[phase], err=True)  # after a progress bar still on its line
 
     return show
 

@@ -95,7 +95,12 @@ class CrossScorer:
         folder = Path(folder)
         meta = json.loads((folder / CROSS_META).read_text())
         hf_logging.disable_progress_bar()
-        model = CrossEncoder(str(folder), device="cpu")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a saved BERT classifier config warns about its unused loss_type
+        try:
+            model = CrossEncoder(str(folder), device="cpu")
+        finally:
+            hf_logging.set_verbosity(verbosity)
         return cls(model, threshold=meta.pop("threshold", None), metadata=meta, backend=backend, source=folder)
 
     @property

@@ -128,7 +128,7 @@ def train_new_version(
     from dupq.training import train
 
     if base is not None:
-        base = Path(base)
+        base = Path(base).resolve()  # recorded in dupq.json as the base model: absolute
         if not (base / "modules.json").is_file() and not (base / "config.json").is_file():
             raise NotFoundError(f"{base} is not a SentenceTransformer folder (no modules.json / config.json)")
         parent = None

@@ -185,13 +185,13 @@ def _open_for_reading(ctx: click.Context):
 @click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate (default 5e-5).")
 @click.option("--ranking-loss", type=click.Choice(["gist", "mnrl", "none"]),
               help="Loss of the positive-only pairs (default gist; none: they join the contrastive loss).")
-@click.option("--max-positive-only", type=int, help="Most positive-only pairs used (default 20000).")
+@click.option("--max-positive-only", type=int, help="Most positive-only pairs used (default 10000).")
 @click.option("--negatives-per-positive", type=float,
               help="Mined hard negatives ratio, filtered by the cross-encoder (default 0: no mining).")
 @click.option("--ranking-weight", type=float,
               help="Weight of the in-batch ranking term added to the contrastive loss (0 = contrastive only).")
 @click.option("--base-weight", type=float,
-              help="Share of the starting weights averaged back into the result (WiSE-FT; 0 = none).")
+              help="Share of the starting weights averaged back into the result (WiSE-FT; default 0.5, 0 = none).")
 @click.option("--cross-encoder/--no-cross-encoder", "cross_encoder", default=None,
               help="Train the version's cross-encoder (teacher and re-ranker; default on).")
 @click.option("--cross-epochs", type=float, help="Cross-encoder passes over the labelled pairs (default 1).")

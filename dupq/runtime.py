@@ -421,6 +421,11 @@ class OpenVINOPairScorer:
         lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: each batch pads to its own longest
         batch_size = max(1, min(batch_size, MAX_BATCH))
+        threads = self.compiled.threads
+        if 1 < n <= batch_size * threads:
+            # A re-ranking request (~20 pairs): one batch per stream of the throughput model, in parallel
+            # (measured 190 vs 250 ms for 20 pairs on the loaded 2-core machine, against one batch).
+            batch_size = -(-n // threads)
         batches = []
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]

@@ -67,8 +67,8 @@ def test_prepare_data_routes_labelled_and_positive_only_pairs() -> None:
 
 def test_config_recipe_fields_validated() -> None:
     c = TrainConfig()
-    assert (c.loss, c.margin, c.ranking_loss, c.negatives_per_positive, c.cross_encoder) == (
-        "online-contrastive", 0.5, "gist", 0.0, True)
+    assert (c.loss, c.margin, c.learning_rate, c.ranking_loss, c.max_positive_only, c.negatives_per_positive,
+            c.base_weight, c.cross_encoder) == ("online-contrastive", 0.5, 5e-5, "gist", 10_000, 0.0, 0.5, True)
     assert TrainConfig(loss="contrastive").margin == 0.7
     for bad, message in [({"ranking_loss": "triplet"}, "ranking_loss must be one of"),
                          ({"cross_encoder": 1}, "cross_encoder must be true or false"),

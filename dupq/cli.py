@@ -125,7 +125,8 @@ def import_pairs(ctx: click.Context, file: Path) -> None:
     with open_service(ctx) as svc:
         r = svc.import_pairs(file)
         click.echo(
-            f"added {r['added']} pairs (dropped {r['repeats']} repeats, {r['self_pairs']} self-pairs; "
+            f"added {r['added']} pairs (dropped {r['repeats']} repeats, {r['self_pairs']} self-pairs, "
+            f"{r['invalid']} with a question over the length limit; "
             f"{r['conflicts']} conflicting labels resolved, latest wins); "
             f"{sum(svc.pair_counts().values())} stored"
         )
@@ -292,10 +293,12 @@ def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
 @click.option("--rerank", is_flag=True,
               help="Score the PAIRS with the version's cross-encoder instead of the twin (pair metrics).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write an HTML report with plots (PR curve, score histograms, training curves, versions).")
 @click.pass_context
 @handle_errors
 def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: str | None, baselines: bool,
-          rerank: bool, as_json: bool) -> None:
+          rerank: bool, as_json: bool, report: Path | None = None) -> None:
     """Evaluate a model on labelled PAIRS (pair + retrieval metrics) or on a --beir folder (retrieval)."""
     from dupq import evaluation as ev
     from dupq.cross import CROSS_DIR, CrossScorer, has_cross
@@ -332,14 +335,25 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
     if baselines and "training" in enc.metadata:  # an untuned version is the base model already
         models["base (untuned)"] = SiameseEncoder.from_pretrained(backend=enc.backend)  # same runtime as the model
 
+    from dupq.plots import PairScoreRecorder
+
+    recorder = PairScoreRecorder(enc.encode) if report and pairs else None  # keeps the vectors for the report
+
     def run(e: SiameseEncoder) -> dict[str, Any]:
         if pairs:
-            return ev.evaluate_encoder(e.encode, data, energy=e.energy_name, threshold=e.threshold)
+            encode = recorder if recorder is not None and e is enc else e.encode
+            return ev.evaluate_encoder(encode, data, energy=e.energy_name, threshold=e.threshold)
         return ev.evaluate_encoder_on_task(e.encode, data, energy=e.energy_name)
 
     results = {label: run(e) for label, e in models.items()}
     if baselines:
         results["BM25"] = ev.evaluate_bm25(data) if pairs else ev.evaluate_bm25_on_task(data)
+    if report:
+        from dupq.plots import write_eval_report
+
+        write_eval_report(report, ctx.obj, data_name=str(pairs or beir), model=name, encoder=enc, results=results,
+                          table=ev.format_results(results), pairs=data if pairs else None, recorder=recorder)
+        click.echo(f"report: {report}", err=True)
     if as_json:
         click.echo(json.dumps({"data": str(pairs or beir), "model": name, "results": results}, indent=2))
         return

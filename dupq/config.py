@@ -37,6 +37,9 @@ DEFAULT_K = 10
 MAX_BATCH = 1000
 #: Largest page of ``GET /api/v1/questions``.
 MAX_PAGE = 500
+#: Largest request body the web app reads, in bytes: a full batch of questions (MAX_BATCH x MAX_QUESTION_CHARS
+#: characters, up to 4 UTF-8 bytes each, plus JSON) fits; a larger body is refused with 413 before it is read.
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 #: Inference backends of ``SiameseEncoder.encode``: OpenVINO (the model exported once per version and run
 #: in bf16: 3.5-6x plain fp32 torch on this CPU, depending on load, at the same dev AP; docs/benchmarks.md)
@@ -63,6 +66,8 @@ MAX_RERANK = 200
 ENV_PREFIX = "DUPQ_"
 #: Environment variable naming the instance file (TOML with :class:`Settings` keys).
 CONFIG_ENV = "DUPQ_CONFIG"
+#: Prefix of variables reserved for the test suite and benchmarks (never settings, never rejected).
+TEST_ENV_PREFIX = "DUPQ_TEST_"
 
 
 class SettingsError(ValueError):
@@ -96,6 +101,11 @@ class Settings:
         rerank: Re-rank searches with the served version's cross-encoder when a request does not say
             (``"rerank"`` in ``POST /api/v1/search``).
         rerank_top_n: How many twin candidates a re-ranked search re-scores (at least ``k``).
+        rate_limit_search: Per-client limit of ``POST /api/v1/search`` (Flask-Limiter notation, e.g.
+            ``"50/second"``); None: no limit.
+        rate_limit_write: Per-client limit of every API write (questions, pairs, deletes, train, promote).
+        questions_need_token: Whether ``POST /api/v1/questions`` needs the admin token (off for the embedded
+            demo; turn it on for a public deployment).
         export_cache: Folder where the packaged model's OpenVINO export is shared by every home of this
             machine (None: each home exports its own). Default ``$XDG_CACHE_HOME/dupq/openvino``
             (``~/.cache/dupq/openvino``); ``DUPQ_EXPORT_CACHE=`` (empty) turns it off.
@@ -117,11 +127,17 @@ class Settings:
     gate_eval_file: str | None = None
     backend: str = DEFAULT_BACKEND
     ann_min_size: int = ANN_MIN_SIZE
+    rate_limit_search: str | None = "50/second"
+    rate_limit_write: str | None = "10/second"
+    questions_need_token: bool = False
     export_cache: Path | None = None
     rerank: bool = False
     rerank_top_n: int = 20
 
     def __post_init__(self) -> None:
+        for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
         object.__setattr__(self, "home", Path(self.home))
         if self.export_cache is not None:
             object.__setattr__(self, "export_cache", Path(self.export_cache))
@@ -212,7 +228,9 @@ class Settings:
 
 
 #: Settings whose empty environment value means None (off) rather than "not set".
-_EMPTY_IS_NONE = {"seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache"}
+_EMPTY_IS_NONE = {
+    "seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache", "rate_limit_search", "rate_limit_write"
+}
 
 
 def env_var(name: str) -> str:
@@ -224,7 +242,7 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
     by_var = {env_var(f.name): f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for var, raw in env.items():
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var.startswith(TEST_ENV_PREFIX):
             continue
         f = by_var.get(var)
         if f is None:

@@ -429,14 +429,8 @@ class DupQ:
         for n, p in enumerate(pairs):
             if not isinstance(p, dict):
                 raise ValidationError(f"pairs[{n}] must be an object", code="invalid_type")
-            q1 = normalize_question(p.get("question1"), field=f"pairs[{n}].question1")
-            q2 = normalize_question(p.get("question2"), field=f"pairs[{n}].question2")
-            label = p.get("label", p.get("is_duplicate"))
-            if isinstance(label, bool) or label not in (0, 1):
-                raise ValidationError(f"pairs[{n}].label must be 0 or 1", code="invalid_label")
-            if q1 == q2:
-                raise ValidationError(f"pairs[{n}] pairs a question with itself", code="self_pair")
-            rows.append((q1, q2, int(label)))
+            rows.append(_pair_row(p.get("question1"), p.get("question2"), p.get("label", p.get("is_duplicate")),
+                                  where=f"pairs[{n}]"))
         return self.store.add_pairs(rows, source=source, model_version=model_version)
 
     def import_pairs(self, path: str | Path) -> dict[str, int]:
@@ -453,15 +447,6 @@ class DupQ:
             "conflicts": ps.conflicts,
             "invalid": ps.invalid,
         }
-
-    def feedback(self, question: Any, result_id: str, label: int) -> int:
-        """A person marked a search result as the same question (1) or a different one (0)."""
-        stored = self.get(result_id)
-        return self.add_pairs(
-            [{"question1": question, "question2": stored.text, "label": label}],
-            source="feedback",
-            model_version=self.version,
-        )
 
     # -- new versions and retraining jobs ------------------------------------------------------------
     def train_version(self, pairs: Any, config: Any, *, start: str = "current", dev_pairs: Any = None,
@@ -515,6 +500,16 @@ class DupQ:
     def versions(self) -> list[dict[str, Any]]:
         return self.registry.list()
 
+    def version_config(self, version: str) -> dict[str, Any]:
+        """The dupq.json of ``version`` (training config, metrics, histories); ``FileNotFoundError`` if gone."""
+        return SiameseEncoder.read_config(self.registry.path(version))
+
+    def training_pairs(self) -> list[Any]:
+        """The stored labelled pairs as a retrain would use them (latest label wins)."""
+        from dupq.retrain import stored_pairs
+
+        return stored_pairs(self.store)
+
     def load_version(self, version: str | None = None) -> SiameseEncoder:
         """The encoder of ``version`` (default: the current one), with this home's backend."""
         encoder = self.registry.load(version or self.version)
@@ -528,6 +523,50 @@ class DupQ:
             "questions": self.store.count(),
             "indexed": len(self._serving.index),
         }
+
+    # -- single labelled pairs with an id: in-place feedback with undo, the review queue (web/review.py) --------
+    def add_pair(
+        self, question1: Any, question2: Any, label: Any, *, source: str, model_version: str | None = None
+    ) -> dict[str, Any]:
+        """Validate and store one labelled pair; returns it with its ``id`` (what :meth:`delete_pair` takes)."""
+        self._check_writable()
+        q1, q2, label = _pair_row(question1, question2, label)
+        pair_id = self.store.add_pair(q1, q2, label, source=source, model_version=model_version)
+        return self.store.get_pair(pair_id)
+
+    def feedback(
+        self, question: Any, result_id: str, label: Any, *, source: str = "feedback", model_version: str | None = None
+    ) -> dict[str, Any]:
+        """A person marked search result ``result_id`` as the same question (1) or a different one (0).
+
+        Returns the stored pair with its id, so that the page can undo exactly this click. ``model_version``: the
+        version that showed the result, if it is a known one (a swap may have happened since the search); else
+        the serving version."""
+        stored = self.get(result_id)
+        version = self.known_version(model_version)
+        return self.add_pair(question, stored.text, label, source=source, model_version=version)
+
+    def known_version(self, version: str | None) -> str:
+        """``version`` if it is a known model version, else the serving one (what a page says showed a result)."""
+        return version if version and self.registry.exists(version) else self.version
+
+    def delete_pair(self, pair_id: int, *, source: str | None = None) -> None:
+        """Delete one stored pair by id (restricted to ``source`` if given); other labels are never touched."""
+        self._check_writable()
+        if not self.store.delete_pair(pair_id, source=source):
+            raise NotFoundError(f"no labelled pair {pair_id}" + (f" from {source}" if source else ""))
+
+
+def _pair_row(question1: Any, question2: Any, label: Any, *, where: str = "") -> tuple[str, str, int]:
+    """A labelled pair validated and normalised as the store keeps it (``where`` prefixes error messages)."""
+    prefix = f"{where}." if where else ""
+    q1 = normalize_question(question1, field=f"{prefix}question1")
+    q2 = normalize_question(question2, field=f"{prefix}question2")
+    if isinstance(label, bool) or label not in (0, 1):
+        raise ValidationError(f"{prefix}label must be 0 or 1", code="invalid_label")
+    if q1 == q2:
+        raise ValidationError(f"{where or 'the pair'} pairs a question with itself", code="self_pair")
+    return q1, q2, int(label)
 
 
 def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

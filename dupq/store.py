@@ -361,3 +361,38 @@ class QuestionStore:
     @staticmethod
     def _row(r: sqlite3.Row) -> Question:
         return Question(r["id"], r["text"], json.loads(r["meta"]), r["created_at"])
+
+    # -- single labelled pairs with an id (the page's in-place feedback and its undo; the review queue) --------
+    def add_pair(self, q1: str, q2: str, label: int, *, source: str, model_version: str | None = None) -> int:
+        """Store one labelled pair and return its id (the row's ``seq``), so that exactly this label can be undone."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO pairs(question1, question2, pair_key, label, source, model_version, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (q1, q2, pair_key(q1, q2), int(label), source, model_version, _now()),
+            )
+            return int(cur.lastrowid)
+
+    def get_pair(self, pair_id: int) -> dict[str, Any] | None:
+        """One stored pair: ``{"id", "question1", "question2", "label", "source", "model_version", "created_at"}``."""
+        rows = self.query(
+            "SELECT seq, question1, question2, label, source, model_version, created_at FROM pairs WHERE seq=?",
+            (int(pair_id),),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        keys = ("id", "question1", "question2", "label", "source", "model_version", "created_at")
+        return dict(zip(keys, (int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], r[6]), strict=True))
+
+    def delete_pair(self, pair_id: int, *, source: str | None = None) -> bool:
+        """Delete the one pair with this id (and this source, if given); False when there is none."""
+        sql, params = "DELETE FROM pairs WHERE seq=?", [int(pair_id)]
+        if source is not None:
+            sql, params = sql + " AND source=?", [*params, source]
+        with self.transaction() as c:
+            return bool(c.execute(sql, params).rowcount)
+
+    def labelled_keys(self) -> set[str]:
+        """The order-free keys of every labelled pair (the review queue skips pairs that already have a label)."""
+        return {r[0] for r in self.query("SELECT DISTINCT pair_key FROM pairs")}

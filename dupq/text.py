@@ -28,7 +28,8 @@ def normalize_question(text: Any, *, field: str = "question") -> str:
         field: Name of the field in error messages.
 
     Raises:
-        ValidationError: ``invalid_type`` (not a string), ``empty_question``, ``question_too_long``
+        ValidationError: ``invalid_type`` (not a string), ``invalid_text`` (a lone surrogate),
+            ``empty_question``, ``question_too_long``
             (over :data:`dupq.config.MAX_QUESTION_CHARS` characters after collapsing).
 
     Example:
@@ -39,6 +40,10 @@ def normalize_question(text: Any, *, field: str = "question") -> str:
     """
     if not isinstance(text, str):
         raise ValidationError(f"{field} must be a string", code="invalid_type")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") is valid JSON but no text: it cannot be stored
+        raise ValidationError(f"{field} is not valid Unicode text (lone surrogate)", code="invalid_text") from None
     text = " ".join(text.split())  # tabs/newlines would break the line-based file formats
     if not text:
         raise ValidationError(f"{field} must not be empty", code="empty_question")

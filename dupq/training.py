@@ -833,7 +833,11 @@ def train(
         # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
         t0 = time.perf_counter()
         _emit(progress, step=steps, total=steps, phase="evaluating")
-        dev_result = evaluate_encoder(_encode_fn(model, energy), data.dev, energy=energy)
+        # The recorder keeps the dev vectors, so the (score, label) sample for the plots costs no second encoding.
+        from dupq.plots import PairScoreRecorder
+
+        recorder = PairScoreRecorder(_encode_fn(model, energy))
+        dev_result = evaluate_encoder(recorder, data.dev, energy=energy)
         thresholds = {
             "f1": float(dev_result["pairs"]["best_f1_threshold"]),
             "accuracy": float(dev_result["pairs"]["best_accuracy_threshold"]),
@@ -858,6 +862,13 @@ def train(
                 "data": data.counts,
                 "metrics": metrics,
                 "history": evaluator.history,
+                # For the admin page's and `dupq eval --report`'s plots (dupq/plots.py).
+                "loss_history": [
+                    {"step": int(e["step"]), "loss": round(float(e["loss"]), 5)}
+                    for e in trainer.state.log_history
+                    if "loss" in e and "step" in e
+                ],
+                "dev_scores": recorder.sample(data.dev, config.energy, seed=config.seed),
                 "best_step": best_step,
                 "steps": steps,
                 "precision": "bf16" if bf16 else "fp32",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import AUTH
+from conftest import ADMIN_TOKEN, AUTH, SMALL_BANK
 
 from dupq.config import MAX_BATCH, MAX_QUESTION_CHARS
 
@@ -121,3 +121,55 @@ def test_healthz_and_openapi(client) -> None:
         for m in r.methods - {"HEAD", "OPTIONS"}
     }
     assert routes == documented
+
+
+def test_lone_surrogate_is_a_400(client) -> None:
+    r = client.post("/api/v1/search", data='{"question": "a\\ud800b"}', content_type="application/json")
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_text"
+
+
+def test_body_over_the_limit_is_413_json(client) -> None:
+    from dupq.config import MAX_BODY_BYTES
+
+    body = b'{"question": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    r = client.post("/api/v1/search", data=body, content_type="application/json")
+    assert r.status_code == 413 and r.json["error"]["code"] == "request_entity_too_large"
+
+
+def test_405_names_the_allowed_methods_and_unknown_api_paths_are_json(client) -> None:
+    r = client.put("/api/v1/search", json={})
+    assert r.status_code == 405 and "POST" in r.headers["Allow"] and r.json["error"]["code"] == "method_not_allowed"
+    r = client.get("/api/v1/nothing-here")
+    assert r.status_code == 404 and r.is_json and r.json["error"]["code"] == "not_found"
+
+
+def _app(home, **settings):
+    from web import create_app
+
+    return create_app({"TESTING": True, "home": str(home), "seed_bank": str(SMALL_BANK), **settings})
+
+
+def test_rate_limits_answer_429_json(tmp_path) -> None:
+    app = _app(tmp_path / "h", rate_limit_search="3/minute", rate_limit_write="1/minute")
+    try:
+        c = app.test_client()
+        codes = [c.post("/api/v1/search", json={"question": "boil an egg"}).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = c.post("/api/v1/search", json={"question": "boil an egg"})
+        assert r.json["error"]["code"] == "too_many_requests" and "Retry-After" in r.headers
+        assert c.post("/api/v1/questions", json={"questions": [{"text": "Is this new?"}]}).status_code == 201
+        assert c.post("/api/v1/questions", json={"questions": [{"text": "Is this new too?"}]}).status_code == 429
+        assert c.get("/api/v1/questions").status_code == 200  # reads other than search are not limited
+    finally:
+        app.extensions["dupq"].close()
+
+
+def test_questions_can_require_the_token(tmp_path) -> None:
+    app = _app(tmp_path / "h", admin_token=ADMIN_TOKEN, questions_need_token=True)
+    try:
+        c = app.test_client()
+        body = {"questions": [{"text": "Is this new?"}]}
+        assert c.post("/api/v1/questions", json=body).status_code == 401
+        assert c.post("/api/v1/questions", json=body, headers=AUTH).status_code == 201
+    finally:
+        app.extensions["dupq"].close()

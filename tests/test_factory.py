@@ -62,6 +62,8 @@ def test_unknown_key_in_instance_file(tmp_path: Path) -> None:
 def test_empty_variable_turns_an_optional_setting_off() -> None:
     s = Settings.load(environ={"DUPQ_SEED_BANK": "", "DUPQ_EXPORT_CACHE": "", "DUPQ_HOME": ""})
     assert s.seed_bank is None and s.export_cache is None and s.home == Path(DEFAULT_HOME)
+    assert Settings.load(environ={}, rate_limit_search="").rate_limit_search is None  # "" = off, explicitly too
+    assert Settings.load(environ={"DUPQ_TEST_ANYTHING": "1"}) == Settings.load(environ={})  # the tests' own
 
 
 def test_worker_settings_hold_no_secret() -> None:
@@ -107,3 +109,18 @@ def test_admin_session_holds_a_claim_not_the_token(client) -> None:
     assert client.get("/admin/status.json").status_code == 200
     client.post("/admin/logout")
     assert client.get("/admin/status.json").status_code == 401
+
+
+def test_only_entry_points_touch_the_environment() -> None:
+    """Below the CLI, the app factory and the worker's main, settings come in as arguments."""
+    root = Path(__file__).resolve().parent.parent
+    entry_points = {root / "dupq" / "cli.py", root / "dupq" / "worker.py", root / "web" / "__init__.py"}
+    offenders = []
+    for f in [*(root / "dupq").rglob("*.py"), *(root / "web").rglob("*.py")]:
+        if f in entry_points:
+            continue
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if ("os.environ" in code or "getenv(" in code) and "``" not in code:
+                offenders.append(f"{f.relative_to(root)}:{n}")
+    assert offenders == []

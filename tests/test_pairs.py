@@ -78,7 +78,7 @@ def test_without_a_configured_token_write_endpoints_are_disabled(home) -> None:
 
 def test_feedback_buttons_store_pairs_with_model_version(client, app) -> None:
     html = client.get("/?q=How+can+I+reverse+a+list+in+Python%3F&k=2").get_data(as_text=True)
-    assert "same question" in html and "different question" in html
+    assert html.count('name="label" value="1"') == 2 and html.count('name="label" value="0"') == 2  # same / different
     r = client.post(
         "/feedback",
         data={"question": "How can I reverse a list in Python?", "id": "py-rev-1", "label": "1"},

@@ -94,6 +94,7 @@ def server(tmp_path: Path):
             # the fixed evaluation file with correct labels: what a model trained on flipped labels must fail
             "gate_eval_file": str(eval_file),
             "gate_tolerance": 0.02,
+            "rate_limit_search": "",  # off: the hot-swap check searches as fast as it can from one client
         }
     )
     s = Server(app)

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from dupq.config import Settings
+from dupq.config import MAX_BODY_BYTES, Settings
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settings | None = None) -> Flask:
@@ -38,14 +38,16 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
         SECRET_KEY=settings.secret_key or os.urandom(16).hex(),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # werkzeug answers 413 from Content-Length, before reading the body
         JSON_SORT_KEYS=False,
         **flask_keys,
     )
 
-    from web import admin, api, errors, pages, service
+    from web import admin, api, errors, limits, pages, service
 
     service.init_app(app, settings)
     errors.init_app(app)
+    limits.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)

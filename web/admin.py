@@ -84,3 +84,11 @@ def train():
     if request.form.get("max_steps", "").isdigit():
         opts["max_steps"] = int(request.form["max_steps"])
     return _act(lambda: get_service().start_training(opts), "Training job started.")
+
+
+# -- the review queue (/admin/review, web/review.py) and the plots (/admin/plots/*.svg, web/plots.py) -------------
+from web import plots as _plots  # noqa: E402  (nested blueprints, registered before the app registers this one)
+from web import review as _review  # noqa: E402
+
+bp.register_blueprint(_review.bp)
+bp.register_blueprint(_plots.bp)

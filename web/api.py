@@ -8,9 +8,10 @@ from flask import Blueprint, jsonify, request
 
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_PAGE
 from dupq.errors import ValidationError
-from web.auth import require_admin
+from web.auth import check_admin, require_admin
+from web.limits import search_limit, write_limit
 from web.openapi import openapi_spec
-from web.service import get_service
+from web.service import get_service, get_settings
 
 bp = Blueprint("api", __name__)
 
@@ -61,6 +62,7 @@ def openapi():
 
 
 @bp.post("/api/v1/search")
+@search_limit
 def search():
     body = json_body()
     if "question" not in body:
@@ -69,7 +71,10 @@ def search():
 
 
 @bp.post("/api/v1/questions")
+@write_limit
 def add_questions():
+    if get_settings().questions_need_token:
+        check_admin()
     added = get_service().add_questions(batch_field(json_body(), "questions"))
     return jsonify({"ids": [q.id for q in added]}), 201
 
@@ -88,6 +93,7 @@ def get_question(qid: str):
 
 
 @bp.delete("/api/v1/questions/<path:qid>")
+@write_limit
 @require_admin
 def delete_question(qid: str):
     get_service().delete(qid)
@@ -95,6 +101,7 @@ def delete_question(qid: str):
 
 
 @bp.post("/api/v1/pairs")
+@write_limit
 @require_admin
 def add_pairs():
     body = json_body()
@@ -106,6 +113,7 @@ def add_pairs():
 
 
 @bp.post("/api/v1/train")
+@write_limit
 @require_admin
 def train():
     body = json_body() if request.content_length else {}
@@ -124,6 +132,7 @@ def get_job(job_id: str):
 
 
 @bp.delete("/api/v1/jobs/<job_id>")
+@write_limit
 @require_admin
 def cancel_job(job_id: str):
     return jsonify(get_service().cancel_job(job_id).to_dict()), 202
@@ -135,6 +144,7 @@ def models():
 
 
 @bp.post("/api/v1/models/<version>/promote")
+@write_limit
 @require_admin
 def promote(version: str):
     svc = get_service()

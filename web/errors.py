@@ -34,7 +34,11 @@ def init_app(app: Flask) -> None:
     def _http_error(e: HTTPException):
         if _wants_json():
             code = (e.name or "error").lower().replace(" ", "_")
-            return error_response(e.code or 500, code, e.description or e.name)
+            resp = error_response(e.code or 500, code, e.description or e.name)
+            allow = dict(e.get_headers()).get("Allow")
+            if allow:  # RFC 9110: a 405 names the methods the resource has
+                resp.headers["Allow"] = allow
+            return resp
         return e
 
     @app.errorhandler(Exception)

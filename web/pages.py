@@ -1,14 +1,64 @@
-"""The search page: type a question, see the closest stored ones, add yours to the bank."""
+"""The search page: type a question, see the closest stored ones, say which is yours or add yours to the bank.
+
+Without JavaScript every action is a form (GET search, POST feedback / add) that redirects back. With it,
+``static/search.js`` searches as the person types through ``POST /api/v1/search`` and posts the same forms
+with ``Accept: application/json``: those routes then answer JSON instead of redirecting, so nothing reloads.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from typing import Any
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
 from dupq.config import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
-from dupq.errors import DupQError, ValidationError
+from dupq.errors import DupQError, NotFoundError, ValidationError
+from dupq.review import RecentSearches
 from web.service import get_service
 
 bp = Blueprint("pages", __name__)
+
+#: Live search starts at this many characters (fewer say too little to search on).
+MIN_CHARS = 4
+#: Pause after the last keystroke before the live search is sent, in milliseconds.
+DEBOUNCE_MS = 45
+#: Pair ids this browser may undo (kept in its signed session; the newest ones).
+UNDO_KEEP = 50
+
+
+def wants_json() -> bool:
+    """A fetch from the page (``Accept: application/json``) rather than a plain form post."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def recent_searches() -> RecentSearches:
+    """The app's memory of recent searches, which the review queue draws candidates from."""
+    return current_app.extensions.setdefault("dupq_recent", RecentSearches())
+
+
+@bp.after_app_request
+def _remember_search(response: Any) -> Any:
+    """Record each successful API search (question, version, results) for the review queue."""
+    if request.path == "/api/v1/search" and request.method == "POST" and response.status_code == 200:
+        body, answer = request.get_json(silent=True) or {}, response.get_json(silent=True) or {}
+        if isinstance(body.get("question"), str) and "results" in answer:
+            recent_searches().record(" ".join(body["question"].split()), answer["model"], answer["results"])
+    return response
+
+
+def _likely(result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [r for r in (result or {}).get("results", []) if r["duplicate"]]
 
 
 @bp.get("/")
@@ -20,6 +70,7 @@ def index():
     if q:
         try:
             result = svc.search(q, int(k) if k.isdigit() else k)
+            recent_searches().record(" ".join(q.split()), result["model"], result["results"])
         except DupQError as e:
             error = e.message
     return render_template(
@@ -27,22 +78,70 @@ def index():
         q=q,
         k=k,
         result=result,
+        likely=_likely(result),
         error=error,
         max_k=MAX_K,
         max_chars=MAX_QUESTION_CHARS,
+        min_chars=MIN_CHARS,
+        debounce_ms=DEBOUNCE_MS,
+        undo_offer=session.pop("undo_offer", None),
         health=svc.health(),
     )
 
 
+@bp.get("/q/<path:qid>")
+def question(qid: str):
+    """One stored question and the stored questions most like it (where Enter on a live result leads)."""
+    svc = get_service()
+    try:
+        stored = svc.get(qid)
+    except NotFoundError:
+        return render_template("question.html", missing=qid), 404
+    similar = svc.search(stored.text, 6)
+    similar["results"] = [r for r in similar["results"] if r["id"] != stored.id][:5]
+    return render_template("question.html", question=stored, result=similar)
+
+
+def _remember_pair(pair_id: int) -> None:
+    mine = [p for p in session.get("pairs", []) if p != pair_id][-(UNDO_KEEP - 1) :]
+    session["pairs"] = [*mine, pair_id]
+
+
+def _answer(payload: dict[str, Any], message: str, q: str, status: int = 200) -> Any:
+    if wants_json():
+        return jsonify({**payload, "message": message}), status
+    flash(message, "ok")
+    return redirect(url_for("pages.index", q=q.strip()))
+
+
+def _error(e: DupQError, q: str) -> Any:
+    if wants_json():
+        return jsonify({"error": {"code": e.code, "message": e.message}}), e.status
+    flash(e.message, "error")
+    return redirect(url_for("pages.index", q=q.strip()))
+
+
 @bp.post("/add")
 def add():
+    """Add the typed question; with ``dup`` ids (the likely duplicates shown), also a "different" pair for each.
+
+    This is the ask flow's "mine is different — add it": the person saw those results and said no to them.
+    """
+    svc = get_service()
     q = request.form.get("question", "")
     try:
-        added = get_service().add_questions([{"text": q, "meta": {"source": "web"}}])
-        flash(f"Added your question to the bank (id {added[0].id}).", "ok")
+        shown = [svc.get(i) for i in dict.fromkeys(request.form.getlist("dup"))]
+        added = svc.add_questions([{"text": q, "meta": {"source": "web"}}])[0]
+        version = svc.known_version(request.form.get("model"))
+        pairs = [svc.add_pair(added.text, s.text, 0, source="feedback", model_version=version) for s in shown]
     except DupQError as e:
-        flash(e.message, "error")
-    return redirect(url_for("pages.index", q=q.strip()))
+        return _error(e, q)
+    for p in pairs:
+        _remember_pair(p["id"])
+    msg = f"Added your question to the bank (id {added.id})."
+    if pairs:
+        msg += f" Marked it different from {len(pairs)} likely duplicate{'s' if len(pairs) != 1 else ''}."
+    return _answer({"question": added.to_dict(), "pairs": pairs}, msg, q, 201)
 
 
 @bp.post("/feedback")
@@ -52,9 +151,26 @@ def feedback():
     label = request.form.get("label", "")
     try:
         if label not in ("0", "1"):
-            raise ValidationError("label must be 0 or 1")
-        get_service().feedback(q, request.form.get("id", ""), int(label))
-        flash("Thanks: your feedback will teach the next model.", "ok")
+            raise ValidationError("label must be 0 or 1", code="invalid_label")
+        pair = get_service().feedback(q, request.form.get("id", ""), int(label),
+                                      model_version=request.form.get("model") or None)
     except DupQError as e:
-        flash(e.message, "error")
-    return redirect(url_for("pages.index", q=q.strip()))
+        return _error(e, q)
+    _remember_pair(pair["id"])
+    if not wants_json():
+        session["undo_offer"] = pair["id"]  # the reloaded page offers an undo form for this click
+    return _answer({"pair": pair}, "Thanks: your feedback will teach the next model.", q, 201)
+
+
+@bp.post("/feedback/<int:pair_id>/undo")
+def undo(pair_id: int):
+    """Remove a feedback pair this browser created (and only that one)."""
+    q = request.form.get("question", "")
+    try:
+        if pair_id not in session.get("pairs", []):
+            raise NotFoundError(f"no feedback {pair_id} of yours to undo")
+        get_service().delete_pair(pair_id, source="feedback")
+    except DupQError as e:
+        return _error(e, q)
+    session["pairs"] = [p for p in session.get("pairs", []) if p != pair_id]
+    return _answer({"undone": pair_id}, "Feedback undone.", q)

@@ -1,0 +1,93 @@
+"""The moderators' review queue under ``/admin/review`` (admin sign-in): label the pairs the model is least sure of.
+
+``GET /admin/review`` is the page (S = same, D = different, J / K or ↓ / ↑ move, U = undo), ``GET
+/admin/review.json`` the queue as JSON, ``POST /admin/review/label`` stores a pair with source ``review``
+(JSON when asked, else a redirect back), ``POST /admin/review/undo/<id>`` removes one review label. Candidate
+selection: :mod:`dupq.review`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+
+from dupq.errors import DupQError
+from dupq.review import uncertain_pairs
+from web.auth import check_admin
+from web.pages import recent_searches, wants_json
+from web.service import get_service
+
+bp = Blueprint("review", __name__)
+
+#: Pairs shown per page of the queue.
+QUEUE_SIZE = 20
+
+
+def _signed_in() -> bool:
+    from web.admin import signed_in  # web.admin registers this blueprint: import it late
+
+    return signed_in()
+
+
+def queue(limit: int = QUEUE_SIZE) -> list[dict[str, Any]]:
+    return uncertain_pairs(get_service(), recent_searches(), limit=limit)
+
+
+@bp.get("/review")
+def page():
+    if not _signed_in():
+        return redirect(url_for("admin.index"))
+    svc = get_service()
+    return render_template(
+        "review.html", queue=queue(), model=svc.version, threshold=svc.encoder.threshold, counts=svc.pair_counts()
+    )
+
+
+@bp.get("/review.json")
+def queue_json():
+    check_admin()
+    limit = request.args.get("limit", str(QUEUE_SIZE))
+    n = int(limit) if limit.isdigit() else QUEUE_SIZE
+    svc = get_service()
+    return jsonify({"model": svc.version, "threshold": svc.encoder.threshold, "pairs": queue(min(max(n, 1), 200))})
+
+
+@bp.post("/review/label")
+def label():
+    check_admin()
+    svc = get_service()
+    raw = request.form.get("label", "")
+    try:
+        pair = svc.add_pair(
+            request.form.get("question1"),
+            request.form.get("question2"),
+            int(raw) if raw in ("0", "1") else raw,
+            source="review",
+            model_version=svc.version,
+        )
+    except DupQError as e:
+        if wants_json():
+            return jsonify({"error": {"code": e.code, "message": e.message}}), e.status
+        flash(e.message, "error")
+        return redirect(url_for("admin.review.page"))
+    if wants_json():
+        return jsonify({"pair": pair}), 201
+    flash(f"Labelled {'same' if pair['label'] else 'different'} (pair {pair['id']}).", "ok")
+    return redirect(url_for("admin.review.page"))
+
+
+@bp.post("/review/undo/<int:pair_id>")
+def undo(pair_id: int):
+    check_admin()
+    try:
+        get_service().delete_pair(pair_id, source="review")
+    except DupQError as e:
+        if wants_json():
+            return jsonify({"error": {"code": e.code, "message": e.message}}), e.status
+        flash(e.message, "error")
+        return redirect(url_for("admin.review.page"))
+    if wants_json():
+        return jsonify({"undone": pair_id})
+    flash("Label undone.", "ok")
+    return redirect(url_for("admin.review.page"))

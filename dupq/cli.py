@@ -135,17 +135,19 @@ def import_pairs(ctx: click.Context, file: Path) -> None:
 @main.command()
 @click.argument("text")
 @click.option("-k", "k", default=DEFAULT_K, show_default=True, type=int, help="How many results.")
+@click.option("--rerank/--no-rerank", default=None,
+              help="Re-score the top candidates with the version's cross-encoder (default: the rerank setting).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON response.")
 @click.pass_context
 @handle_errors
-def search(ctx: click.Context, text: str, k: int, as_json: bool) -> None:
+def search(ctx: click.Context, text: str, k: int, rerank: bool | None, as_json: bool) -> None:
     """Show the stored questions closest to TEXT."""
     with _open_for_reading(ctx) as svc:
-        res = svc.search(text, k)
+        res = svc.search(text, k, rerank=rerank)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return
-    click.echo(f"model {res['model']} ({res['energy']}, threshold {res['threshold']})")
+    click.echo(f"model {res['model']} ({res['energy']}, scorer {res['scorer']}, threshold {res['threshold']})")
     for n, r in enumerate(res["results"], 1):
         mark = "  DUPLICATE" if r["duplicate"] else ""
         click.echo(f"{n:3d}. {r['score']:.3f}  {r['text']}  [{r['id']}]{mark}")
@@ -175,57 +177,111 @@ def _open_for_reading(ctx: click.Context):
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Dev pairs for checkpoint selection and threshold calibration (default: a cluster split).")
-@click.option("--loss", help="contrastive (default) or online-contrastive.")
+@click.option("--loss", help="Contrastive loss of the labelled pairs: online-contrastive (default) or contrastive.")
 @click.option("--margin", type=float, help="Contrastive margin, in the energy's distance (default per energy).")
 @click.option("--energy", type=click.Choice(Energy.names()), help="Energy (default cosine).")
 @click.option("--epochs", type=float, help="Passes over the training pairs (default 1).")
 @click.option("--max-steps", type=int, help="Optimiser steps; overrides --epochs.")
 @click.option("--batch-size", type=int, help="Pairs per step (default 32).")
-@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate (default 2e-5).")
-@click.option("--negatives-per-positive", type=float, help="Mined hard negatives ratio (0 disables mining).")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate (default 5e-5).")
+@click.option("--ranking-loss", type=click.Choice(["gist", "mnrl", "none"]),
+              help="Loss of the positive-only pairs (default gist; none: they join the contrastive loss).")
+@click.option("--max-positive-only", type=int, help="Most positive-only pairs used (default 10000).")
+@click.option("--negatives-per-positive", type=float,
+              help="Mined hard negatives ratio, filtered by the cross-encoder (default 0: no mining).")
 @click.option("--ranking-weight", type=float,
               help="Weight of the in-batch ranking term added to the contrastive loss (0 = contrastive only).")
 @click.option("--base-weight", type=float,
-              help="Share of the starting weights averaged back into the result (WiSE-FT; 0 = none).")
+              help="Share of the starting weights averaged back into the result (WiSE-FT; default 0.5, 0 = none).")
+@click.option("--cross-encoder/--no-cross-encoder", "cross_encoder", default=None,
+              help="Train the version's cross-encoder (teacher and re-ranker; default on).")
+@click.option("--cross-epochs", type=float, help="Cross-encoder passes over the labelled pairs (default 1).")
 @click.option("--bf16/--fp32", "bf16", default=None, help="Mixed precision (default: see README).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--from", "start", help="Version to fine-tune (default: the current one; 'base' = untuned).")
+@click.option("--base", "base", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A SentenceTransformer folder to start from instead of a version (not with --from).")
 @click.option("--promote", is_flag=True, help="Make the new version current (re-embeds the stored questions).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @click.pass_context
 @handle_errors
-def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: str | None, promote: bool,
-          progress: bool, **options: Any) -> None:
-    """Fine-tune on labelled PAIRS files into a new model version (not served until promoted)."""
-    from dupq.data import read_pairs
-    from dupq.training import TrainConfig
+def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: str | None, base: Path | None,
+          promote: bool, progress: bool, **options: Any) -> None:
+    """Fine-tune on labelled PAIRS files into a new model version (not served until promoted).
 
+    Within each file, a ``source`` with both labels is labelled data (contrastive loss, cross-encoder); a
+    ``source`` of duplicates only is positive-only data (the ranking loss). The defaults are the recommended
+    recipe (README, "Training and evaluation").
+    """
+    from dupq.data import read_pairs, read_pairs_by_source
+    from dupq.training import TrainConfig, split_by_labels
+
+    if start and base:
+        raise click.UsageError("give either --from VERSION or --base PATH, not both")
     try:
         config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    train_pairs = [p for f in pairs for p in read_pairs(f).pairs]  # malformed files fail before any model work
+    train_pairs: list[Any] = []
+    positive_only: list[Any] = []
+    for f in pairs:  # malformed files fail before any model work
+        labelled, pos = split_by_labels(read_pairs_by_source(f))
+        train_pairs += labelled
+        positive_only += pos
     dev_pairs = read_pairs(dev).pairs if dev else None
     with open_service(ctx) as svc:
-        new = svc.train_version(train_pairs, config, start=start or "current", dev_pairs=dev_pairs,
-                                show_progress_bar=progress)
+        new = svc.train_version(train_pairs, config, start=start or "current", base=base, dev_pairs=dev_pairs,
+                                positive_only=positive_only, show_progress_bar=progress,
+                                progress=_phase_printer(config) if progress else None)
         result, version = new.result, new.version
         pm, rm, c = result.metrics["dev"]["pairs"], result.metrics["dev"]["retrieval"], result.counts
         click.echo(
-            f"trained {version} from {new.parent} in {result.seconds:.0f}s ({result.pairs_per_second:.1f} pairs/s): "
-            f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative, "
-            f"{c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
+            f"trained {version} from {new.parent or base} in {result.seconds:.0f}s "
+            f"({result.pairs_per_second:.1f} twin pairs/s): "
+            f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative in the "
+            f"contrastive loss; {c['ranking_pairs']} positive-only in the ranking loss, of "
+            f"{c['positive_only_pairs']}; {c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
             f"{c['dropped_crossing_pairs']} dropped as crossing the split"
         )
         click.echo(
-            f"dev: AP {pm['ap']:.4f}, best F1 {pm['best_f1']:.4f}, nDCG@10 {rm['ndcg@10']:.4f}; served threshold "
-            f"{result.thresholds['f1']:.4f} (max F1; max-accuracy {result.thresholds['accuracy']:.4f})"
+            f"twin dev: AP {pm['ap']:.4f}, best F1 {pm['best_f1']:.4f}, nDCG@10 {rm['ndcg@10']:.4f}; served "
+            f"threshold {result.thresholds['f1']:.4f} (max F1; max-accuracy {result.thresholds['accuracy']:.4f})"
         )
+        if result.cross:
+            cp = result.cross["metrics"]["dev"]["pairs"]
+            click.echo(
+                f"cross-encoder dev: AP {cp['ap']:.4f}, best F1 {cp['best_f1']:.4f}; threshold "
+                f"{result.cross['threshold']:.4f}; {result.cross['seconds']:.0f}s"
+            )
+        else:
+            click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
+        click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))
         if promote:
             svc.promote(version, progress=progress)
             click.echo(f"promoted {version}: it now answers searches")
         else:
             click.echo(f"not promoted; serve it with: dupq models promote {version}")
+
+
+def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
+    """A progress callback that prints a line when a training phase starts (the trainers draw the bars)."""
+    seen: set[str] = set()
+    titles = {
+        "cross-encoder": f"[1/3] cross-encoder: {config.cross_epochs:g} epoch(s) on the labelled pairs",
+        "mining": "[-] mining hard negatives (kept only where the cross-encoder says non-duplicate)",
+        "training": f"[2/3] twin encoder: {config.loss} + {config.ranking_loss} ranking loss",
+        "evaluating": "[3/3] dev evaluation and threshold calibration",
+    }
+
+    def show(event: dict[str, Any]) -> None:
+        phase = event.get("phase")
+        if phase == "evaluating" and event.get("total") is None:
+            return  # an in-training dev evaluation (checkpoint selection), not the final one
+        if phase in titles and phase not in seen:
+            seen.add(phase)
+            click.echo("\n" + titles[phase], err=True)  # after a progress bar still on its line
+
+    return show
 
 
 @main.command("eval")
@@ -234,27 +290,47 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
               help="A BEIR-style folder (corpus.tsv, queries.tsv, qrels.tsv) instead of a pair file.")
 @click.option("--model", "version", help="Version name or version folder (default: the current version).")
 @click.option("--baselines", is_flag=True, help="Add BM25 and the untuned base model to the table.")
+@click.option("--rerank", is_flag=True,
+              help="Score the PAIRS with the version's cross-encoder instead of the twin (pair metrics).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML report with plots (PR curve, score histograms, training curves, versions).")
 @click.pass_context
 @handle_errors
 def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: str | None, baselines: bool,
-          as_json: bool, report: Path | None = None) -> None:
+          rerank: bool, as_json: bool, report: Path | None = None) -> None:
     """Evaluate a model on labelled PAIRS (pair + retrieval metrics) or on a --beir folder (retrieval)."""
     from dupq import evaluation as ev
+    from dupq.cross import CROSS_DIR, CrossScorer, has_cross
     from dupq.data import read_pairs
     from dupq.model import SiameseEncoder
 
     if (pairs is None) == (beir is None):
         raise click.UsageError("give either a PAIRS file or --beir DIR")
+    if rerank and not pairs:
+        raise click.UsageError("--rerank scores labelled PAIRS; it does not apply to --beir")
     data = read_pairs(pairs).pairs if pairs else ev.load_beir(beir)
     if version and (Path(version) / "dupq.json").is_file():
-        name, enc = Path(version).name, SiameseEncoder.load(version)
+        name, enc, folder = Path(version).name, SiameseEncoder.load(version), Path(version)
     else:
         with _open_for_reading(ctx) as svc:
             name = version or svc.version
             enc = svc.load_version(name)
+            folder = svc.registry.path(name)
+    if rerank:
+        if not has_cross(folder):
+            raise click.ClickException(f"model {name!r} has no cross-encoder (train it with the cross-encoder on)")
+        cross = CrossScorer.load(folder / CROSS_DIR, backend=enc.backend)
+        scores = cross.score([(p.question1, p.question2) for p in data], batch_size=64)
+        metrics = ev.pair_metrics(scores, [p.label for p in data], threshold=cross.threshold)
+        results = {name: {"scorer": "cross-encoder", "pairs": metrics}}
+        if baselines:
+            results["BM25"] = ev.evaluate_bm25(data)
+        if as_json:
+            click.echo(json.dumps({"data": str(pairs), "model": name, "results": results}, indent=2))
+            return
+        click.echo(ev.format_results(results))
+        return
     models = {name: enc}
     if baselines and "training" in enc.metadata:  # an untuned version is the base model already
         models["base (untuned)"] = SiameseEncoder.from_pretrained(backend=enc.backend)  # same runtime as the model

@@ -58,6 +58,10 @@ ANN_MIN_SIZE = 20_000
 ANN_REBUILD_DEAD_FRACTION = 0.25
 
 
+#: Most candidates a re-ranked search re-scores with the cross-encoder (``rerank_top_n``'s bound): each costs
+#: one cross-encoder pass, about 20 per ms-scale batch on this CPU.
+MAX_RERANK = 200
+
 #: Prefix of the environment variables that set :class:`Settings` fields (``DUPQ_HOME`` sets ``home``).
 ENV_PREFIX = "DUPQ_"
 #: Environment variable naming the instance file (TOML with :class:`Settings` keys).
@@ -94,6 +98,9 @@ class Settings:
         gate_eval_file: A fixed labelled pair file the gate also evaluates on (optional).
         backend: Encoder backend for serving and import, ``"openvino"`` or ``"torch"``.
         ann_min_size: Bank size from which the index is approximate (HNSW) rather than exact.
+        rerank: Re-rank searches with the served version's cross-encoder when a request does not say
+            (``"rerank"`` in ``POST /api/v1/search``).
+        rerank_top_n: How many twin candidates a re-ranked search re-scores (at least ``k``).
         rate_limit_search: Per-client limit of ``POST /api/v1/search`` (Flask-Limiter notation, e.g.
             ``"50/second"``); None: no limit.
         rate_limit_write: Per-client limit of every API write (questions, pairs, deletes, train, promote).
@@ -124,6 +131,8 @@ class Settings:
     rate_limit_write: str | None = "10/second"
     questions_need_token: bool = False
     export_cache: Path | None = None
+    rerank: bool = False
+    rerank_top_n: int = 20
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -132,6 +141,11 @@ class Settings:
         object.__setattr__(self, "home", Path(self.home))
         if self.export_cache is not None:
             object.__setattr__(self, "export_cache", Path(self.export_cache))
+        if not isinstance(self.rerank, bool):
+            raise SettingsError(f"rerank must be true or false, got {self.rerank!r}")
+        top_n = self.rerank_top_n
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= MAX_RERANK:
+            raise SettingsError(f"rerank_top_n must be an integer between 1 and {MAX_RERANK}, got {top_n!r}")
         for name in ("encode_batch_size", "import_batch_size", "ann_min_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -39,6 +39,7 @@ __all__ = [
     "duplicate_clusters",
     "iter_questions",
     "read_pairs",
+    "read_pairs_by_source",
     "split_by_cluster",
 ]
 
@@ -323,6 +324,12 @@ def _pair(path: Path, line: int, q1: Any, q2: Any, label: Any) -> Pair | None:
 
 def _iter_raw_pairs(path: Path) -> Iterator[Pair | None]:
     """The rows of a pair file as pairs (None: a row dropped as invalid)."""
+    for pair, _ in _iter_raw_sourced(path):
+        yield pair
+
+
+def _iter_raw_sourced(path: Path) -> Iterator[tuple[Pair | None, str | None]]:
+    """The rows of a pair file as (pair or None, the row's ``source`` value or None)."""
     fmt = detect_format(path)
     if fmt == "txt":
         raise DataError(path, None, "pair files must be .tsv, .csv or .jsonl, not .txt")
@@ -331,7 +338,9 @@ def _iter_raw_pairs(path: Path) -> Iterator[Pair | None]:
             label_key = next((k for k in _LABEL_COLUMNS if k in obj), None)
             if label_key is None:
                 raise DataError(path, line, "missing key 'is_duplicate' (or 'label')")
-            yield _pair(path, line, obj.get("question1"), obj.get("question2"), obj[label_key])
+            source = obj.get("source")
+            pair = _pair(path, line, obj.get("question1"), obj.get("question2"), obj[label_key])
+            yield pair, None if source is None else str(source)
         return
     header = _table_header(path, fmt)
     label_col = next((c for c in _LABEL_COLUMNS if c in header), None)
@@ -341,7 +350,7 @@ def _iter_raw_pairs(path: Path) -> Iterator[Pair | None]:
         ["question1", "question2"] + ([] if label_col else ["is_duplicate"]),
     )
     for line, row in _table_rows(path, fmt):
-        yield _pair(path, line, row["question1"], row["question2"], row[label_col])
+        yield _pair(path, line, row["question1"], row["question2"], row[label_col]), row.get("source")
 
 
 def dedupe_pairs(pairs: Iterable[Pair]) -> PairSet:
@@ -403,6 +412,30 @@ def read_pairs(path: str | Path) -> PairSet:
     pairs = dedupe_pairs(valid())
     pairs.invalid = invalid
     return pairs
+
+
+def read_pairs_by_source(path: str | Path) -> dict[str, list[Pair]]:
+    """The pairs of :func:`read_pairs`, grouped by the file's ``source`` column (key: the file name without one).
+
+    Training uses the groups to tell labelled data (a group with both labels) from positive-only data (a
+    group of duplicates only, such as QQP's paraphrase sources): see :func:`dupq.training.split_by_labels`.
+
+    Example:
+        >>> groups = read_pairs_by_source("qqp_pairs_train.tsv")  # doctest: +SKIP
+        >>> {name: len(ps) for name, ps in groups.items()}          # doctest: +SKIP
+    """
+    path = Path(path)
+    source_of: dict[str, str] = {}
+    raw: list[Pair] = []
+    for pair, source in _iter_raw_sourced(path):
+        if pair is None:
+            continue
+        raw.append(pair)
+        source_of[pair_key(pair.question1, pair.question2)] = source or path.name  # the latest row wins
+    groups: dict[str, list[Pair]] = {}
+    for pair in dedupe_pairs(raw).pairs:
+        groups.setdefault(source_of[pair_key(pair.question1, pair.question2)], []).append(pair)
+    return groups
 
 
 # --- questions -----------------------------------------------------------------------

@@ -11,9 +11,15 @@ questions it competes with at retrieval time, and on QQP it lowered retrieval nD
 (docs/benchmarks.md). ``MultipleNegativesRankingLoss`` on the same batch's duplicate pairs (every other
 question of the batch is a negative) is the base model's own training objective and keeps the ranking.
 
+The positive-only pairs (duplicates with no labelled negative) train through :func:`build_ranking_loss`
+instead, as a second dataset: ``GISTEmbedLoss`` (in-batch negatives, but any in-batch candidate a frozen guide
+model scores above the true pair is masked, because on Quora most near neighbours are unlabelled duplicates)
+or plain ``MultipleNegativesRankingLoss``.
+
 Example:
     >>> loss = build_loss(model, loss="contrastive", energy=Energy.COSINE, margin=0.7,  # doctest: +SKIP
     ...                   ranking_weight=1.0)
+    >>> rank = build_ranking_loss(model, "gist", guide=frozen_copy)                     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from torch import Tensor, nn
 
 from dupq.energy import Energy
 
-__all__ = ["LOSSES", "RANKING_SCALE", "ContrastiveRankingLoss", "build_loss"]
+__all__ = ["LOSSES", "RANKING_LOSSES", "RANKING_SCALE", "ContrastiveRankingLoss", "build_loss", "build_ranking_loss"]
 
 #: Loss names :func:`build_loss` accepts.
 LOSSES = ("contrastive", "online-contrastive")
+#: Losses of the positive-only pairs (:func:`build_ranking_loss`); "none" sends them to the contrastive loss.
+RANKING_LOSSES = ("gist", "mnrl", "none")
 
 #: Inverse temperature of the ranking term (the library's default, also all-MiniLM-L6-v2's training value).
 RANKING_SCALE = 20.0
@@ -119,3 +127,26 @@ def build_loss(model: Any, *, loss: str, energy: Energy | str, margin: float, ra
     if ranking_weight > 0:
         return ContrastiveRankingLoss(model, contrastive, ranking_weight)
     return contrastive
+
+
+def build_ranking_loss(model: Any, kind: str, *, guide: Any = None) -> nn.Module:
+    """The in-batch ranking loss of the positive-only (anchor, positive) pairs.
+
+    Args:
+        model: The SentenceTransformer being trained.
+        kind: ``"gist"`` (``GISTEmbedLoss``: false negatives the ``guide`` ranks above the positive are
+            masked) or ``"mnrl"`` (``MultipleNegativesRankingLoss``, every other in-batch question a negative).
+        guide: A frozen SentenceTransformer (the model training starts from); required for ``"gist"``.
+
+    Example:
+        >>> build_ranking_loss(model, "mnrl")  # doctest: +SKIP
+    """
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
+
+    if kind == "gist":
+        if guide is None:
+            raise ValueError("the gist ranking loss needs a guide model")
+        return GISTEmbedLoss(model, guide)
+    if kind == "mnrl":
+        return MultipleNegativesRankingLoss(model, scale=RANKING_SCALE)
+    raise ValueError(f"ranking loss must be 'gist' or 'mnrl', got {kind!r}")

@@ -10,7 +10,9 @@ ranks close to it but that is not in its duplicate cluster. Mining uses
 cluster-mate; a candidate must also score at least 5% below the anchor's hardest positive
 (``relative_margin=0.05``, the NV-Retriever "TopK-PercPos" recipe), and the nearest candidates (one per
 1,000 in the pool, ``RANGE_MIN`` = 10 at most) are skipped: both keep out unlabelled duplicates, the main risk
-of mining on QQP.
+of mining on QQP. What still gets through is judged by a teacher: :func:`teacher_filter` keeps only the mined
+pairs the version's cross-encoder scores as non-duplicates (:func:`dupq.training.train` does this whenever
+mining is on and the cross-encoder is trained; mining is off by default, see README).
 
 Example:
     >>> from dupq.data import Pair
@@ -24,13 +26,21 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dupq.data import Pair, duplicate_clusters
 from dupq.text import pair_key
 
-__all__ = ["MAX_CORPUS", "RANGE_MIN", "RELATIVE_MARGIN", "mine_negatives", "negatives_needed", "positive_only_pairs"]
+__all__ = [
+    "MAX_CORPUS",
+    "RANGE_MIN",
+    "RELATIVE_MARGIN",
+    "mine_negatives",
+    "negatives_needed",
+    "positive_only_pairs",
+    "teacher_filter",
+]
 
 #: A mined negative must score below ``(1 - RELATIVE_MARGIN)`` times the anchor's hardest positive.
 RELATIVE_MARGIN = 0.05
@@ -153,3 +163,20 @@ def mine_negatives(
         seen.add(key)
         out.append(Pair(anchor, other, 0))
     return out[:count]
+
+
+def teacher_filter(mined: Sequence[Pair], is_duplicate: Callable[[list[Pair]], Any]) -> tuple[list[Pair], int]:
+    """Keep the mined negatives a teacher does not call duplicates; returns ``(kept, rejected count)``.
+
+    ``is_duplicate`` maps pairs to booleans (the cross-encoder's score against its calibrated threshold).
+
+    Example:
+        >>> teacher_filter([Pair("a", "b", 0), Pair("a", "c", 0)], lambda ps: [p.question2 == "b" for p in ps])
+        ([Pair(question1='a', question2='c', label=0)], 1)
+    """
+    pairs = list(mined)
+    if not pairs:
+        return [], 0
+    flags = [bool(f) for f in is_duplicate(pairs)]
+    kept = [p for p, dup in zip(pairs, flags, strict=True) if not dup]
+    return kept, len(pairs) - len(kept)

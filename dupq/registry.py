@@ -96,6 +96,15 @@ class ModelRegistry:
                 ),
             )
 
+    def load_cross(self, version: str, *, backend: str | None = None) -> Any:
+        """The version's cross-encoder (:class:`dupq.cross.CrossScorer`), or None when it has none."""
+        from dupq.cross import CROSS_DIR, CrossScorer, has_cross
+
+        path = self.path(version)
+        if not has_cross(path):
+            return None
+        return CrossScorer.load(path / CROSS_DIR, backend=backend or self.backend)
+
     def exists(self, version: str) -> bool:
         return self._row(version) is not None and (self.path(version) / "dupq.json").is_file()
 

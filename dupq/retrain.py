@@ -100,7 +100,7 @@ class NewVersion:
     """A trained version folder, complete on disk but not registered yet."""
 
     version: str
-    parent: str
+    parent: str | None  # None: trained from a SentenceTransformer folder (``dupq train --base PATH``)
     path: Path
     result: Any  # dupq.training.TrainResult
 
@@ -111,20 +111,29 @@ def train_new_version(
     config: Any,
     *,
     start: str = CURRENT,
+    base: str | Path | None = None,
     dev_pairs: Sequence[Pair] | None = None,
+    positive_only: Sequence[Pair] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_progress_bar: bool = True,
 ) -> NewVersion:
     """Train a new version from ``start`` into a fresh ``models/<version>/`` folder: the one path to a version.
 
-    Used by ``dupq train`` and by the retrain worker. The folder appears complete or not at all
-    (:func:`dupq.training.train`); the caller registers it (``registry.register(v.version, parent=v.parent)``)
-    once it wants it listed, or deletes it.
+    Used by ``dupq train`` and by the retrain worker. ``base``, a SentenceTransformer folder, replaces
+    ``start`` as the starting weights (the version then has no parent; dupq.json records the folder as its
+    ``base_model``). The folder appears complete or not at all (:func:`dupq.training.train`); the caller
+    registers it (``registry.register(v.version, parent=v.parent)``) once it wants it listed, or deletes it.
     """
     from dupq.training import train
 
-    parent = resolve_start(registry, start)
+    if base is not None:
+        base = Path(base).resolve()  # recorded in dupq.json as the base model: absolute
+        if not (base / "modules.json").is_file() and not (base / "config.json").is_file():
+            raise NotFoundError(f"{base} is not a SentenceTransformer folder (no modules.json / config.json)")
+        parent = None
+    else:
+        parent = resolve_start(registry, start)
     version = new_version_name()
     while registry.path(version).exists():  # names have one-second resolution
         time.sleep(1)
@@ -132,9 +141,10 @@ def train_new_version(
     result = train(
         pairs,
         config,
-        start=registry.path(parent),
+        start=base if base is not None else registry.path(parent),
         output_dir=registry.path(version),
         dev_pairs=dev_pairs,
+        positive_only=positive_only,
         parent=parent,
         progress=progress,
         should_stop=should_stop,
@@ -151,12 +161,17 @@ def stored_pairs(store: QuestionStore) -> list[Pair]:
 # -- the evaluation gate ------------------------------------------------------------------------------------
 
 
-def gate_reports(candidate: Any, current: Any, sets: Mapping[str, Sequence[Pair]]) -> dict[str, Any]:
+def gate_reports(
+    candidate: Any, current: Any, sets: Mapping[str, Sequence[Pair]], *, candidate_cross: Any = None
+) -> dict[str, Any]:
     """Evaluate candidate and current encoder on the same pair sets (pair + retrieval metrics each).
 
-    A set without both labels cannot give an AP: it is reported as skipped.
+    With ``candidate_cross`` (the candidate's :class:`dupq.cross.CrossScorer`), each report also holds
+    ``"candidate_cross_encoder": {"pairs": ...}``: the re-ranking scorer's pair metrics beside the twin's
+    (reported only; :func:`gate_decision` judges the twin). A set without both labels cannot give an AP: it is
+    reported as skipped.
     """
-    from dupq.evaluation import evaluate_encoder
+    from dupq.evaluation import evaluate_encoder, pair_metrics
 
     reports: dict[str, Any] = {}
     for name, pairs in sets.items():
@@ -167,6 +182,11 @@ def gate_reports(candidate: Any, current: Any, sets: Mapping[str, Sequence[Pair]
             role: evaluate_encoder(enc.encode, list(pairs), energy=enc.energy_name, threshold=enc.threshold)
             for role, enc in (("candidate", candidate), ("current", current))
         }
+        if candidate_cross is not None:
+            scores = candidate_cross.score([(p.question1, p.question2) for p in pairs], batch_size=64)
+            reports[name]["candidate_cross_encoder"] = {
+                "pairs": pair_metrics(scores, [p.label for p in pairs], threshold=candidate_cross.threshold)
+            }
     return reports
 
 
@@ -290,6 +310,7 @@ class Retrainer:
     # -- worker side ------------------------------------------------------------------------------------
     def run(self, job_id: str) -> int:
         """Run one job in this (worker) process up to ``ready`` or a final state. Returns the exit code."""
+        from dupq.cross import CROSS_DIR, CrossScorer, has_cross
         from dupq.index import open_index, sync_index
         from dupq.model import SiameseEncoder
         from dupq.training import TrainingCancelled
@@ -322,7 +343,10 @@ class Retrainer:
             sets: dict[str, Sequence[Pair]] = {"stored_pairs_holdout": split.dev}
             if self.settings.gate_eval_file:
                 sets["eval_file"] = read_pairs(self.settings.gate_eval_file).pairs
-            reports = gate_reports(candidate, serving, sets)
+            cross = None
+            if has_cross(new.path):
+                cross = CrossScorer.load(new.path / CROSS_DIR, backend=METRICS_BACKEND)
+            reports = gate_reports(candidate, serving, sets, candidate_cross=cross)
             ok, why = gate_decision(reports, self.settings.gate_tolerance)
             metrics = {
                 "gate": reports,

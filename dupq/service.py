@@ -77,11 +77,22 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class Serving:
-    """What answers searches: a model version, its encoder and its index. Swapped as one object."""
+    """What answers searches: a model version, its encoder, its index and its cross-encoder (None: the
+    version has none, e.g. ``base``). Swapped as one object."""
 
     version: str
     encoder: SiameseEncoder
     index: VectorIndex
+    cross: Any = None  # dupq.cross.CrossScorer
+
+
+def clean_rerank(rerank: Any, default: bool) -> bool:
+    """The request's ``rerank`` (None: the ``rerank`` setting); it must be a boolean."""
+    if rerank is None:
+        return default
+    if not isinstance(rerank, bool):
+        raise ValidationError("rerank must be true or false", code="invalid_type")
+    return rerank
 
 
 class HomeLock:
@@ -183,6 +194,9 @@ class DupQ:
         # The one warm-up: export / compile the fast runtime now, not in the first search after a start or
         # a hot swap.
         encoder.encode(["warm up"])
+        cross = self.registry.load_cross(version, backend=self.settings.backend)
+        if cross is not None:
+            cross.score([("warm up", "warm up")])  # export / compile the re-ranker here too
         index, intact = open_index(
             self.index_path(version),
             encoder.dim,
@@ -190,7 +204,7 @@ class DupQ:
             ann_min_size=self.settings.ann_min_size,
             read_only=self.read_only,
         )
-        serving = Serving(version, encoder, index)
+        serving = Serving(version, encoder, index, cross)
         if not intact or index.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
@@ -220,30 +234,62 @@ class DupQ:
         self.store.set_state("seeded", "1")
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, question: Any, k: Any = 10) -> dict[str, Any]:
-        """Top-k stored questions for ``question``, best first, each marked duplicate or not."""
+    def search(self, question: Any, k: Any = 10, rerank: Any = None) -> dict[str, Any]:
+        """Top-k stored questions for ``question``, best first, each marked duplicate or not.
+
+        ``rerank`` (None: the ``rerank`` setting): the twin retrieves ``max(k, rerank_top_n)`` candidates, the
+        version's cross-encoder re-scores them (OpenVINO), and the top k by its score come back, with
+        ``score`` and ``duplicate`` from the cross-encoder (its own calibrated threshold) and the twin's score
+        as ``twin_score``. ``scorer`` says which model decided: ``"twin"`` or ``"cross-encoder"``. A version
+        without a cross-encoder answers a rerank request with ``ConflictError`` (409, ``no_cross_encoder``).
+        """
         t0 = time.perf_counter()
         text = normalize_question(question)
         k = clean_k(k)
+        rerank = clean_rerank(rerank, self.settings.rerank)
         serving = self._serving  # one read: a concurrent swap cannot mix two models in one answer
         enc = serving.encoder
+        if rerank and serving.cross is None:
+            raise ConflictError(
+                f"model {serving.version!r} has no cross-encoder to re-rank with; search without rerank, "
+                "or promote a version trained with the cross-encoder",
+                code="no_cross_encoder",
+            )
         qv = enc.encode([text])
-        hits = serving.index.search(qv, k)[0]
+        hits = serving.index.search(qv, max(k, self.settings.rerank_top_n) if rerank else k)[0]
         found = self.store.get_many([h.id for h in hits])
-        results = [
-            {
-                "id": h.id,
-                "text": found[h.id].text,
-                "score": round(h.score, 6),
-                "duplicate": bool(enc.is_duplicate(h.score)),
-            }
-            for h in hits
-            if h.id in found  # deleted between index search and lookup
-        ]
+        hits = [h for h in hits if h.id in found]  # deleted between index search and lookup
+        if not rerank:
+            results = [
+                {
+                    "id": h.id,
+                    "text": found[h.id].text,
+                    "score": round(h.score, 6),
+                    "duplicate": bool(enc.is_duplicate(h.score)),
+                }
+                for h in hits
+            ]
+            scorer, threshold = "twin", enc.threshold
+        else:
+            cross = serving.cross
+            scores = cross.score([(text, found[h.id].text) for h in hits])
+            order = sorted(range(len(hits)), key=lambda i: -scores[i])[:k]  # stable: twin order breaks ties
+            results = [
+                {
+                    "id": hits[i].id,
+                    "text": found[hits[i].id].text,
+                    "score": round(float(scores[i]), 6),
+                    "duplicate": bool(cross.is_duplicate(scores[i])),
+                    "twin_score": round(hits[i].score, 6),
+                }
+                for i in order
+            ]
+            scorer, threshold = "cross-encoder", cross.threshold
         return {
             "model": serving.version,
             "energy": enc.energy_name,
-            "threshold": enc.threshold,
+            "scorer": scorer,
+            "threshold": threshold,
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
             "results": results,
         }
@@ -404,10 +450,16 @@ class DupQ:
 
     # -- new versions and retraining jobs ------------------------------------------------------------
     def train_version(self, pairs: Any, config: Any, *, start: str = "current", dev_pairs: Any = None,
-                      show_progress_bar: bool = True) -> NewVersion:
-        """Train and register a new version from ``start`` (``dupq train``); it is not served until promoted."""
+                      show_progress_bar: bool = True, base: Any = None, positive_only: Any = None,
+                      progress: Any = None) -> NewVersion:
+        """Train and register a new version from ``start`` (``dupq train``); it is not served until promoted.
+
+        ``base``: a SentenceTransformer folder to start from instead (``--base``); ``positive_only``: duplicate
+        pairs for the ranking loss (:func:`dupq.training.split_by_labels`); ``progress``: phase events.
+        """
         self._check_writable()
-        new = train_new_version(self.registry, pairs, config, start=start, dev_pairs=dev_pairs,
+        new = train_new_version(self.registry, pairs, config, start=start, base=base, dev_pairs=dev_pairs,
+                                positive_only=positive_only, progress=progress,
                                 show_progress_bar=show_progress_bar)
         self.registry.register(new.version, parent=new.parent)
         return new

@@ -1,10 +1,22 @@
-"""Fine-tuning the twin encoder with contrastive loss on labelled question pairs.
+"""Fine-tuning the twin encoder with contrastive loss on labelled question pairs (the data-aware recipe).
 
-:func:`train` runs the whole recipe: clean and split the pairs by duplicate cluster, mine hard negatives for
-positive-only data (:mod:`dupq.mining`), fine-tune with ``SentenceTransformerTrainer`` (``ContrastiveLoss`` or
-``OnlineContrastiveLoss`` with the distance that matches the energy, a no-duplicates batch sampler), evaluate on
-dev during training and keep the best checkpoint, calibrate the decision threshold on dev, and write a model
-version folder that only ever exists complete (written as a temporary sibling, then renamed).
+:func:`train` runs the whole recipe:
+
+1. clean and split the pairs by duplicate cluster (no question in both train and dev);
+2. route them by kind (:func:`split_by_labels`): *labelled* pairs (data with both labels) go to the margin
+   contrastive loss, the backbone (``OnlineContrastiveLoss`` by default, ``ContrastiveLoss`` selectable, with
+   the distance that matches the energy); *positive-only* pairs (duplicates without labelled negatives, such
+   as QQP's paraphrase sets; capped at ``max_positive_only``) go to an in-batch ranking loss with protection
+   against false negatives (``GISTEmbedLoss`` guided by a frozen copy of the starting model: an in-batch
+   "negative" the guide scores above the true pair is masked out), as a second dataset of one
+   multi-dataset run (proportional sampler);
+3. train the cross-encoder teacher on the labelled pairs (:mod:`dupq.cross`; saved in ``<version>/cross``);
+4. only when ``negatives_per_positive > 0``: mine hard negatives (:mod:`dupq.mining`) and keep only those the
+   teacher scores as non-duplicates (most unfiltered Quora neighbours are unlabelled duplicates);
+5. fine-tune with ``SentenceTransformerTrainer`` (a length-grouped no-duplicates batch sampler), evaluate on dev
+   during training and keep the best checkpoint, optionally average weights back (WiSE-FT), calibrate the
+   decision threshold on dev, and write a model version folder that only ever exists complete (written as a
+   temporary sibling, then renamed).
 
 Example:
     >>> from dupq.data import read_pairs
@@ -33,11 +45,12 @@ from typing import Any
 import numpy as np
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
+from dupq.cross import CROSS_DIR, CrossScorer, has_cross, train_cross_encoder
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
 from dupq.evaluation import evaluate_encoder, pair_metrics
-from dupq.losses import LOSSES, build_loss
-from dupq.mining import mine_negatives, negatives_needed
+from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
+from dupq.mining import mine_negatives, negatives_needed, teacher_filter
 from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
 
 log = logging.getLogger(__name__)
@@ -45,6 +58,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_MARGIN",
     "LOSSES",
+    "ONLINE_MARGIN",
+    "RANKING_LOSSES",
     "LengthGroupedNoDuplicatesBatchSampler",
     "PreparedData",
     "TrainConfig",
@@ -52,13 +67,19 @@ __all__ = [
     "TrainingCancelled",
     "build_loss",
     "calibrate_thresholds",
+    "add_dev_negatives",
+    "add_mined_negatives",
     "prepare_data",
+    "split_by_labels",
     "average_weights",
     "train",
 ]
 
 #: Default contrastive margin per energy name (:attr:`dupq.energy.Energy.default_margin`, where it is decided).
 DEFAULT_MARGIN = {name: Energy.from_name(name).default_margin for name in Energy.names()}
+#: Default margin of ``online-contrastive`` per energy: 0.5 in cosine distance (the issue-10 research, the
+#: plain recipe's value), the same pair geometry in Euclidean distance (``sqrt(2 * 0.5)`` on unit vectors).
+ONLINE_MARGIN = {"cosine": 0.5, "euclidean": math.sqrt(2 * 0.5)}
 #: In-training dev evaluations (checkpoint selection) use at most this many dev pairs, a fixed random sample,
 #: to keep them cheap on a CPU; threshold calibration and the reported dev metrics use every dev pair.
 EVAL_MAX_PAIRS = 2000
@@ -76,34 +97,52 @@ class TrainingCancelled(Exception):
 class TrainConfig:
     """Hyper-parameters of one fine-tuning run (validated on construction; JSON-friendly).
 
-    ``margin=None`` (the default) resolves to ``DEFAULT_MARGIN[energy]``, so after construction ``margin``
-    is always a float in the units of the energy's distance (cosine distance ``1 - cos``, or Euclidean).
-    ``bf16`` (default on: same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no
-    native bf16. ``negatives_per_positive`` hard negatives are mined per positive pair without a labelled
-    negative (0 turns mining off). ``ranking_weight`` adds an in-batch ranking term on the duplicate pairs to
-    the contrastive loss (:mod:`dupq.losses`; 0 = contrastive only), and ``base_weight`` averages that share of
-    the starting weights back into the result (WiSE-FT, :func:`average_weights`; 0 = none): the defaults (1.0
-    and 0.5) keep retrieval and out-of-domain quality where plain contrastive fine-tuning lost them
-    (docs/benchmarks.md).
+    ``loss`` is the contrastive loss of the labelled pairs; ``margin=None`` (the default) resolves to
+    ``DEFAULT_MARGIN[energy]`` for ``contrastive`` and ``ONLINE_MARGIN[energy]`` for ``online-contrastive``, so
+    after construction ``margin`` is always a float in the units of the energy's distance (cosine distance
+    ``1 - cos``, or Euclidean). ``ranking_loss`` is the loss of the positive-only pairs (``"gist"``,
+    ``"mnrl"``, or ``"none"``: they join the contrastive loss as positives, the old recipe), of which at most
+    ``max_positive_only`` (None: all) are used, a seeded sample. ``negatives_per_positive`` hard negatives are
+    mined per positive pair without a labelled negative (0, the default, turns mining off), and with the
+    cross-encoder on only those it scores as non-duplicates are kept. ``ranking_weight`` adds an in-batch
+    ranking term on the labelled duplicates to the contrastive loss (:mod:`dupq.losses`; 0 = none), and
+    ``base_weight`` averages that share of the starting weights back into the result (WiSE-FT,
+    :func:`average_weights`; 0 = none). ``cross_encoder`` trains the version's cross-encoder (teacher and
+    re-ranker) with its own ``cross_epochs`` / ``cross_learning_rate`` on at most ``cross_max_pairs`` labelled
+    pairs (a seeded sample; None: all); ``cross_max_steps`` caps its steps (None: ``max_steps``, so a
+    ``max_steps`` smoke run stays small for both models). ``bf16`` (default on:
+    same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16. The
+    defaults are the issue-10 recipe, each from a measured run (README "Training and evaluation",
+    docs/benchmarks.md "The issue-10 recipe": online-contrastive m 0.5 + GIST on 10,000 positive-only pairs at
+    lr 5e-5 was the best dev AP; WiSE-FT 0.5 keeps dev nDCG@10 at the base's and AskUbuntu AP within 0.4 point).
 
     Example:
-        >>> c = TrainConfig(max_steps=200, energy="euclidean")
+        >>> c = TrainConfig(max_steps=200, energy="euclidean", loss="contrastive")
         >>> round(c.margin, 3), TrainConfig.from_dict(c.to_dict()) == c
         (1.183, True)
+        >>> TrainConfig().margin, TrainConfig().ranking_loss
+        (0.5, 'gist')
     """
 
-    loss: str = "contrastive"
+    loss: str = "online-contrastive"
     margin: float | None = None
     energy: str = Energy.COSINE.name
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 32
-    learning_rate: float = 2e-5
+    learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     seed: int = 0
-    negatives_per_positive: float = 1.0
-    ranking_weight: float = 1.0
+    ranking_loss: str = "gist"
+    max_positive_only: int | None = 10_000
+    negatives_per_positive: float = 0.0
+    ranking_weight: float = 0.0
     base_weight: float = 0.5
+    cross_encoder: bool = True
+    cross_epochs: float = 1.0
+    cross_learning_rate: float = 5e-5
+    cross_max_steps: int | None = None
+    cross_max_pairs: int | None = 20_000
     bf16: bool = True
     eval_steps: int | None = None
     dev_fraction: float = 0.1
@@ -113,8 +152,10 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         energy = Energy.from_name(self.energy)  # ValueError for an unknown name
         self.energy = energy.name  # the name: the config is saved as JSON in dupq.json
+        if self.ranking_loss not in RANKING_LOSSES:
+            raise ValueError(f"ranking_loss must be one of {RANKING_LOSSES}, got {self.ranking_loss!r}")
         if self.margin is None:
-            self.margin = energy.default_margin
+            self.margin = energy.default_margin if self.loss == "contrastive" else ONLINE_MARGIN[energy.name]
         _number(self, "margin", low=0.0, low_open=True)
         _number(self, "epochs", low=0.0, low_open=True)
         _number(self, "learning_rate", low=0.0, low_open=True)
@@ -123,14 +164,23 @@ class TrainConfig:
         _number(self, "ranking_weight", low=0.0)
         _number(self, "base_weight", low=0.0, high=1.0)
         _number(self, "dev_fraction", low=0.0, high=1.0, low_open=True)
+        _number(self, "cross_epochs", low=0.0, low_open=True)
+        _number(self, "cross_learning_rate", low=0.0, low_open=True)
         _integer(self, "batch_size", low=1)
         _integer(self, "seed", low=0)
         if self.max_steps is not None:
             _integer(self, "max_steps", low=1)
         if self.eval_steps is not None:
             _integer(self, "eval_steps", low=1)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"bf16 must be true or false, got {self.bf16!r}")
+        if self.cross_max_steps is not None:
+            _integer(self, "cross_max_steps", low=1)
+        if self.cross_max_pairs is not None:
+            _integer(self, "cross_max_pairs", low=1)
+        if self.max_positive_only is not None:
+            _integer(self, "max_positive_only", low=0)
+        for name in ("bf16", "cross_encoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +223,10 @@ class TrainResult:
     seconds: float
     pairs_per_second: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: The cross-encoder's ``{"threshold", "metrics", "steps", "seconds", ...}`` (None: not trained).
+    cross: dict[str, Any] | None = None
+    #: Wall seconds per phase: prepare, cross_encoder, mining, twin, evaluate, total.
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 # --- building blocks ---------------------------------------------------------------------------------------
@@ -192,15 +246,42 @@ def calibrate_thresholds(scores: Any, labels: Any, *, higher_is_better: bool = T
 
 @dataclass
 class PreparedData:
-    """Training and dev pairs after cleaning, splitting and mining, with the counts saved in dupq.json."""
+    """Training and dev pairs after cleaning, splitting, routing and mining, with the counts saved in dupq.json.
+
+    ``train`` goes to the contrastive loss (labelled pairs, plus mined negatives, plus the positive-only pairs
+    when ``ranking_loss="none"``), ``ranking`` to the in-batch ranking loss (positive-only pairs), and
+    ``labelled`` is the labelled part of ``train`` (what the cross-encoder trains on).
+    """
 
     train: list[Pair]
     dev: list[Pair]
     counts: dict[str, int]
+    ranking: list[Pair] = field(default_factory=list)
+    labelled: list[Pair] = field(default_factory=list)
 
 
 def _questions(pairs: Sequence[Pair]) -> set[str]:
     return {q for p in pairs for q in (p.question1, p.question2)}
+
+
+def split_by_labels(groups: Mapping[str, Sequence[Pair]]) -> tuple[list[Pair], list[Pair]]:
+    """Labelled pairs (groups with both labels, or negatives only) and positive-only pairs (duplicates only).
+
+    A group is one source of pairs (the ``source`` column of a pair file, :func:`dupq.data.read_pairs_by_source`;
+    a whole file without one). Routing by group, not by pair, matters: on QQP 7,473 of the 7,700 labelled
+    duplicates share no question with a labelled negative, so a per-pair rule
+    (:func:`dupq.mining.positive_only_pairs`) would strip the labelled data of nearly all its positives.
+
+    Example:
+        >>> lab, pos = split_by_labels({"a": [Pair("a", "b", 1), Pair("a", "c", 0)], "b": [Pair("d", "e", 1)]})
+        >>> len(lab), len(pos)
+        (2, 1)
+    """
+    labelled: list[Pair] = []
+    positive_only: list[Pair] = []
+    for pairs in groups.values():
+        (positive_only if pairs and all(p.label == 1 for p in pairs) else labelled).extend(pairs)
+    return labelled, positive_only
 
 
 def prepare_data(
@@ -209,16 +290,17 @@ def prepare_data(
     config: TrainConfig,
     model: Any = None,
     *,
+    positive_only: Sequence[Pair] | None = None,
+    teacher: Callable[[list[Pair]], Any] | None = None,
     progress: Progress | None = None,
 ) -> PreparedData:
-    """Clean, split and (with ``model``) add mined negatives; no question is in both train and dev.
+    """Clean, split, route and (with ``model``) add mined negatives; no question is in both train and dev.
 
     Without ``dev_pairs`` the pairs are split by duplicate cluster (:func:`dupq.data.split_by_cluster`). With
-    them, training pairs that share a question with dev are dropped, so dev numbers stay honest. When
-    ``model`` is given, ``config.negatives_per_positive`` hard negatives are mined (from training questions
-    only) per positive pair that has no labelled negative (:func:`dupq.mining.positive_only_pairs`), and a
-    dev set without any negative gets mined ones from its own questions, since a threshold cannot be
-    calibrated on positives alone.
+    them, training pairs that share a question with dev are dropped, so dev numbers stay honest.
+    ``positive_only`` pairs (duplicates without labelled negatives, :func:`split_by_labels`) go to the ranking
+    loss, at most ``config.max_positive_only`` of them (a seeded sample), unless ``config.ranking_loss`` is
+    ``"none"``. When ``model`` is given, mining runs (:func:`add_mined_negatives`, filtered by ``teacher``).
 
     Example:
         >>> data = prepare_data([Pair("a", "b", 1), Pair("c", "d", 0), Pair("e", "f", 1)], None,
@@ -226,7 +308,11 @@ def prepare_data(
         >>> len(data.train) + len(data.dev), data.counts["dropped_crossing_pairs"]
         (3, 0)
     """
-    cleaned = dedupe_pairs(pairs)
+    from dupq.text import pair_key
+
+    extra = [p for p in (positive_only or []) if p.label == 1]
+    cleaned = dedupe_pairs([*pairs, *extra])
+    ranked_keys = {pair_key(p.question1, p.question2) for p in extra}
     if dev_pairs is None:
         split = split_by_cluster(cleaned.pairs, dev_fraction=config.dev_fraction, seed=config.seed)
         train_pairs, dev, dropped = split.train, split.dev, split.dropped
@@ -235,37 +321,97 @@ def prepare_data(
         dev_questions = _questions(dev)
         train_pairs = [p for p in cleaned.pairs if dev_questions.isdisjoint((p.question1, p.question2))]
         dropped = len(cleaned.pairs) - len(train_pairs)
-    if not train_pairs:
+    labelled = [p for p in train_pairs if p.label == 0 or pair_key(p.question1, p.question2) not in ranked_keys]
+    pos_only = [p for p in train_pairs if p.label == 1 and pair_key(p.question1, p.question2) in ranked_keys]
+    available = len(pos_only)
+    if config.max_positive_only is not None and len(pos_only) > config.max_positive_only:
+        pos_only = random.Random(config.seed).sample(pos_only, config.max_positive_only)
+    if not labelled and not pos_only:
         raise ValueError("no training pairs left after cleaning and the train/dev split")
     if not dev or not any(p.label for p in dev):
         raise ValueError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
-
-    mined: list[Pair] = []
-    dev_mined: list[Pair] = []
-    want = negatives_needed(train_pairs, config.negatives_per_positive)
-    if model is not None and want:
-        _emit(progress, step=0, total=want, phase="mining")
-        mined = mine_negatives(train_pairs, model, want, seed=config.seed)
-        _emit(progress, step=len(mined), total=want, phase="mining")
-    if model is not None and config.negatives_per_positive > 0 and all(p.label for p in dev):
-        dev_want = negatives_needed(dev, config.negatives_per_positive)
-        dev_mined = mine_negatives(dev, model, dev_want, seed=config.seed)
-        dev = dev + dev_mined
-        if not dev_mined:
-            raise ValueError("the dev set has only duplicates and no negative could be mined for it")
-    positives = sum(p.label for p in train_pairs)
+    ranking = pos_only if config.ranking_loss != "none" else []
+    contrastive = labelled if ranking else labelled + pos_only
+    positives = sum(p.label for p in contrastive)
     counts = {
-        "input_pairs": len(pairs),
+        "input_pairs": len(pairs) + len(extra),
         "dropped_repeats": cleaned.dropped_repeats + cleaned.dropped_self + cleaned.conflicts,
-        "train_pairs": len(train_pairs) + len(mined),
+        "train_pairs": len(contrastive) + len(ranking),
         "positives": positives,
-        "negatives": len(train_pairs) - positives,
-        "mined_negatives": len(mined),
+        "negatives": len(contrastive) - positives,
+        "labelled_pairs": len(labelled),
+        "positive_only_pairs": available,
+        "positive_only_used": len(pos_only),
+        "ranking_pairs": len(ranking),
+        "mined_negatives": 0,
+        "mined_candidates": 0,
+        "mined_rejected_by_teacher": 0,
         "dev_pairs": len(dev),
-        "dev_mined_negatives": len(dev_mined),
+        "dev_mined_negatives": 0,
         "dropped_crossing_pairs": dropped,
     }
-    return PreparedData(train_pairs + mined, dev, counts)
+    data = PreparedData(contrastive, dev, counts, ranking=ranking, labelled=labelled)
+    if model is not None:
+        data = add_mined_negatives(data, model, config, teacher=teacher, progress=progress)
+    return data
+
+
+def add_mined_negatives(
+    data: PreparedData,
+    model: Any,
+    config: TrainConfig,
+    *,
+    teacher: Callable[[list[Pair]], Any] | None = None,
+    progress: Progress | None = None,
+) -> PreparedData:
+    """Add ``config.negatives_per_positive`` mined hard negatives per positive-only pair to the contrastive set.
+
+    Candidates come from the training questions only (:func:`dupq.mining.mine_negatives`); with a ``teacher``
+    (the cross-encoder: pairs -> duplicate yes/no) a candidate it calls a duplicate is dropped
+    (:func:`dupq.mining.teacher_filter`). A dev set without any negative gets mined ones from its own
+    questions, since a threshold cannot be calibrated on positives alone.
+    """
+    pool = data.train + data.ranking
+    want = negatives_needed(pool, config.negatives_per_positive)
+    mined: list[Pair] = []
+    candidates = rejected = 0
+    dev = data.dev
+    if want:
+        _emit(progress, step=0, total=want, phase="mining")
+        mined = mine_negatives(pool, model, want, seed=config.seed)
+        candidates = len(mined)
+        if teacher is not None and mined:
+            mined, rejected = teacher_filter(mined, teacher)
+        _emit(progress, step=len(mined), total=want, phase="mining")
+    counts = {
+        **data.counts,
+        "train_pairs": data.counts["train_pairs"] + len(mined),
+        "mined_negatives": len(mined),
+        "mined_candidates": candidates,
+        "mined_rejected_by_teacher": rejected,
+    }
+    return add_dev_negatives(
+        PreparedData(data.train + mined, dev, counts, ranking=data.ranking, labelled=data.labelled), model, config
+    )
+
+
+def add_dev_negatives(data: PreparedData, model: Any, config: TrainConfig) -> PreparedData:
+    """Give a dev set of duplicates only mined negatives from its own questions (a threshold cannot be
+    calibrated on positives alone); ``negatives_per_positive`` of them per pair, at least one. Other dev sets
+    are returned as they are.
+
+    A cluster split of stored pairs (the retrain worker) often leaves dev without negatives: a labelled
+    negative joins two clusters, so it crosses the split and is dropped.
+    """
+    if not all(p.label for p in data.dev):
+        return data
+    ratio = max(config.negatives_per_positive, 1.0)
+    dev_mined = mine_negatives(data.dev, model, negatives_needed(data.dev, ratio), seed=config.seed)
+    if not dev_mined:
+        raise ValueError("the dev set has only duplicates and no negative could be mined for it")
+    dev = data.dev + dev_mined
+    counts = {**data.counts, "dev_pairs": len(dev), "dev_mined_negatives": len(dev_mined)}
+    return PreparedData(data.train, dev, counts, ranking=data.ranking, labelled=data.labelled)
 
 
 def _emit(progress: Progress | None, **event: Any) -> None:
@@ -350,7 +496,9 @@ def _load_start(start: SiameseEncoder | str | Path) -> tuple[Any, str, str]:
     return load_sentence_transformer(str(folder), cached=False), str(folder), str(folder)
 
 
-def _callbacks(progress: Progress | None, should_stop: Callable[[], bool] | None) -> list[Any]:
+def _callbacks(
+    progress: Progress | None, should_stop: Callable[[], bool] | None, phase: str = "training"
+) -> list[Any]:
     from transformers import TrainerCallback
 
     class Relay(TrainerCallback):
@@ -365,7 +513,7 @@ def _callbacks(progress: Progress | None, should_stop: Callable[[], bool] | None
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any):
             _emit(progress, step=state.global_step, total=state.max_steps, loss=self.loss, epoch=state.epoch,
-                  phase="training")
+                  phase=phase)
             if should_stop is not None and should_stop():
                 # Raising unwinds trainer.train() at once; train() then removes every temporary folder.
                 raise TrainingCancelled(f"training stopped at step {state.global_step}")
@@ -467,6 +615,18 @@ def _temp_sibling(output_dir: Path) -> Path:
 # --- the recipe ------------------------------------------------------------------------------------------
 
 
+def _cross_init(start: SiameseEncoder | str | Path) -> str:
+    """Where the cross-encoder starts: the start version's cross-encoder, a plain SentenceTransformer folder
+    given as the start (``--base``), else the packaged MiniLM weights."""
+    if not isinstance(start, SiameseEncoder):
+        folder = Path(start)
+        if has_cross(folder):
+            return str(folder / CROSS_DIR)
+        if folder.is_dir() and not (folder / "dupq.json").is_file():
+            return str(folder)
+    return packaged_model_path()
+
+
 def train(
     pairs: Sequence[Pair],
     config: TrainConfig,
@@ -474,34 +634,37 @@ def train(
     start: SiameseEncoder | str | Path,
     output_dir: Path,
     dev_pairs: Sequence[Pair] | None = None,
+    positive_only: Sequence[Pair] | None = None,
     parent: str | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_progress_bar: bool = True,
 ) -> TrainResult:
-    """Fine-tune a twin encoder on labelled pairs and write a complete model version at ``output_dir``.
+    """Fine-tune a twin encoder (and its cross-encoder) and write a complete model version at ``output_dir``.
 
     Args:
-        pairs: Labelled pairs (repeats and self-pairs are dropped again here).
+        pairs: Labelled pairs (repeats and self-pairs are dropped again here): the contrastive loss's data.
         config: Hyper-parameters.
         start: Where fine-tuning starts: a dupq version folder (``models/<version>``; ``models/base`` is the
             packaged model), any SentenceTransformer folder, or an encoder. It is copied, never trained in
             place.
         output_dir: The final version folder (``models/<version>``); it must not exist. The version is built in
-            a temporary sibling and renamed, so the folder only ever exists complete.
+            a temporary sibling and renamed, so the folder only ever exists complete (cross-encoder included).
         dev_pairs: Dev pairs for checkpoint selection, threshold calibration and the reported metrics; None
             splits ``pairs`` by duplicate cluster with ``config.dev_fraction``.
+        positive_only: Duplicate pairs without labelled negatives (:func:`split_by_labels`): the ranking loss's
+            data (``config.ranking_loss``), at most ``config.max_positive_only`` of them.
         parent: Parent version name, saved in dupq.json.
-        progress: Called with ``{"step", "total", "loss", "epoch", "phase"}``; phase is ``"mining"``,
-            ``"training"`` or ``"evaluating"``.
+        progress: Called with ``{"step", "total", "loss", "epoch", "phase"}``; phase is ``"cross-encoder"``,
+            ``"mining"``, ``"training"`` or ``"evaluating"``.
         should_stop: Polled after every step; when it returns True, :class:`TrainingCancelled` is raised and
             nothing is left at ``output_dir``.
-        show_progress_bar: Show the trainer's progress bar.
+        show_progress_bar: Show the trainers' progress bars (one per phase).
 
     Returns:
         The version name and path, dev metrics (``{"dev": {"pairs", "retrieval"}}``), thresholds
-        (``{"f1", "accuracy"}``; the max-F1 one is served), data counts, wall seconds, and training
-        throughput in pairs/s (excluding dev evaluations).
+        (``{"f1", "accuracy"}``; the max-F1 one is served), data counts, wall seconds, training throughput in
+        pairs/s (excluding dev evaluations), the cross-encoder's summary and the seconds of each phase.
 
     Raises:
         TrainingCancelled: ``should_stop`` asked to stop.
@@ -518,30 +681,21 @@ def train(
     from transformers import PrinterCallback, set_seed
 
     set_seed(config.seed)
+    phases: dict[str, float] = {}
     model, base_model_name, started_from = _load_start(start)
     # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6).
     start_weights = (
         {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if config.base_weight else None
     )
     _check_stop(should_stop)
-    data = prepare_data(pairs, dev_pairs, config, model, progress=progress)
+    data = prepare_data(pairs, dev_pairs, config, positive_only=positive_only, progress=progress)
+    data = add_dev_negatives(data, model, config)  # before the cross-encoder: it calibrates on dev too
+    phases["prepare"] = time.perf_counter() - t_start
     _check_stop(should_stop)
     energy = Energy.from_name(config.energy)
     model.similarity_fn_name = energy.similarity_fn_name  # saved in the model's config, so plain ST users see it
 
     from datasets import Dataset
-
-    train_set = Dataset.from_dict(
-        {
-            "sentence1": [p.question1 for p in data.train],
-            "sentence2": [p.question2 for p in data.train],
-            "label": [p.label for p in data.train],
-        }
-    )
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
-    evaluator = _dev_evaluator(data.dev, energy, config.seed, progress)
 
     bf16 = config.bf16 and _bf16_supported()
     if config.bf16 and not bf16:
@@ -549,6 +703,82 @@ def train(
     checkpoints = Path(tempfile.mkdtemp(prefix="dupq-train-"))
     staging = _temp_sibling(output_dir)
     try:
+        staging.mkdir(parents=True)
+        # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
+        cross: dict[str, Any] | None = None
+        t0 = time.perf_counter()
+        if config.cross_encoder:
+            if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
+                _emit(progress, step=0, total=None, phase="cross-encoder")
+                cross_pairs = data.labelled
+                if config.cross_max_pairs is not None and len(cross_pairs) > config.cross_max_pairs:
+                    cross_pairs = random.Random(config.seed).sample(cross_pairs, config.cross_max_pairs)
+                result = train_cross_encoder(
+                    cross_pairs,
+                    data.dev,
+                    staging / CROSS_DIR,
+                    init=_cross_init(start),
+                    epochs=config.cross_epochs,
+                    max_steps=config.cross_max_steps or config.max_steps,
+                    batch_size=config.batch_size,
+                    learning_rate=config.cross_learning_rate,
+                    warmup_ratio=config.warmup_ratio,
+                    seed=config.seed,
+                    bf16=bf16,
+                    callbacks=_callbacks(progress, should_stop, phase="cross-encoder"),
+                    show_progress_bar=show_progress_bar,
+                    use_cpu=not _has_accelerator(),
+                )
+                cross = result.summary()
+            else:
+                log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
+        phases["cross_encoder"] = time.perf_counter() - t0
+        _check_stop(should_stop)
+
+        # -- mined negatives, judged by the teacher ----------------------------------------------------------
+        t0 = time.perf_counter()
+        if config.negatives_per_positive > 0:
+            teacher = None
+            if cross is not None:
+                scorer = CrossScorer.load(staging / CROSS_DIR, backend="torch")
+
+                def teacher(ps: list[Pair]) -> Any:
+                    return scorer.is_duplicate(scorer.score([(p.question1, p.question2) for p in ps], batch_size=64))
+
+            data = add_mined_negatives(data, model, config, teacher=teacher, progress=progress)
+        phases["mining"] = time.perf_counter() - t0
+        _check_stop(should_stop)
+
+        # -- the twin: contrastive loss on the labelled pairs, ranking loss on the positive-only ones -------
+        t0 = time.perf_counter()
+        datasets: dict[str, Any] = {}
+        losses: dict[str, Any] = {}
+        if data.train:
+            datasets["labelled"] = Dataset.from_dict(
+                {
+                    "sentence1": [p.question1 for p in data.train],
+                    "sentence2": [p.question2 for p in data.train],
+                    "label": [p.label for p in data.train],
+                }
+            )
+            losses["labelled"] = build_loss(
+                model, loss=config.loss, energy=energy, margin=config.margin, ranking_weight=config.ranking_weight
+            )
+        if data.ranking:
+            datasets["positive_only"] = Dataset.from_dict(
+                {"anchor": [p.question1 for p in data.ranking], "positive": [p.question2 for p in data.ranking]}
+            )
+            guide = None
+            if config.ranking_loss == "gist":
+                guide = copy.deepcopy(model)  # frozen: the starting model judges which in-batch negatives are false
+                guide.requires_grad_(False)
+                guide.eval()
+            losses["positive_only"] = build_ranking_loss(model, config.ranking_loss, guide=guide)
+        steps_per_epoch = sum(math.ceil(len(d) / config.batch_size) for d in datasets.values())
+        total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+        eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
+        evaluator = _dev_evaluator(data.dev, energy, config.seed, progress)
+        single = len(datasets) == 1
         args = SentenceTransformerTrainingArguments(
             output_dir=str(checkpoints),
             num_train_epochs=config.epochs,
@@ -559,8 +789,10 @@ def train(
             seed=config.seed,
             data_seed=config.seed,
             bf16=bf16,
-            # No text twice in a batch (BatchSamplers.NO_DUPLICATES), with batches grouped by length.
+            # No text twice in a batch (BatchSamplers.NO_DUPLICATES), with batches grouped by length; with two
+            # datasets each batch comes from one of them, drawn in proportion to their sizes.
             batch_sampler=LengthGroupedNoDuplicatesBatchSampler,
+            multi_dataset_batch_sampler="proportional",
             eval_strategy="steps",
             eval_steps=eval_steps,
             save_strategy="steps",
@@ -579,14 +811,8 @@ def train(
         trainer = SentenceTransformerTrainer(
             model=model,
             args=args,
-            train_dataset=train_set,
-            loss=build_loss(
-                model,
-                loss=config.loss,
-                energy=energy,
-                margin=config.margin,
-                ranking_weight=config.ranking_weight,
-            ),
+            train_dataset=next(iter(datasets.values())) if single else datasets,
+            loss=next(iter(losses.values())) if single else losses,
             evaluator=evaluator,
             callbacks=_callbacks(progress, should_stop),
         )
@@ -602,8 +828,10 @@ def train(
         train_seconds = time.perf_counter() - t_train - evaluator.seconds
         steps = trainer.state.global_step
         pairs_per_second = steps * config.batch_size / train_seconds if train_seconds > 0 else 0.0
+        phases["twin"] = time.perf_counter() - t0
 
         # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
+        t0 = time.perf_counter()
         _emit(progress, step=steps, total=steps, phase="evaluating")
         # The recorder keeps the dev vectors, so the (score, label) sample for the plots costs no second encoding.
         from dupq.plots import PairScoreRecorder
@@ -616,6 +844,9 @@ def train(
         }
         metrics = {"dev": dev_result}
         best_step = _best_step(trainer.state.best_model_checkpoint)
+        phases["evaluate"] = time.perf_counter() - t0
+        phases["total"] = time.perf_counter() - t_start
+        phase_seconds = {k: round(v, 1) for k, v in phases.items()}
         encoder = SiameseEncoder(
             model,
             energy=energy,
@@ -624,6 +855,7 @@ def train(
             metadata={
                 "loss": config.loss,
                 "margin": config.margin,
+                "ranking_loss": config.ranking_loss if data.ranking else None,
                 "thresholds": thresholds,
                 "threshold_objective": "f1",
                 "training": config.to_dict(),
@@ -642,6 +874,8 @@ def train(
                 "precision": "bf16" if bf16 else "fp32",
                 "parent": parent,
                 "started_from": started_from,
+                "cross": cross,
+                "phase_seconds": phase_seconds,
                 "seconds": round(time.perf_counter() - t_start, 1),
                 "pairs_per_second": round(pairs_per_second, 2),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -664,6 +898,8 @@ def train(
         seconds=time.perf_counter() - t_start,
         pairs_per_second=pairs_per_second,
         history=evaluator.history,
+        cross=cross,
+        phase_seconds=phase_seconds,
     )
 
 

@@ -1,20 +1,29 @@
-"""Quality benchmark: BM25, the untuned base model and fine-tuned models on QQP dev and held-out AskUbuntu
-(a script that measures and prints, not a test).
+"""Quality benchmark of the recommended recipe: BM25, the untuned base model, the fine-tuned twin and the twin
+re-ranked by its cross-encoder, on QQP dev and held-out AskUbuntu (a script that measures and prints, not a
+test).
 
 Usage:
-    python scripts/bench_quality.py [--max-steps 1600] [--margins 0.3,0.5,0.7] [--precisions fp32,bf16]
-                                    [--dev-sample N] [--json results.json]
+    python scripts/bench_quality.py                       # the recommended command's recipe, full data
+    python scripts/bench_quality.py --limit 300           # a smoke run on a few hundred pairs per source
+    python scripts/bench_quality.py --no-ranking          # ablation: positive-only pairs join the contrastive loss
+    python scripts/bench_quality.py --no-positive-only    # ablation: labelled pairs only
+    python scripts/bench_quality.py --no-cross-encoder    # ablation: no teacher / re-ranker
+    python scripts/bench_quality.py --no-askubuntu        # ablation: QQP only
+    python scripts/bench_quality.py --negatives-per-positive 1   # ablation: mined negatives (teacher-filtered)
+    python scripts/bench_quality.py --base-weight 0.3     # ablation: WiSE-FT weight averaging
 
-Training data (never the dev file): the labelled QQP train pairs, a sample of the positive-only QQP pairs
-(hard negatives mined for them by ``dupq.training``), and AskUbuntu train pairs minus a held-out 20% of its
-duplicate clusters (split by cluster, so no held-out question is ever trained on). Training pairs that share
-a question with the dev file are dropped by ``dupq.training.train`` (dev stays question-disjoint).
+It trains exactly what ``dupq train ../shared/data/train/qqp_pairs_train.tsv
+../shared/data/train/askubuntu_pairs_train.tsv --dev ../shared/data/dev/qqp_pairs_dev.tsv`` trains: the same
+``TrainConfig`` defaults (only the flags above change them), the same routing of the two files
+(``dupq.data.read_pairs_by_source`` + ``dupq.training.split_by_labels``: QQP's labelled source and AskUbuntu
+to the contrastive loss and the cross-encoder, QQP's duplicate-only sources to the ranking loss), the same dev
+file. One difference, on purpose: 20% of AskUbuntu's duplicate clusters are held out of training
+(``split_by_cluster``, seed 0) so the no-forgetting check is honest; the command trains on all of it.
 
-Reported for ``../shared/data/dev/qqp_pairs_dev.tsv``: pair metrics (AP, best F1 and its threshold,
-precision/recall at the served threshold) and retrieval over its questions (corpus = every question, queries =
-questions with a duplicate, self excluded: MRR@10, nDCG@10, R@1, R@10); the same for the held-out AskUbuntu
-clusters (the no-forgetting check); training wall time and pairs/s. One model is trained per
-(margin, precision) combination, which is also how the margin sweep and the bf16 comparison are run.
+Reported: dev pair AP and duplicate-retrieval nDCG@10 (corpus = every dev question, self excluded), the same
+on the held-out AskUbuntu clusters, wall time and training pairs/s. The "+ re-ranker" row scores pairs with the
+version's cross-encoder (its AP) and re-ranks the twin's top ``--rerank-top-n`` for a seeded sample of
+``--rerank-queries`` queries (its nDCG@10, printed beside the twin's nDCG@10 on the same queries).
 """
 
 from __future__ import annotations
@@ -27,50 +36,26 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dupq.data import Pair, read_pairs, split_by_cluster  # noqa: E402
-
-LABELLED_SOURCE = "nlx_rodrigues2017_quora_train"
-
-
-def read_qqp_train(path: Path) -> tuple[list[Pair], list[Pair]]:
-    """The labelled (50/50) and the positive-only pairs of the QQP train file, told apart by their source."""
-    read_pairs(path)  # validates the whole file with dupq's own reader first
-    labelled: list[Pair] = []
-    positive_only: list[Pair] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            q1, q2 = row["question1"].strip(), row["question2"].strip()
-            if not q1 or not q2 or q1 == q2:
-                continue
-            pair = Pair(q1, q2, int(row["is_duplicate"]))
-            (labelled if row["source"] == LABELLED_SOURCE else positive_only).append(pair)
-    return labelled, positive_only
+from dupq.data import Pair, read_pairs, read_pairs_by_source, split_by_cluster  # noqa: E402
 
 
 def sample(items: list[Any], n: int | None, seed: int) -> list[Any]:
     if n is None or n >= len(items):
         return list(items)
     return random.Random(seed).sample(items, n)
-
-
-def evaluate(name: str, fn: Any, dev: list[Pair], au: list[Pair]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    out = {"dev": fn(dev), "askubuntu_heldout": fn(au)}
-    print(f"  evaluated {name} in {time.perf_counter() - t0:.0f}s", flush=True)
-    return out
 
 
 def torch_encode(path: str, energy: str) -> Any:
@@ -83,14 +68,41 @@ def torch_encode(path: str, energy: str) -> Any:
     )
 
 
+def reranked_retrieval(pairs: list[Pair], encode: Any, cross: Any, depth: int, queries: int, seed: int) -> dict:
+    """nDCG@10 of the twin's top ``depth`` and of the same candidates re-ordered by the cross-encoder."""
+    from dupq.evaluation import rank_dense, retrieval_metrics, retrieval_task_from_pairs
+
+    task = retrieval_task_from_pairs(pairs)
+    ranked = rank_dense(task, encode, top_k=depth)
+    qids = list(task.queries)
+    if 0 < queries < len(qids):
+        qids = random.Random(seed).sample(qids, queries)
+    t0 = time.perf_counter()
+    flat = [(task.queries[q], task.corpus[d]) for q in qids for d in ranked[q]]
+    scores = cross.score(flat, batch_size=32)
+    seconds = time.perf_counter() - t0
+    twin, rer, k = {}, {}, 0
+    for q in qids:
+        docs = ranked[q]
+        twin[q] = docs
+        rer[q] = [docs[j] for j in np.argsort(-scores[k : k + len(docs)], kind="stable")]
+        k += len(docs)
+    qrels = {q: task.qrels[q] for q in qids}
+    return {
+        "twin": retrieval_metrics(twin, qrels, (1, 10)),
+        "reranked": retrieval_metrics(rer, qrels, (1, 10)),
+        "queries": len(qids),
+        "pairs_scored": len(flat),
+        "cross_pairs_per_second": round(len(flat) / seconds, 1) if seconds > 0 else None,
+    }
+
+
 def row(name: str, r: dict[str, Any]) -> str:
-    d, a = r["dev"], r["askubuntu_heldout"]
-    p, q = d["pairs"], d["retrieval"]
-    return (
-        f"| {name} | {p['ap']:.4f} | {p['best_f1']:.4f} | {p['best_f1_threshold']:.4f} | {p['precision']:.4f} | "
-        f"{p['recall']:.4f} | {q['mrr@10']:.4f} | {q['ndcg@10']:.4f} | {q['recall@1']:.4f} | {q['recall@10']:.4f} | "
-        f"{a['pairs']['ap']:.4f} | {a['retrieval']['ndcg@10']:.4f} |"
-    )
+    def f(v: Any, fmt: str = ".4f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    return (f"| {name} | {f(r.get('dev_ap'))} | {f(r.get('dev_ndcg10'))} | {f(r.get('au_ap'))} | "
+            f"{f(r.get('au_ndcg10'))} | {f(r.get('wall_s'), '.0f')} | {r.get('pairs_s') or '-'} |")
 
 
 def main() -> int:
@@ -98,33 +110,36 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-dir", type=Path, default=data / "train")
     ap.add_argument("--dev", type=Path, default=data / "dev" / "qqp_pairs_dev.tsv")
-    ap.add_argument("--max-steps", type=int, default=1600, help="optimiser steps per trained model")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--learning-rate", type=float, default=2e-5)
-    ap.add_argument("--loss", default="contrastive")
-    ap.add_argument("--eval-steps", type=int, default=800, help="dev evaluation interval (0: train()'s default)")
-    ap.add_argument("--margins", default="default", help="comma-separated margins, or 'default'")
-    ap.add_argument("--precisions", default="default", help="comma-separated fp32/bf16, or 'default'")
-    ap.add_argument("--repeat", type=int, default=1, help="run the margin x precision list this many times "
-                    "(interleaved repeats make a fair fp32/bf16 throughput comparison on a busy machine)")
-    ap.add_argument("--negatives-per-positive", type=float, default=None)
-    ap.add_argument("--ranking-weight", type=float, default=None, help="weight of the in-batch ranking term")
-    ap.add_argument("--base-weight", type=float, default=None, help="share of base weights averaged back in")
-    ap.add_argument("--qqp-labelled", type=int, default=None, help="labelled QQP pairs to train on (default all)")
-    ap.add_argument("--qqp-positive-only", type=int, default=3000, help="positive-only QQP pairs to train on")
-    ap.add_argument("--askubuntu-train", type=int, default=3000, help="AskUbuntu train pairs to train on")
-    ap.add_argument("--askubuntu-positives-only", action="store_true",
-                    help="train on the AskUbuntu duplicates only (its negatives are random title pairs)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="smoke run: at most this many pairs per training group, dev and AU held-out set")
     ap.add_argument("--askubuntu-holdout", type=float, default=0.2, help="fraction of AskUbuntu clusters held out")
-    ap.add_argument("--dev-sample", type=int, default=None, help="evaluate on a random sample of dev pairs")
-    ap.add_argument("--askubuntu-eval-sample", type=int, default=None, help="sample of held-out AskUbuntu pairs")
+    # ablations (unset: the recommended command's TrainConfig defaults)
+    ap.add_argument("--no-ranking", action="store_true", help="ranking_loss=none: positive-only pairs join the "
+                    "contrastive loss as positives")
+    ap.add_argument("--ranking-loss", choices=["gist", "mnrl"], default=None)
+    ap.add_argument("--no-positive-only", action="store_true", help="train on the labelled pairs only")
+    ap.add_argument("--no-cross-encoder", action="store_true", help="no teacher, no re-ranker row")
+    ap.add_argument("--no-askubuntu", action="store_true", help="train on QQP only")
+    ap.add_argument("--max-positive-only", type=int, default=None)
+    ap.add_argument("--negatives-per-positive", type=float, default=None)
+    ap.add_argument("--base-weight", type=float, default=None)
+    ap.add_argument("--ranking-weight", type=float, default=None)
+    ap.add_argument("--loss", default=None)
+    ap.add_argument("--learning-rate", type=float, default=None)
+    ap.add_argument("--epochs", type=float, default=None)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--cross-epochs", type=float, default=None)
+    ap.add_argument("--rerank-top-n", type=int, default=20)
+    ap.add_argument("--rerank-queries", type=int, default=1500, help="dev queries re-ranked (0: all)")
+    ap.add_argument("--cross-backend", default="openvino", choices=["openvino", "torch"])
     ap.add_argument("--no-baselines", action="store_true", help="skip BM25 and the base model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("/tmp/dupq-bench"), help="where trained versions go")
     ap.add_argument("--json", type=Path, default=None, help="also write every number to this file")
     args = ap.parse_args()
-    for f in (args.dev, args.train_dir / "qqp_pairs_train.tsv", args.train_dir / "askubuntu_pairs_train.tsv"):
+    qqp_file, au_file = args.train_dir / "qqp_pairs_train.tsv", args.train_dir / "askubuntu_pairs_train.tsv"
+    for f in (args.dev, qqp_file, au_file):
         if not f.exists():
             print(f"data file not found: {f}", file=sys.stderr)
             return 2
@@ -133,115 +148,115 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from dupq.config import BASE_THRESHOLD
-    from dupq.evaluation import evaluate_bm25, evaluate_encoder
+    from dupq.cross import CROSS_DIR, CrossScorer, has_cross
+    from dupq.evaluation import evaluate_bm25, evaluate_encoder, pair_metrics
     from dupq.model import SiameseEncoder, packaged_model_path
-    from dupq.training import TrainConfig, train
+    from dupq.training import TrainConfig, split_by_labels, train
 
     t_start = time.perf_counter()
-    labelled, positive_only = read_qqp_train(args.train_dir / "qqp_pairs_train.tsv")
-    au = read_pairs(args.train_dir / "askubuntu_pairs_train.tsv").pairs
+    lim = args.limit
+    qqp_groups = {k: sample(v, lim, args.seed) for k, v in read_pairs_by_source(qqp_file).items()}
+    labelled, positive_only = split_by_labels(qqp_groups)
+    au = read_pairs(au_file).pairs
     au_split = split_by_cluster(au, dev_fraction=args.askubuntu_holdout, seed=args.seed)
-    dev = read_pairs(args.dev).pairs
-    dev = sample(dev, args.dev_sample, args.seed)
-    au_eval = sample(au_split.dev, args.askubuntu_eval_sample, args.seed)
-    au_train = [p for p in au_split.train if p.label or not args.askubuntu_positives_only]
-    train_pairs = (
-        sample(labelled, args.qqp_labelled, args.seed)
-        + sample(positive_only, args.qqp_positive_only, args.seed)
-        + sample(au_train, args.askubuntu_train, args.seed)
-    )
+    au_train = [] if args.no_askubuntu else sample(au_split.train, lim, args.seed)
+    au_eval = sample(au_split.dev, lim, args.seed)
+    dev = sample(read_pairs(args.dev).pairs, lim, args.seed)
+    if args.no_positive_only:
+        positive_only = []
+
+    overrides: dict[str, Any] = {}
+    for name in ("max_positive_only", "negatives_per_positive", "base_weight", "ranking_weight", "loss",
+                 "learning_rate", "epochs", "max_steps", "cross_epochs", "ranking_loss"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.no_ranking:
+        overrides["ranking_loss"] = "none"
+    if args.no_cross_encoder:
+        overrides["cross_encoder"] = False
+    config = TrainConfig(**overrides)
     setup = {
-        "qqp_labelled": min(len(labelled), args.qqp_labelled or len(labelled)),
-        "qqp_positive_only": min(len(positive_only), args.qqp_positive_only),
-        "askubuntu_train": min(len(au_train), args.askubuntu_train),
-        "askubuntu_positives_only": args.askubuntu_positives_only,
+        "qqp_labelled": len(labelled),
+        "qqp_positive_only": len(positive_only),
+        "askubuntu_train": len(au_train),
         "askubuntu_heldout_pairs": len(au_eval),
-        "askubuntu_heldout_positives": sum(p.label for p in au_eval),
-        "askubuntu_split_dropped": au_split.dropped,
         "dev_pairs": len(dev),
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
+        "limit": lim,
+        "overrides": overrides,
+        "config": config.to_dict(),
         "threads": args.threads,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
     }
     print(f"setup: {json.dumps(setup)}", flush=True)
 
-    results: dict[str, Any] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    raw: dict[str, Any] = {}
     if not args.no_baselines:
-        results["BM25 (bm25s)"] = evaluate("BM25", lambda ps: evaluate_bm25(ps), dev, au_eval)
-        base = torch_encode(packaged_model_path(), "cosine")
-        results["base all-MiniLM-L6-v2"] = evaluate(
-            "base", lambda ps: evaluate_encoder(base, ps, energy="cosine", threshold=BASE_THRESHOLD), dev, au_eval
-        )
-
-    defaults = TrainConfig()
-    # TrainConfig options left unset here keep TrainConfig's own defaults.
-    optional = ("negatives_per_positive", "ranking_weight", "base_weight")
-    extra = {name: getattr(args, name) for name in optional if getattr(args, name) is not None}
-    margins = [None] if args.margins == "default" else [float(m) for m in args.margins.split(",")]
-    precisions = ["bf16" if defaults.bf16 else "fp32"] if args.precisions == "default" else args.precisions.split(",")
-    runs: dict[str, Any] = {}
-    combos = [(m, p) for _ in range(args.repeat) for m in margins for p in precisions]
-    for run_no, (margin, precision) in enumerate(combos, 1):
-        config = TrainConfig(
-            loss=args.loss,
-            margin=margin,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            bf16=precision == "bf16",
-            eval_steps=args.eval_steps or None,
-            **extra,
-        )
-        name = f"fine-tuned {config.loss} m={config.margin:g} {precision}"
-        if args.repeat > 1:
-            name += f" #{run_no}"
-        out = args.out / f"m{config.margin:g}-{precision}-{int(time.time())}"
-        print(f"training {name} -> {out}", flush=True)
-        result = train(train_pairs, config, start=packaged_model_path(), output_dir=out, dev_pairs=dev,
-                       show_progress_bar=True)
-        meta = SiameseEncoder.read_config(out)
         t0 = time.perf_counter()
-        results[name] = {
-            "dev": result.metrics["dev"],  # train() measured it on every dev pair (torch fp32), served threshold
-            "askubuntu_heldout": evaluate_encoder(
-                torch_encode(str(out), meta["energy"]), au_eval, energy=meta["energy"], threshold=meta["threshold"]
-            ),
+        d, a = evaluate_bm25(dev), evaluate_bm25(au_eval)
+        raw["BM25"] = {"dev": d, "askubuntu_heldout": a}
+        rows["BM25 (bm25s)"] = {"dev_ap": d["pairs"]["ap"], "dev_ndcg10": d["retrieval"]["ndcg@10"],
+                                "au_ap": a["pairs"]["ap"], "au_ndcg10": a["retrieval"]["ndcg@10"],
+                                "wall_s": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        base = torch_encode(packaged_model_path(), "cosine")
+        d = evaluate_encoder(base, dev, energy="cosine", threshold=BASE_THRESHOLD)
+        a = evaluate_encoder(base, au_eval, energy="cosine", threshold=BASE_THRESHOLD)
+        raw["base"] = {"dev": d, "askubuntu_heldout": a}
+        rows["base all-MiniLM-L6-v2"] = {"dev_ap": d["pairs"]["ap"], "dev_ndcg10": d["retrieval"]["ndcg@10"],
+                                         "au_ap": a["pairs"]["ap"], "au_ndcg10": a["retrieval"]["ndcg@10"],
+                                         "wall_s": time.perf_counter() - t0}
+        print(f"  baselines evaluated in {time.perf_counter() - t_start:.0f}s", flush=True)
+
+    out = args.out / f"recipe-{int(time.time())}"
+    print(f"training the recipe -> {out}", flush=True)
+    result = train(labelled + au_train, config, start=packaged_model_path(), output_dir=out, dev_pairs=dev,
+                   positive_only=positive_only, show_progress_bar=True)
+    meta = SiameseEncoder.read_config(out)
+    twin = torch_encode(str(out), meta["energy"])
+    a = evaluate_encoder(twin, au_eval, energy=meta["energy"], threshold=meta["threshold"])
+    d = result.metrics["dev"]  # train() measured it on every dev pair (torch fp32), served threshold
+    raw["twin"] = {"dev": d, "askubuntu_heldout": a}
+    ph = result.phase_seconds
+    rows["twin fine-tuned"] = {"dev_ap": d["pairs"]["ap"], "dev_ndcg10": d["retrieval"]["ndcg@10"],
+                               "au_ap": a["pairs"]["ap"], "au_ndcg10": a["retrieval"]["ndcg@10"],
+                               "wall_s": ph.get("total"), "pairs_s": f"{result.pairs_per_second:.1f}"}
+    if has_cross(out):
+        t0 = time.perf_counter()
+        cross = CrossScorer.load(out / CROSS_DIR, backend=args.cross_backend)
+        dev_scores = cross.score([(p.question1, p.question2) for p in dev], batch_size=32)
+        au_scores = cross.score([(p.question1, p.question2) for p in au_eval], batch_size=32)
+        cd = pair_metrics(dev_scores, [p.label for p in dev], threshold=cross.threshold)
+        ca = pair_metrics(au_scores, [p.label for p in au_eval], threshold=cross.threshold)
+        rd = reranked_retrieval(dev, twin, cross, args.rerank_top_n, args.rerank_queries, args.seed)
+        ra = reranked_retrieval(au_eval, twin, cross, args.rerank_top_n, args.rerank_queries, args.seed)
+        raw["reranked"] = {"dev_pairs": cd, "askubuntu_pairs": ca, "dev_retrieval": rd, "askubuntu_retrieval": ra,
+                           "eval_seconds": time.perf_counter() - t0}
+        rows[f"twin + re-ranker (top {args.rerank_top_n})"] = {
+            "dev_ap": cd["ap"], "dev_ndcg10": rd["reranked"]["ndcg@10"], "au_ap": ca["ap"],
+            "au_ndcg10": ra["reranked"]["ndcg@10"], "wall_s": ph.get("total"),
+            "pairs_s": f"twin {result.pairs_per_second:.1f}, CE {result.cross['pairs_per_second']:.1f}",
         }
-        print(f"  evaluated {name} on AskUbuntu in {time.perf_counter() - t0:.0f}s", flush=True)
-        runs[name] = {
-            "path": str(out),
-            "config": config.to_dict(),
-            "counts": result.counts,
-            "thresholds": result.thresholds,
-            "train_seconds": round(result.seconds, 1),
-            "pairs_per_second": round(result.pairs_per_second, 2),
-            "best_step": meta.get("best_step"),
-            "history": result.history,
-        }
-        print(f"  {name}: {json.dumps(runs[name]['counts'])}; {result.seconds:.0f}s, "
-              f"{result.pairs_per_second:.1f} pairs/s", flush=True)
 
     wall = time.perf_counter() - t_start
     print()
     print(f"dev: {args.dev} ({len(dev)} pairs); AskUbuntu held out: {len(au_eval)} pairs "
-          f"({args.askubuntu_holdout:.0%} of its clusters)")
-    print("| model | dev AP | best F1 | F1 threshold | P@served | R@served | MRR@10 | nDCG@10 | R@1 | R@10 "
-          "| AU AP | AU nDCG@10 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+          f"({args.askubuntu_holdout:.0%} of its clusters); overrides {json.dumps(overrides) or 'none'}")
+    print("| model | dev AP | dev nDCG@10 | AU AP | AU nDCG@10 | wall s | train pairs/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
         print(row(name, r))
     print()
-    for name, run in runs.items():
-        print(f"{name}: {run['train_seconds']}s in train(), {run['pairs_per_second']} training pairs/s, "
-              f"best step {run['best_step']}, counts {json.dumps(run['counts'])}")
+    print(f"phases (s): {json.dumps(ph)}; counts: {json.dumps(result.counts)}")
+    if "reranked" in raw:
+        rd, ra = raw["reranked"]["dev_retrieval"], raw["reranked"]["askubuntu_retrieval"]
+        print(f"re-ranked nDCG@10 on {rd['queries']} dev queries: {rd['reranked']['ndcg@10']:.4f} vs the twin's "
+              f"{rd['twin']['ndcg@10']:.4f} on the same queries ({rd['cross_pairs_per_second']} CE pairs/s); "
+              f"AskUbuntu {ra['reranked']['ndcg@10']:.4f} vs {ra['twin']['ndcg@10']:.4f}")
     print(f"total wall time {wall / 60:.1f} min")
     if args.json:
-        args.json.write_text(json.dumps({"setup": setup, "results": results, "runs": runs, "wall_seconds": wall},
-                                        indent=2))
-    if not args.out.exists() or not any(args.out.iterdir()):
-        shutil.rmtree(args.out, ignore_errors=True)
+        args.json.write_text(json.dumps({"setup": setup, "rows": rows, "raw": raw, "phases": ph,
+                                         "counts": result.counts, "wall_seconds": wall}, indent=2, default=str))
     return 0
 
 

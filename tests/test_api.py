@@ -21,7 +21,8 @@ def test_search_returns_ranked_results(client) -> None:
     r = client.post("/api/v1/search", json={"question": "How do I reverse a list in Python?", "k": 5})
     assert r.status_code == 200
     body = r.get_json()
-    assert set(body) == {"model", "energy", "threshold", "took_ms", "results"}
+    assert set(body) == {"model", "energy", "scorer", "threshold", "took_ms", "results"}
+    assert body["scorer"] == "twin"
     assert len(body["results"]) == 5 and body["model"] == "base"
     assert body["results"][0]["id"] == "py-rev-1" and body["results"][0]["duplicate"] is True
     assert all(set(x) == {"id", "text", "score", "duplicate"} for x in body["results"])

@@ -133,6 +133,9 @@ def test_retrain_promote_hot_swap_then_rejected_gate(server: Server) -> None:
     new = job["version"]
     assert job["metrics"]["gate"]["stored_pairs_holdout"]["candidate"]["pairs"]["ap"] > 0
     assert "eval_file" in job["metrics"]["gate"]
+    # The retrain built the version's cross-encoder too; the gate reports it beside the twin (decision: twin).
+    cross_report = job["metrics"]["gate"]["stored_pairs_holdout"]["candidate_cross_encoder"]["pairs"]
+    assert 0 <= cross_report["ap"] <= 1 and job["metrics"]["train"]
 
     # Concurrency: zero failed searches, each answered by the old or the new version, switching once.
     assert not failures, failures[:3]
@@ -144,6 +147,8 @@ def test_retrain_promote_hot_swap_then_rejected_gate(server: Server) -> None:
     assert models["current"] == new
     v = next(m for m in models["versions"] if m["version"] == new)
     assert v["parent"] == "base" and v["metrics"]["dev"]["pairs"]["ap"] > 0 and v["data"]
+    status, reranked = server.call("POST", "/api/v1/search", {"question": "boil an egg", "k": 3, "rerank": True})
+    assert status == 200 and reranked["scorer"] == "cross-encoder" and reranked["model"] == new
 
     # A job trained on flipped labels must fail the gate on the fixed evaluation file.
     flipped = [{**p, "label": 1 - p["label"]} for p in pairs]

@@ -22,6 +22,7 @@ from dupq.mining import mine_negatives, negatives_needed
 from dupq.model import SiameseEncoder, packaged_model_path
 from dupq.training import (
     DEFAULT_MARGIN,
+    ONLINE_MARGIN,
     TrainConfig,
     TrainingCancelled,
     average_weights,
@@ -45,8 +46,11 @@ def base_model() -> Any:
 
 def test_config_defaults_round_trip_and_margin_per_energy() -> None:
     c = TrainConfig()
-    assert (c.loss, c.energy, c.margin) == ("contrastive", "cosine", DEFAULT_MARGIN["cosine"])
-    assert TrainConfig(energy="euclidean").margin == pytest.approx(math.sqrt(2 * DEFAULT_MARGIN["cosine"]))
+    assert (c.loss, c.energy, c.margin) == ("online-contrastive", "cosine", ONLINE_MARGIN["cosine"])
+    assert TrainConfig(loss="contrastive").margin == DEFAULT_MARGIN["cosine"]
+    assert TrainConfig(energy="euclidean", loss="contrastive").margin == pytest.approx(
+        math.sqrt(2 * DEFAULT_MARGIN["cosine"]))
+    assert TrainConfig(energy="euclidean").margin == pytest.approx(math.sqrt(2 * ONLINE_MARGIN["cosine"]))
     c = TrainConfig(loss="online-contrastive", margin=0.3, max_steps=7, bf16=True, eval_steps=3)
     assert TrainConfig.from_dict(c.to_dict()) == c
 
@@ -207,6 +211,29 @@ def test_mining_never_returns_a_question_of_the_anchor_cluster() -> None:
     assert not any({p.question1, p.question2} <= ubuntu for p in mined)
 
 
+def test_mined_negatives_are_kept_only_where_the_teacher_says_non_duplicate() -> None:
+    from dupq.training import add_mined_negatives
+
+    config = TrainConfig(negatives_per_positive=1.0)
+    data = prepare_data(PAIRS, DEV, config)
+    everything = add_mined_negatives(data, base_model(), config)
+    assert everything.counts["mined_negatives"] > 1
+    judged = {frozenset((p.question1, p.question2)) for p in everything.train[len(data.train):][::2]}
+    teacher_calls: list[int] = []
+
+    def teacher(ps: list[Pair]) -> list[bool]:  # stands for the cross-encoder: every other one is a duplicate
+        teacher_calls.append(len(ps))
+        return [frozenset((p.question1, p.question2)) in judged for p in ps]
+
+    filtered = add_mined_negatives(data, base_model(), config, teacher=teacher)
+    kept = filtered.train[len(data.train):]
+    assert teacher_calls == [everything.counts["mined_negatives"]]
+    assert len(kept) == everything.counts["mined_negatives"] - len(judged)
+    assert not judged & {frozenset((p.question1, p.question2)) for p in kept}
+    assert filtered.counts["mined_rejected_by_teacher"] == len(judged)
+    assert filtered.counts["mined_candidates"] == everything.counts["mined_negatives"]
+
+
 # --- real fine-tuning ----------------------------------------------------------------------------------------
 
 
@@ -223,7 +250,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     old_tempdir = tempfile.tempdir
     tempfile.tempdir = str(scratch)  # checkpoints go here, so the test can see that they are removed
     try:
-        config = TrainConfig(max_steps=20, batch_size=8, learning_rate=1e-4, eval_steps=10, seed=0)
+        # The pre-issue-10 path (contrastive loss, mined negatives, no cross-encoder): still selectable.
+        config = TrainConfig(max_steps=20, batch_size=8, learning_rate=1e-4, eval_steps=10, seed=0,
+                             loss="contrastive", negatives_per_positive=1.0, cross_encoder=False)
         # Start from the cached instance the service would be serving: training must work on a copy.
         result = train(PAIRS, config, start=shared, output_dir=root / "models" / "v1", dev_pairs=DEV, parent="base",
                        progress=events.append, show_progress_bar=False)

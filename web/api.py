@@ -67,7 +67,7 @@ def search():
     body = json_body()
     if "question" not in body:
         raise ValidationError("missing field: question", code="missing_field")
-    return jsonify(get_service().search(body["question"], body.get("k", DEFAULT_K)))
+    return jsonify(get_service().search(body["question"], body.get("k", DEFAULT_K), rerank=body.get("rerank")))
 
 
 @bp.post("/api/v1/questions")

@@ -42,6 +42,11 @@ def openapi_spec() -> dict[str, Any]:
             "properties": {
                 "question": question_text,
                 "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K},
+                "rerank": {
+                    "type": "boolean",
+                    "description": "re-score the twin's top rerank_top_n with the version's cross-encoder "
+                    "(default: the rerank setting); 409 no_cross_encoder when the served version has none",
+                },
             },
         },
         "SearchResult": {
@@ -50,15 +55,25 @@ def openapi_spec() -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string"},
                 "text": {"type": "string"},
-                "score": {"type": "number", "description": "cosine similarity, or Euclidean distance"},
-                "duplicate": {"type": "boolean", "description": "score crosses the model's threshold"},
+                "score": {
+                    "type": "number",
+                    "description": "cosine similarity, or Euclidean distance; re-ranked: the cross-encoder's "
+                    "duplicate score in [0, 1]",
+                },
+                "duplicate": {"type": "boolean", "description": "score crosses the deciding scorer's threshold"},
+                "twin_score": {"type": "number", "description": "re-ranked results only: the twin's score"},
             },
         },
         "SearchResponse": {
             "type": "object",
-            "required": ["model", "energy", "threshold", "took_ms", "results"],
+            "required": ["model", "energy", "scorer", "threshold", "took_ms", "results"],
             "properties": {
                 "model": {"type": "string", "description": "model version that produced the answer"},
+                "scorer": {
+                    "type": "string",
+                    "enum": ["twin", "cross-encoder"],
+                    "description": "which model ranked the results and decided duplicate",
+                },
                 "energy": {"type": "string", "enum": ["cosine", "euclidean"]},
                 "threshold": {"type": ["number", "null"]},
                 "took_ms": {"type": "number"},
@@ -114,7 +129,11 @@ def openapi_spec() -> dict[str, Any]:
                 "summary": "Find stored questions that ask the same thing",
                 "operationId": "search",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SearchRequest")}}},
-                "responses": {"200": _json(_ref("SearchResponse"), "Ranked results"), "400": _ERR},
+                "responses": {
+                    "200": _json(_ref("SearchResponse"), "Ranked results"),
+                    "400": _ERR,
+                    "409": _json(_ref("Error"), "rerank requested but the served version has no cross-encoder"),
+                },
             }
         },
         "/api/v1/questions": {

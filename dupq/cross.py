@@ -1,0 +1,280 @@
+"""The cross-encoder teacher and re-ranker of a model version (``models/<version>/cross/``).
+
+A ``sentence_transformers.cross_encoder.CrossEncoder`` (one logit per pair, ``num_labels=1``) reads both
+questions together, so it sees the word-level differences a twin encoder averages away; it is too slow to
+embed a bank, but it can re-score the twin's top N (:meth:`dupq.service.DupQ.search` with ``rerank``) and
+judge which mined negatives are real non-duplicates (:func:`dupq.training.train`).
+
+:func:`train_cross_encoder` fine-tunes it from the packaged MiniLM weights (or any SentenceTransformer /
+CrossEncoder folder) with ``BinaryCrossEntropyLoss`` on labelled pairs, calibrates its own max-F1 threshold on
+dev (on the sigmoid score, like the twin's on the cosine) and saves it with a ``cross.json`` of its threshold
+and dev metrics. :class:`CrossScorer` loads it and scores pairs with torch (fp32, the reference) or with the
+OpenVINO export (bf16, cached in ``cross/openvino/``; :class:`dupq.runtime.OpenVINOPairScorer`).
+
+Example:
+    >>> cs = CrossScorer.load("dupq-data/models/v20261202-190000/cross")              # doctest: +SKIP
+    >>> s = cs.score([("How do I boil an egg?", "Best way to boil eggs?")])          # doctest: +SKIP
+    >>> bool(cs.is_duplicate(s)[0])                                                   # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dupq.config import BACKENDS, DEFAULT_BACKEND, OPENVINO_PRECISION
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CROSS_DIR", "CROSS_META", "CrossResult", "CrossScorer", "has_cross", "train_cross_encoder"]
+
+#: Sub-folder of a version folder holding its cross-encoder.
+CROSS_DIR = "cross"
+#: The cross-encoder's own metadata file (threshold, dev metrics, training time).
+CROSS_META = "cross.json"
+#: Longest tokenised pair (both questions): QQP pairs average ~30 word pieces, 99.9% fit in 128.
+MAX_LENGTH = 128
+
+
+def has_cross(version_dir: str | Path) -> bool:
+    """Whether a version folder holds a complete cross-encoder."""
+    return (Path(version_dir) / CROSS_DIR / CROSS_META).is_file()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+class CrossScorer:
+    """A fine-tuned cross-encoder with its calibrated threshold: scores pairs in [0, 1], higher = duplicate.
+
+    Args:
+        model: The ``CrossEncoder``.
+        threshold: Max-F1 threshold on the score, calibrated on dev (None: not calibrated).
+        metadata: The rest of cross.json (dev metrics, seconds, training options).
+        backend: ``"openvino"`` (the export, bf16) or ``"torch"`` (fp32, the reference).
+        source: Folder the weights came from (the export is keyed on its files).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        threshold: float | None,
+        metadata: dict[str, Any] | None = None,
+        backend: str = "torch",
+        source: str | Path | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.model = model
+        self.threshold = None if threshold is None else float(threshold)
+        self.metadata = dict(metadata or {})
+        self.backend = backend
+        self.source = Path(source) if source is not None else None
+        self._runtime: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder: str | Path, *, backend: str = DEFAULT_BACKEND) -> CrossScorer:
+        """Load ``models/<version>/cross`` (weights + cross.json)."""
+        from sentence_transformers.cross_encoder import CrossEncoder
+        from transformers.utils import logging as hf_logging
+
+        folder = Path(folder)
+        meta = json.loads((folder / CROSS_META).read_text())
+        hf_logging.disable_progress_bar()
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a saved BERT classifier config warns about its unused loss_type
+        try:
+            model = CrossEncoder(str(folder), device="cpu")
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return cls(model, threshold=meta.pop("threshold", None), metadata=meta, backend=backend, source=folder)
+
+    @property
+    def runtime(self) -> Any:
+        """The OpenVINO pair scorer, exported on first use (None with the torch backend or if it failed)."""
+        if self.backend != "openvino" or self.source is None:
+            return None
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    try:
+                        from dupq.runtime import OpenVINOPairScorer
+
+                        self._runtime = OpenVINOPairScorer.load_or_export(
+                            self.model, self.source, self.source / "openvino", precision=OPENVINO_PRECISION
+                        )
+                    except Exception:  # noqa: BLE001 - a broken export must not stop re-ranking
+                        log.exception("OpenVINO cross-encoder unavailable; scoring with torch")
+                        self._runtime = False
+        return self._runtime or None
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
+        """Duplicate score of each (question, question) pair: the sigmoid of the cross-encoder's logit."""
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=np.float64)
+        runtime = self.runtime
+        if runtime is not None:
+            return _sigmoid(runtime.logits(list(pairs), batch_size=batch_size))
+        logits = self.model.predict(
+            [tuple(p) for p in pairs], batch_size=batch_size, activation_fn=_identity(), show_progress_bar=False
+        )
+        return _sigmoid(np.asarray(logits).reshape(-1))
+
+    def is_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:
+        if self.threshold is None:
+            raise ValueError("this cross-encoder has no calibrated threshold")
+        return np.asarray(scores) >= self.threshold
+
+
+def _identity() -> Any:
+    import torch
+
+    return torch.nn.Identity()
+
+
+@dataclass
+class CrossResult:
+    """What :func:`train_cross_encoder` wrote: its threshold, dev metrics, steps and seconds."""
+
+    path: Path
+    threshold: float
+    metrics: dict[str, Any]
+    steps: int
+    seconds: float
+    pairs_per_second: float
+
+    def summary(self) -> dict[str, Any]:
+        """The ``"cross"`` entry of the version's dupq.json."""
+        return {
+            "threshold": self.threshold,
+            "metrics": self.metrics,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 1),
+            "pairs_per_second": round(self.pairs_per_second, 2),
+        }
+
+
+def train_cross_encoder(
+    pairs: Sequence[Any],
+    dev: Sequence[Any],
+    output_dir: str | Path,
+    *,
+    init: str | Path,
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    warmup_ratio: float = 0.1,
+    seed: int = 0,
+    bf16: bool = False,
+    callbacks: Sequence[Any] = (),
+    show_progress_bar: bool = True,
+    use_cpu: bool = True,
+) -> CrossResult:
+    """Fine-tune a cross-encoder on labelled pairs, calibrate it on ``dev`` and save it at ``output_dir``.
+
+    Args:
+        pairs: Labelled training pairs (both labels; :class:`dupq.data.Pair`).
+        dev: Dev pairs (both labels): the reported AP and the max-F1 threshold.
+        output_dir: Where the model and cross.json go (``<staging version folder>/cross``).
+        init: Starting weights: a SentenceTransformer folder (its transformer gets a fresh 1-logit head)
+            or a CrossEncoder folder.
+        epochs, max_steps, batch_size, learning_rate, warmup_ratio, seed, bf16: As in ``TrainConfig``.
+        callbacks: ``transformers.TrainerCallback`` objects (progress, cancellation).
+        show_progress_bar: Show the trainer's progress bar.
+        use_cpu: Train on the CPU (False: the trainer picks an accelerator).
+    """
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from dupq.evaluation import pair_metrics
+
+    t0 = time.perf_counter()
+    if {p.label for p in pairs} != {0, 1}:
+        raise ValueError("the cross-encoder needs labelled training pairs with both labels")
+    output_dir = Path(output_dir)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "classifier.* newly initialized" is the point here, not a warning
+    try:
+        ce = CrossEncoder(str(init), num_labels=1, max_length=MAX_LENGTH, device="cpu")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    train_set = Dataset.from_dict(
+        {
+            "sentence1": [p.question1 for p in pairs],
+            "sentence2": [p.question2 for p in pairs],
+            "label": [float(p.label) for p in pairs],
+        }
+    )
+    total = max_steps or max(1, math.ceil(epochs * math.ceil(len(train_set) / batch_size)))
+    ckpt = output_dir.parent / f".{output_dir.name}-ckpt-{os.getpid()}"
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(ckpt),
+        num_train_epochs=epochs,
+        max_steps=max_steps or -1,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_ratio,
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        save_strategy="no",
+        logging_steps=max(1, min(25, total // 20)),
+        report_to="none",
+        disable_tqdm=not show_progress_bar,
+        dataloader_num_workers=0,
+        use_cpu=use_cpu,
+    )
+    trainer = CrossEncoderTrainer(
+        model=ce, args=args, train_dataset=train_set, loss=BinaryCrossEntropyLoss(ce), callbacks=list(callbacks)
+    )
+    if not show_progress_bar:
+        trainer.remove_callback(PrinterCallback)
+    t_train = time.perf_counter()
+    try:
+        trainer.train()
+    finally:
+        import shutil
+
+        shutil.rmtree(ckpt, ignore_errors=True)
+    train_seconds = time.perf_counter() - t_train
+    ce = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # fp32 for calibration
+    steps = trainer.state.global_step
+    scorer = CrossScorer(ce, threshold=None, backend="torch")
+    scores = scorer.score([(p.question1, p.question2) for p in dev], batch_size=64)
+    m = pair_metrics(scores, [p.label for p in dev])
+    threshold = float(m["best_f1_threshold"])
+    metrics = {"dev": {"pairs": pair_metrics(scores, [p.label for p in dev], threshold=threshold)}}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ce.save(str(output_dir))
+    seconds = time.perf_counter() - t0
+    pps = steps * batch_size / train_seconds if train_seconds > 0 else 0.0
+    result = CrossResult(output_dir, threshold, metrics, steps, seconds, pps)
+    meta = {**result.summary(), "init": str(init), "training_pairs": len(pairs), "max_length": MAX_LENGTH}
+    tmp = output_dir / (CROSS_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, output_dir / CROSS_META)  # cross.json last: has_cross() means complete
+    return result
+
+

@@ -198,6 +198,14 @@ class _Compiled:
         )
         self._bulk: Any = None
         self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def request(self) -> Any:
+        """This thread's infer request on the latency model (one per thread: requests are not thread-safe)."""
+        req = getattr(self._local, "request", None)
+        if req is None:
+            req = self._local.request = self.latency.create_infer_request()
+        return req
 
     @property
     def bulk(self) -> Any:
@@ -230,7 +238,6 @@ class OpenVINORuntime:
         self.tokenizer = tokenizer
         self.key = key
         self.dim = int(compiled.latency.outputs[0].get_partial_shape()[1].get_length())
-        self._local = threading.local()
         #: Coalesce concurrent single-text encodes into one batch (see :class:`Coalescer`).
         self.microbatch = True
         self._coalescer = Coalescer(self._encode)
@@ -290,10 +297,7 @@ class OpenVINORuntime:
             return cls(compiled, tokenizer, key)
 
     def _request(self) -> Any:
-        req = getattr(self._local, "request", None)
-        if req is None:
-            req = self._local.request = self.compiled.latency.create_infer_request()
-        return req
+        return self.compiled.request()
 
     def encode(self, texts: Sequence[str], *, batch_size: int = MAX_BATCH, normalize: bool = False) -> np.ndarray:
         """Embed texts: float32 (n, dim), rows in input order; L2-normalised when ``normalize``.
@@ -364,7 +368,6 @@ class OpenVINOPairScorer:
         self.compiled = compiled
         self.tokenizer = tokenizer
         self.key = key
-        self._local = threading.local()
 
     @classmethod
     def load_or_export(
@@ -406,10 +409,7 @@ class OpenVINOPairScorer:
             return cls(compiled, tokenizer, key)
 
     def _request(self) -> Any:
-        req = getattr(self._local, "request", None)
-        if req is None:
-            req = self._local.request = self.compiled.latency.create_infer_request()
-        return req
+        return self.compiled.request()
 
     def logits(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = MAX_BATCH) -> np.ndarray:
         """The cross-encoder's logit of each pair, float32 (n,), in input order."""

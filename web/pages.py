@@ -24,6 +24,7 @@ from flask import (
 from dupq.config import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
 from dupq.errors import DupQError, NotFoundError, ValidationError
 from dupq.review import RecentSearches
+from web.errors import error_response
 from web.service import get_service
 
 bp = Blueprint("pages", __name__)
@@ -116,7 +117,7 @@ def _answer(payload: dict[str, Any], message: str, q: str, status: int = 200) ->
 
 def _error(e: DupQError, q: str) -> Any:
     if wants_json():
-        return jsonify({"error": {"code": e.code, "message": e.message}}), e.status
+        return error_response(e.status, e.code, e.message)
     flash(e.message, "error")
     return redirect(url_for("pages.index", q=q.strip()))
 

@@ -15,6 +15,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 from dupq.errors import DupQError
 from dupq.review import uncertain_pairs
 from web.auth import check_admin
+from web.errors import error_response
 from web.pages import recent_searches, wants_json
 from web.service import get_service
 
@@ -53,6 +54,14 @@ def queue_json():
     return jsonify({"model": svc.version, "threshold": svc.encoder.threshold, "pairs": queue(min(max(n, 1), 200))})
 
 
+def _failed(e: DupQError) -> Any:
+    """A refused label or undo: the JSON error shape when asked, else a flash message on the queue page."""
+    if wants_json():
+        return error_response(e.status, e.code, e.message)
+    flash(e.message, "error")
+    return redirect(url_for("admin.review.page"))
+
+
 @bp.post("/review/label")
 def label():
     check_admin()
@@ -67,10 +76,7 @@ def label():
             model_version=svc.version,
         )
     except DupQError as e:
-        if wants_json():
-            return jsonify({"error": {"code": e.code, "message": e.message}}), e.status
-        flash(e.message, "error")
-        return redirect(url_for("admin.review.page"))
+        return _failed(e)
     if wants_json():
         return jsonify({"pair": pair}), 201
     flash(f"Labelled {'same' if pair['label'] else 'different'} (pair {pair['id']}).", "ok")
@@ -83,10 +89,7 @@ def undo(pair_id: int):
     try:
         get_service().delete_pair(pair_id, source="review")
     except DupQError as e:
-        if wants_json():
-            return jsonify({"error": {"code": e.code, "message": e.message}}), e.status
-        flash(e.message, "error")
-        return redirect(url_for("admin.review.page"))
+        return _failed(e)
     if wants_json():
         return jsonify({"undone": pair_id})
     flash("Label undone.", "ok")

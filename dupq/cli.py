@@ -196,6 +196,8 @@ def _open_for_reading(ctx: click.Context):
 @click.option("--cross-encoder/--no-cross-encoder", "cross_encoder", default=None,
               help="Train the version's cross-encoder (teacher and re-ranker; default on).")
 @click.option("--cross-epochs", type=float, help="Cross-encoder passes over the labelled pairs (default 1).")
+@click.option("--silver-pairs", type=int,
+              help="Augmented-SBERT pairs the cross-encoder labels among near neighbours (default 0: none).")
 @click.option("--bf16/--fp32", "bf16", default=None, help="Mixed precision (default: see README).")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--from", "start", help="Version to fine-tune (default: the current one; 'base' = untuned).")
@@ -268,6 +270,7 @@ def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
     seen: set[str] = set()
     titles = {
         "cross-encoder": f"[1/3] cross-encoder: {config.cross_epochs:g} epoch(s) on the labelled pairs",
+        "silver": "[-] silver pairs: the cross-encoder labels near neighbours of the training questions",
         "mining": "[-] mining hard negatives (kept only where the cross-encoder says non-duplicate)",
         "training": f"[2/3] twin encoder: {config.loss} + {config.ranking_loss} ranking loss",
         "evaluating": "[3/3] dev evaluation and threshold calibration",

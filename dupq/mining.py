@@ -36,8 +36,10 @@ __all__ = [
     "MAX_CORPUS",
     "RANGE_MIN",
     "RELATIVE_MARGIN",
+    "label_silver",
     "mine_negatives",
     "negatives_needed",
+    "neighbour_pairs",
     "positive_only_pairs",
     "teacher_filter",
 ]
@@ -163,6 +165,92 @@ def mine_negatives(
         seen.add(key)
         out.append(Pair(anchor, other, 0))
     return out[:count]
+
+
+def neighbour_pairs(
+    pairs: Sequence[Pair],
+    model: Any,
+    count: int,
+    *,
+    per_question: int = 2,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_corpus: int | None = MAX_CORPUS,
+) -> list[tuple[str, str]]:
+    """Unlabelled candidate pairs among the nearest neighbours of the training questions (Augmented SBERT).
+
+    Augmented SBERT (Thakur et al., 2021) lets a cross-encoder label new "silver" pairs for the bi-encoder; the
+    pairs worth labelling are the ones the bi-encoder finds close (its semantic-search sampling), since random
+    pairs are trivially non-duplicates. Each sampled question of ``pairs`` (at most ``max_corpus`` of them)
+    gets its ``per_question`` nearest other questions of the sample, skipping every pair already in ``pairs``
+    and every question of its own known duplicate cluster (those pairs carry no new information).
+
+    Args:
+        pairs: Training pairs: their questions are the pool, their positives the known clusters.
+        model: The SentenceTransformer that ranks neighbours (the starting model).
+        count: Candidate pairs wanted (fewer come back from a small pool).
+        per_question: Neighbours taken per question.
+        seed: Seed of the question sample and of the final choice.
+        batch_size: Encoding batch size.
+        max_corpus: Cap on the questions embedded (None: all).
+
+    Returns:
+        ``(question, neighbour)`` tuples, no pair twice (in either order).
+    """
+    if count <= 0:
+        return []
+    clusters = duplicate_clusters(pairs)
+    questions = sorted({q for p in pairs for q in (p.question1, p.question2)})
+    rng = random.Random(seed)
+    rng.shuffle(questions)
+    if max_corpus is not None:
+        questions = questions[:max_corpus]
+    if len(questions) < 2:
+        return []
+    from sentence_transformers.util import semantic_search
+
+    vectors = model.encode(
+        questions, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+    )
+    # Extra hits per question absorb the ones skipped below (itself, cluster-mates, known pairs).
+    hits = semantic_search(vectors, vectors, top_k=min(len(questions), per_question + 6), score_function=_dot)
+    seen = {pair_key(p.question1, p.question2) for p in pairs}
+    out: list[tuple[str, str]] = []
+    for i, row in enumerate(hits):
+        anchor, taken = questions[i], 0
+        for hit in row:
+            other = questions[hit["corpus_id"]]
+            key = pair_key(anchor, other)
+            same_cluster = anchor in clusters and clusters.get(other) == clusters[anchor]
+            if other == anchor or same_cluster or key in seen:
+                continue
+            seen.add(key)
+            out.append((anchor, other))
+            taken += 1
+            if taken == per_question:
+                break
+    rng.shuffle(out)
+    return out[:count]
+
+
+def _dot(a: Any, b: Any) -> Any:
+    return a @ b.T  # the vectors are normalised: the dot product is the cosine
+
+
+def label_silver(
+    candidates: Sequence[tuple[str, str]], score: Callable[[list[tuple[str, str]]], Any], threshold: float
+) -> list[Pair]:
+    """Silver pairs: each candidate labelled 1 where the teacher's ``score`` reaches ``threshold``, else 0.
+
+    Example:
+        >>> label_silver([("a", "b"), ("a", "c")], lambda ps: [0.9, 0.1], threshold=0.5)
+        [Pair(question1='a', question2='b', label=1), Pair(question1='a', question2='c', label=0)]
+    """
+    items = list(candidates)
+    if not items:
+        return []
+    scores = [float(s) for s in score(items)]
+    return [Pair(a, b, int(s >= threshold)) for (a, b), s in zip(items, scores, strict=True)]
 
 
 def teacher_filter(mined: Sequence[Pair], is_duplicate: Callable[[list[Pair]], Any]) -> tuple[list[Pair], int]:

@@ -50,7 +50,7 @@ from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
 from dupq.evaluation import evaluate_encoder, pair_metrics
 from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
-from dupq.mining import mine_negatives, negatives_needed, teacher_filter
+from dupq.mining import label_silver, mine_negatives, negatives_needed, neighbour_pairs, teacher_filter
 from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ __all__ = [
     "calibrate_thresholds",
     "add_dev_negatives",
     "add_mined_negatives",
+    "add_silver_pairs",
     "prepare_data",
     "split_by_labels",
     "average_weights",
@@ -110,7 +111,9 @@ class TrainConfig:
     :func:`average_weights`; 0 = none). ``cross_encoder`` trains the version's cross-encoder (teacher and
     re-ranker) with its own ``cross_epochs`` / ``cross_learning_rate`` on at most ``cross_max_pairs`` labelled
     pairs (a seeded sample; None: all); ``cross_max_steps`` caps its steps (None: ``max_steps``, so a
-    ``max_steps`` smoke run stays small for both models). ``bf16`` (default on:
+    ``max_steps`` smoke run stays small for both models). ``silver_pairs`` (0: none) is how many Augmented-SBERT
+    silver pairs the cross-encoder labels among the training questions' nearest neighbours
+    (:func:`dupq.mining.neighbour_pairs`) for the contrastive loss. ``bf16`` (default on:
     same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16. The
     defaults are the issue-10 recipe, each from a measured run (README "Training and evaluation",
     docs/benchmarks.md "The issue-10 recipe": online-contrastive m 0.5 + GIST on 10,000 positive-only pairs at
@@ -143,6 +146,7 @@ class TrainConfig:
     cross_learning_rate: float = 5e-5
     cross_max_steps: int | None = None
     cross_max_pairs: int | None = 20_000
+    silver_pairs: int = 0
     bf16: bool = True
     eval_steps: int | None = None
     dev_fraction: float = 0.1
@@ -178,6 +182,7 @@ class TrainConfig:
             _integer(self, "cross_max_pairs", low=1)
         if self.max_positive_only is not None:
             _integer(self, "max_positive_only", low=0)
+        _integer(self, "silver_pairs", low=0)
         for name in ("bf16", "cross_encoder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -393,6 +398,25 @@ def add_mined_negatives(
     return add_dev_negatives(
         PreparedData(data.train + mined, dev, counts, ranking=data.ranking, labelled=data.labelled), model, config
     )
+
+
+def add_silver_pairs(
+    data: PreparedData, model: Any, config: TrainConfig, scorer: CrossScorer, *, progress: Progress | None = None
+) -> PreparedData:
+    """Add ``config.silver_pairs`` Augmented-SBERT pairs to the contrastive set: near neighbours among the
+    training questions (:func:`dupq.mining.neighbour_pairs`, ranked by ``model``), labelled by the cross-encoder
+    ``scorer`` against its calibrated threshold (:func:`dupq.mining.label_silver`)."""
+    _emit(progress, step=0, total=config.silver_pairs, phase="silver")
+    candidates = neighbour_pairs(data.train + data.ranking, model, config.silver_pairs, seed=config.seed)
+    silver = label_silver(candidates, lambda ps: scorer.score(ps, batch_size=64), scorer.threshold)
+    _emit(progress, step=len(silver), total=config.silver_pairs, phase="silver")
+    counts = {
+        **data.counts,
+        "train_pairs": data.counts["train_pairs"] + len(silver),
+        "silver_pairs": len(silver),
+        "silver_duplicates": sum(p.label for p in silver),
+    }
+    return PreparedData(data.train + silver, data.dev, counts, ranking=data.ranking, labelled=data.labelled)
 
 
 def add_dev_negatives(data: PreparedData, model: Any, config: TrainConfig) -> PreparedData:
@@ -656,7 +680,7 @@ def train(
             data (``config.ranking_loss``), at most ``config.max_positive_only`` of them.
         parent: Parent version name, saved in dupq.json.
         progress: Called with ``{"step", "total", "loss", "epoch", "phase"}``; phase is ``"cross-encoder"``,
-            ``"mining"``, ``"training"`` or ``"evaluating"``.
+            ``"silver"``, ``"mining"``, ``"training"`` or ``"evaluating"``.
         should_stop: Polled after every step; when it returns True, :class:`TrainingCancelled` is raised and
             nothing is left at ``output_dir``.
         show_progress_bar: Show the trainers' progress bars (one per phase).
@@ -733,6 +757,14 @@ def train(
             else:
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         phases["cross_encoder"] = time.perf_counter() - t0
+        _check_stop(should_stop)
+
+        # -- silver pairs: the teacher labels near neighbours of the training questions (Augmented SBERT) ---
+        t0 = time.perf_counter()
+        if config.silver_pairs > 0 and cross is not None:
+            data = add_silver_pairs(data, model, config, CrossScorer.load(staging / CROSS_DIR, backend="torch"),
+                                    progress=progress)
+        phases["silver"] = time.perf_counter() - t0
         _check_stop(should_stop)
 
         # -- mined negatives, judged by the teacher ----------------------------------------------------------

@@ -119,7 +119,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("recipe") / "home"
     settings = Settings(home=home, seed_bank=str(SMALL_BANK))
     with DupQ(settings) as svc:
-        new = svc.train_version(PAIRS, TrainConfig(**TINY), dev_pairs=DEV, positive_only=POSITIVE_ONLY,
+        new = svc.train_version(PAIRS, TrainConfig(**TINY, silver_pairs=10), dev_pairs=DEV, positive_only=POSITIVE_ONLY,
                                 show_progress_bar=False)
         svc.promote(new.version)
     return {"home": home, "version": new.version, "result": new.result}
@@ -132,7 +132,10 @@ def test_cross_encoder_saved_inside_the_version_and_loads(trained: dict[str, Any
     assert set(meta["cross"]) >= {"threshold", "metrics", "seconds"}
     assert 0 <= meta["cross"]["metrics"]["dev"]["pairs"]["ap"] <= 1
     assert trained["result"].cross["threshold"] == meta["cross"]["threshold"]
-    assert set(meta["phase_seconds"]) >= {"cross_encoder", "twin", "total"}
+    assert set(meta["phase_seconds"]) >= {"cross_encoder", "silver", "twin", "total"}
+    # Augmented SBERT: the cross-encoder labelled near-neighbour pairs for the contrastive loss.
+    assert 0 < meta["data"]["silver_pairs"] <= 10
+    assert meta["data"]["silver_duplicates"] <= meta["data"]["silver_pairs"]
     pairs = [(p.question1, p.question2) for p in DEV]
     ref = CrossScorer.load(folder / CROSS_DIR, backend="torch")
     fast = CrossScorer.load(folder / CROSS_DIR, backend="openvino")

@@ -211,6 +211,27 @@ def test_mining_never_returns_a_question_of_the_anchor_cluster() -> None:
     assert not any({p.question1, p.question2} <= ubuntu for p in mined)
 
 
+def test_neighbour_pairs_are_new_pairs_of_close_questions() -> None:
+    from dupq.mining import label_silver, neighbour_pairs
+
+    clusters = duplicate_clusters(PAIRS)
+    known = {frozenset((p.question1, p.question2)) for p in PAIRS}
+    candidates = neighbour_pairs(PAIRS, base_model(), count=15, per_question=1, seed=0)
+    assert 0 < len(candidates) <= 15
+    assert len({frozenset(c) for c in candidates}) == len(candidates)  # no pair twice, in either order
+    for a, b in candidates:
+        assert a != b and frozenset((a, b)) not in known
+        assert a not in clusters or clusters.get(b) != clusters[a]  # a known cluster-mate is no news
+    # Neighbours, not random pairs: closer on average than random pairs of the same questions.
+    enc = base_model()
+    near = np.mean([float(np.dot(*enc.encode([a, b], normalize_embeddings=True))) for a, b in candidates])
+    qs = sorted({q for p in PAIRS for q in (p.question1, p.question2)})
+    rand = np.mean([float(np.dot(*enc.encode([qs[i], qs[-1 - i]], normalize_embeddings=True))) for i in range(10)])
+    assert near > rand
+    silver = label_silver(candidates, lambda ps: [0.9 if i % 2 else 0.1 for i in range(len(ps))], 0.5)
+    assert [p.label for p in silver] == [i % 2 for i in range(len(candidates))]
+
+
 def test_mined_negatives_are_kept_only_where_the_teacher_says_non_duplicate() -> None:
     from dupq.training import add_mined_negatives
 

@@ -25,6 +25,10 @@ ap.add_argument("--sampler", default="proportional", choices=["proportional", "r
 ap.add_argument("--au", type=int, default=5000, help="AskUbuntu train-part pairs (sampled; 0 none, -1 all)")
 ap.add_argument("--wise", default="0,0.3,0.5")
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--aux", default="none", choices=["none", "cosent", "angle"], help="pair-ranking term beside OCL")
+ap.add_argument("--aux-weight", type=float, default=1.0)
+ap.add_argument("--eval-each-epoch", action="store_true", help="evaluate (no WiSE) at every epoch end")
+ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
 args = ap.parse_args()
 
 out = OUT / "models" / args.run
@@ -57,7 +61,37 @@ ds = {
         }
     )
 }
-loss = {"labelled": losses.OnlineContrastiveLoss(model, margin=args.margin)}
+if args.threads:
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+class OCLPlusPairRanking(__import__("torch").nn.Module):
+    """OnlineContrastiveLoss + aux_weight x CoSENT/AnglE on the same batch, from one merged forward pass:
+    CoSENT ranks every positive pair of the batch above every negative one, the ordering pair AP measures."""
+
+    def __init__(self, model, margin, aux, weight):
+        super().__init__()
+        self.model = model
+        self.ocl = losses.OnlineContrastiveLoss(model, margin=margin)
+        self.aux = (losses.CoSENTLoss if aux == "cosent" else losses.AnglELoss)(model)
+        self.weight = weight
+
+    def forward(self, sentence_features, labels):
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        emb = embed_columns(self.model, sentence_features, separate_first=False)
+        return self.ocl.compute_loss_from_embeddings(emb, labels) + self.weight * self.aux.compute_loss_from_embeddings(
+            emb, labels
+        )
+
+
+loss = {
+    "labelled": losses.OnlineContrastiveLoss(model, margin=args.margin)
+    if args.aux == "none"
+    else OCLPlusPairRanking(model, args.margin, args.aux, args.aux_weight)
+}
 if pos_used:
     ds["posonly"] = Dataset.from_dict(
         {"anchor": [p.question1 for p in pos_used], "positive": [p.question2 for p in pos_used]}
@@ -95,7 +129,22 @@ targs = SentenceTransformerTrainingArguments(
     disable_tqdm=True,
     dataloader_num_workers=0,
 )
-trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss)
+callbacks = []
+if args.eval_each_epoch:
+    from transformers import TrainerCallback
+
+    class EpochEval(TrainerCallback):
+        def on_epoch_end(self, _args, state, control, model=None, **kw):
+            m = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+            was = m.training
+            m.eval()
+            r = eval_twin(m, dev, au_ho)
+            m.train(was)
+            log.setdefault("epochs", {})[str(round(state.epoch, 2))] = r
+            print(f"EPOCH {state.epoch:.2f} step {state.global_step}: {r} | {load_avg()}", flush=True)
+
+    callbacks.append(EpochEval())
+trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss, callbacks=callbacks)
 t0 = time.perf_counter()
 trainer.train()
 train_s = time.perf_counter() - t0

@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -64,10 +65,20 @@ def fresh(prepared: Path, base: Path, name: str) -> Path:
 
 def check_home(home: Path, acknowledged: dict[str, str] | None = None) -> dict[str, Any]:
     """Reopen ``home`` (as the next ``dupq`` process would) and check it; ``acknowledged``: id -> text."""
+    from dupq.errors import BusyError
     from dupq.service import DupQ
 
     problems: list[str] = []
-    with DupQ(settings(home)) as svc:
+    for _ in range(100):  # the killed process's lock is released by the kernel; allow a moment
+        try:
+            svc = DupQ(settings(home))
+            break
+        except BusyError:
+            time.sleep(0.1)
+    else:
+        return {"version": None, "stored": 0, "indexed": 0, "jobs": [],
+                "problems": [f"home still locked 10 s after the kill: {(home / '.lock').read_text()}"]}
+    with svc:
         version = svc.version
         stored = {q.id: q.text for q in svc.list(0, 10**9)[0]}
         index = svc.serving.index
@@ -115,8 +126,15 @@ def trial_import(prepared: Path, base: Path, n: int, rng: random.Random, questio
     src = questions_file(base / f"import-{n}.jsonl", questions, n)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "DUPQ_IMPORT_BATCH_SIZE": "256"}
     cmd = [sys.executable, "-m", "dupq.cli", "--home", str(home), "import", str(src), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
-    delay = rng.uniform(1.0, 12.0)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    t0 = time.monotonic()
+    early = rng.random() < 0.2  # a fifth of the kills come before the first batch can commit (start-up, seeding)
+    if not early:  # the rest at a random moment after the first batch committed
+        db = sqlite3.connect(f"file:{home / 'dupq.sqlite3'}?mode=ro", uri=True, timeout=30)
+        while proc.poll() is None and db.execute("SELECT count(*) FROM questions").fetchone()[0] <= 370:
+            time.sleep(0.05)
+        db.close()
+    delay = rng.uniform(0.0, 3.0) if not early else rng.uniform(0.5, 4.0)
     try:
         proc.wait(timeout=delay)
         killed = False
@@ -124,6 +142,7 @@ def trial_import(prepared: Path, base: Path, n: int, rng: random.Random, questio
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         killed = True
+    delay = time.monotonic() - t0
     result = check_home(home)
     before = result["stored"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)  # resume: complete the file
@@ -213,7 +232,8 @@ def trial_promote(prepared: Path, base: Path, n: int, rng: random.Random) -> dic
         state = srv.call("GET", f"/api/v1/jobs/{job}")[1]["state"]
         if not seen or seen[-1] != state:
             seen.append(state)
-        if state in ("rejected", "failed", "cancelled") or (state in order and order.index(state) >= order.index(target)):
+        reached = state in order and order.index(state) >= order.index(target)
+        if state in ("rejected", "failed", "cancelled") or reached:
             break
         time.sleep(0.05)
     time.sleep(extra)

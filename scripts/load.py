@@ -52,7 +52,8 @@ def bank_pairs(rows: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]
              for g in groups.values() for a, b in itertools.combinations(g, 2)]
     grouped = [r for g in groups.values() for r in g]
     for a in grouped:
-        others = [b for b in grouped if b["meta"]["topic"] == a["meta"]["topic"] and b["meta"]["group"] != a["meta"]["group"]]
+        others = [b for b in grouped
+                  if b["meta"]["topic"] == a["meta"]["topic"] and b["meta"]["group"] != a["meta"]["group"]]
         pairs.append({"question1": a["text"], "question2": rng.choice(others)["text"], "label": 0})
     return pairs
 

@@ -54,7 +54,7 @@ class LiveServer:
     """
 
     def __init__(self, home: Path, *, admin_token: str | None = None, env: dict[str, str] | None = None,
-                 threads: int = 4, log: Path | None = None, start_timeout: float = 180) -> None:
+                 threads: int = 4, log: Path | None = None, start_timeout: float = 600) -> None:
         self.home = Path(home)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

@@ -104,8 +104,10 @@ class Settings:
         rate_limit_search: Per-client limit of ``POST /api/v1/search`` (Flask-Limiter notation, e.g.
             ``"50/second"``); None: no limit.
         rate_limit_write: Per-client limit of every API write (questions, pairs, deletes, train, promote).
-        questions_need_token: Whether ``POST /api/v1/questions`` needs the admin token (off for the embedded
-            demo; turn it on for a public deployment).
+        questions_need_token: Whether ``POST /api/v1/questions`` (and the page's "add my question") needs the
+            admin token (off for the embedded demo; turn it on for a public deployment).
+        session_cookie_secure: Send the page's session cookie over HTTPS only (turn it on behind TLS).
+        session_cookie_samesite: The session cookie's ``SameSite``: ``Lax`` (default), ``Strict`` or ``None``.
         export_cache: Folder where the packaged model's OpenVINO export is shared by every home of this
             machine (None: each home exports its own). Default ``$XDG_CACHE_HOME/dupq/openvino``
             (``~/.cache/dupq/openvino``); ``DUPQ_EXPORT_CACHE=`` (empty) turns it off.
@@ -133,6 +135,8 @@ class Settings:
     export_cache: Path | None = None
     rerank: bool = False
     rerank_top_n: int = 20
+    session_cookie_secure: bool = False
+    session_cookie_samesite: str = "Lax"
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -150,6 +154,10 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")
+        if self.session_cookie_samesite not in ("Lax", "Strict", "None"):
+            raise SettingsError(
+                f"session_cookie_samesite must be Lax, Strict or None, got {self.session_cookie_samesite!r}"
+            )
         if self.backend not in BACKENDS:
             raise SettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if not 0 < self.gate_fraction < 1 or self.gate_tolerance < 0:

@@ -7,9 +7,12 @@ The packaged model is loaded once per process (``dupq.model`` caches it by path)
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -17,6 +20,25 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SMALL_BANK = FIXTURES / "small_bank.jsonl"
 ADMIN_TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+class CsrfClient(FlaskClient):
+    """A test client whose posts to the pages carry the page's CSRF token, as the browser's forms and fetches do
+    (web/csrf.py): the token is read from the search page's ``<meta name="csrf-token">`` of this client's session.
+    tests/test_csrf.py uses a plain ``FlaskClient`` to check that a post without it is refused."""
+
+    def open(self, *args, **kwargs):
+        path = args[0] if args else kwargs.get("path", "/")
+        if kwargs.get("method") == "POST" and isinstance(path, str) and not path.startswith("/api/"):
+            headers = dict(kwargs.get("headers") or {})
+            if "X-CSRFToken" not in headers:
+                page = super().open("/", method="GET").get_data(as_text=True)
+                headers["X-CSRFToken"] = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+                kwargs["headers"] = headers
+        return super().open(*args, **kwargs)
+
+
+Flask.test_client_class = CsrfClient
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import ADMIN_TOKEN, AUTH, SMALL_BANK
 
@@ -115,7 +117,7 @@ def test_healthz_and_openapi(client) -> None:
     assert spec["openapi"].startswith("3.1")
     documented = {(p, m.upper()) for p, ops in spec["paths"].items() for m in ops}
     routes = {
-        (str(r.rule).replace("<path:qid>", "{id}").replace("<job_id>", "{id}").replace("<version>", "{version}"), m)
+        (re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", str(r.rule)), m)
         for r in client.application.url_map.iter_rules()
         if str(r.rule).startswith(("/api/", "/healthz"))
         for m in r.methods - {"HEAD", "OPTIONS"}

@@ -23,7 +23,7 @@ def test_post_pairs_stores_and_latest_label_wins(client, app) -> None:
         ]
     }
     r = client.post("/api/v1/pairs", json=body, headers=AUTH)
-    assert r.status_code == 201 and r.get_json() == {"added": 2}
+    assert r.status_code == 201 and r.get_json() == {"added": 2, "self_pairs": 0}
     # the same pair, reversed, with the opposite label: both are kept, the latest wins for training
     flip = {"pairs": [{"question1": "Egg boiling time?", "question2": "How do I boil eggs?", "label": 0}]}
     assert client.post("/api/v1/pairs", json=flip, headers=AUTH).status_code == 201
@@ -38,9 +38,10 @@ def test_post_pairs_stores_and_latest_label_wins(client, app) -> None:
     [
         ([{"question1": "a?", "question2": "b?", "label": 2}], "invalid_label"),
         ([{"question1": "a?", "question2": "b?", "label": True}], "invalid_label"),
-        ([{"question1": "a?", "question2": "b?"}], "invalid_label"),
+        ([{"question1": "a?", "question2": "b?", "label": 1.5}], "invalid_label"),
+        ([{"question1": "a?", "question2": "b?"}], "missing_field"),
+        ([{"question1": "a?", "question2": "b?", "label": 1, "extra": 1}], "unknown_field"),
         ([{"question1": "", "question2": "b?", "label": 1}], "empty_question"),
-        ([{"question1": "same?", "question2": " same? ", "label": 1}], "self_pair"),
         (["not an object"], "invalid_type"),
         ([], "invalid_type"),
     ],
@@ -48,6 +49,16 @@ def test_post_pairs_stores_and_latest_label_wins(client, app) -> None:
 def test_post_pairs_validation(client, app, pairs, code) -> None:
     err(client.post("/api/v1/pairs", json={"pairs": pairs}, headers=AUTH), 400, code)
     assert app.extensions["dupq"].store.pair_counts() == {}
+
+
+def test_self_pairs_are_counted_not_stored(client, app) -> None:
+    """A pair of a question with itself (after whitespace collapse) is well formed but says nothing: like
+    `dupq import-pairs`, the API drops and counts it (a 400 would refuse a request the contract accepts)."""
+    body = {"pairs": [{"question1": "same?", "question2": " same? ", "label": 1},
+                      {"question1": "a?", "question2": "b?", "label": 0}]}
+    r = client.post("/api/v1/pairs", json=body, headers=AUTH)
+    assert r.status_code == 201 and r.get_json() == {"added": 1, "self_pairs": 1}
+    assert app.extensions["dupq"].store.pair_counts() == {"api": 1}
 
 
 def test_write_endpoints_need_the_token(client) -> None:

@@ -40,14 +40,18 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
         SECRET_KEY=settings.secret_key or os.urandom(16).hex(),
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # werkzeug answers 413 from Content-Length, before reading the body
         JSON_SORT_KEYS=False,
+        SESSION_COOKIE_SAMESITE=settings.session_cookie_samesite,
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
         **flask_keys,
     )
 
-    from web import admin, api, errors, limits, pages, service
+    from web import admin, api, csrf, errors, limits, pages, service
 
     service.init_app(app, settings)
     errors.init_app(app)
     limits.init_app(app)
+    csrf.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)

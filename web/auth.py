@@ -7,10 +7,7 @@ claim, never the token itself (the session cookie is signed, not encrypted: anyo
 
 from __future__ import annotations
 
-import functools
 import hmac
-from collections.abc import Callable
-from typing import Any
 
 from flask import request, session
 
@@ -58,20 +55,29 @@ def sign_out() -> None:
     session.pop(ADMIN_CLAIM, None)
 
 
-def check_admin() -> None:
-    """Raise unless the request carries the admin token (``Authorization: Bearer``) or a signed-in session."""
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def check_token() -> None:
+    """The JSON API's check: raise unless the request carries the admin token (``Authorization: Bearer``).
+
+    A signed-in browser session is not enough here: the API is exempt from CSRF tokens (web/csrf.py), so a
+    cookie alone must never authorise an API write (a cross-site form could otherwise ride on it).
+    """
     if admin_token() is None:
         raise AdminDisabledError("admin endpoints are disabled: set DUPQ_ADMIN_TOKEN to enable them")
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else None
-    if not (token_ok(given) or signed_in()):
+    if not token_ok(_bearer()):
         raise AuthError("missing or wrong bearer token")
 
 
-def require_admin(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        check_admin()
-        return fn(*args, **kwargs)
+def check_admin() -> None:
+    """The pages' check: raise unless the request carries the admin token or comes from a signed-in session
+    (the pages' forms and fetches carry a CSRF token, web/csrf.py)."""
+    if admin_token() is None:
+        raise AdminDisabledError("admin endpoints are disabled: set DUPQ_ADMIN_TOKEN to enable them")
+    if not (token_ok(_bearer()) or signed_in()):
+        raise AuthError("missing or wrong bearer token")
 
-    return wrapper
+

@@ -24,8 +24,9 @@ from flask import (
 from dupq.config import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
 from dupq.errors import DupQError, NotFoundError, ValidationError
 from dupq.review import RecentSearches
+from web.auth import check_admin
 from web.errors import error_response
-from web.service import get_service
+from web.service import get_service, get_settings
 
 bp = Blueprint("pages", __name__)
 
@@ -127,10 +128,13 @@ def add():
     """Add the typed question; with ``dup`` ids (the likely duplicates shown), also a "different" pair for each.
 
     This is the ask flow's "mine is different — add it": the person saw those results and said no to them.
+    With ``questions_need_token`` on, only a signed-in admin may add (as ``POST /api/v1/questions`` needs the token).
     """
     svc = get_service()
     q = request.form.get("question", "")
     try:
+        if get_settings().questions_need_token:  # like POST /api/v1/questions: a signed-in admin only
+            check_admin()
         shown = [svc.get(i) for i in dict.fromkeys(request.form.getlist("dup"))]
         added = svc.add_questions([{"text": q, "meta": {"source": "web"}}])[0]
         version = svc.known_version(request.form.get("model"))

@@ -17,7 +17,9 @@
   }
 
   async function post(url, body) {
-    const r = await fetch(url, { method: "POST", headers: { Accept: "application/json" }, body, credentials: "same-origin" });
+    const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+    const r = await fetch(url, { method: "POST", headers: { Accept: "application/json", "X-CSRFToken": csrf }, body,
+                                 credentials: "same-origin" });
     const data = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(data.error ? data.error.message : `request failed (${r.status})`);
     return data;

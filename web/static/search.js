@@ -12,7 +12,9 @@
   const cfg = form.dataset;
   const MIN = Number(cfg.min || 4);
   const DEBOUNCE = Number(cfg.debounce || 45);
-  const JSON_HEADERS = { Accept: "application/json" };
+  // The page's CSRF token (web/csrf.py): sent with every form post, as a header and in each form built here.
+  const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const JSON_HEADERS = { Accept: "application/json", "X-CSRFToken": CSRF };
   window.dupqTimings = [];
 
   let timer = 0;
@@ -35,7 +37,7 @@
 
   function feedbackForm(question, r, model) {
     const f = el("form", { class: "fb", method: "post", action: cfg.feedback });
-    f.append(hidden("question", question), hidden("id", r.id), hidden("model", model));
+    f.append(hidden("csrf_token", CSRF), hidden("question", question), hidden("id", r.id), hidden("model", model));
     const same = el("button", { class: "small", name: "label", value: "1" },
       r.duplicate ? "This is my question" : "Same question", el("span", { class: "vh", text: `: ${r.text}` }));
     const diff = el("button", { class: "small", name: "label", value: "0" },
@@ -75,7 +77,7 @@
     } else {
       ask.append(el("p", { text: "No stored question looks like a duplicate of yours." }));
     }
-    const add = el("form", { method: "post", action: cfg.add, class: "addq" }, hidden("question", question),
+    const add = el("form", { method: "post", action: cfg.add, class: "addq" }, hidden("csrf_token", CSRF), hidden("question", question),
       hidden("model", data.model));
     for (const r of likely) add.append(hidden("dup", r.id));
     add.append(el("button", { type: "submit", class: "primary", text: likely.length ? "Mine is different — add it" : "Add my question to the bank" }));

@@ -193,7 +193,7 @@ class DupQ:
         encoder = self.load_version(version)
         # The one warm-up: export / compile the fast runtime now, not in the first search after a start or
         # a hot swap.
-        encoder.encode(["warm up"])
+        encoder.warm_up()
         cross = self.registry.load_cross(version, backend=self.settings.backend)
         if cross is not None:
             cross.score([("warm up", "warm up")])  # export / compile the re-ranker here too
@@ -208,6 +208,11 @@ class DupQ:
         if not intact or index.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
+
+    def warm_up(self) -> None:
+        """Compile every common question length of the serving model now (a server, before its first request;
+        opening the service compiles only the shortest, which is all a one-shot ``dupq search`` needs)."""
+        self._serving.encoder.warm_up(full=True)
 
     def _sync(self, serving: Serving, *, progress: bool = False) -> None:
         sync_index(
@@ -405,6 +410,7 @@ class DupQ:
             if version == self.version:
                 return
             serving = self._load_serving(version, progress=progress)  # embeds every stored question
+            serving.encoder.warm_up(full=True)  # the swapped-in model answers its first searches at full speed
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
 

@@ -246,7 +246,11 @@ class _Compiled:
             if self._bulk is None:
                 self._bulk = self._compile(
                     self.model,
-                    {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.threads, "INFERENCE_NUM_THREADS": self.threads},
+                    {
+                        "PERFORMANCE_HINT": "THROUGHPUT",
+                        "NUM_STREAMS": self.threads,
+                        "INFERENCE_NUM_THREADS": self.threads,
+                    },
                 )
             return self._bulk
 

@@ -239,18 +239,17 @@ class SiameseEncoder:
         return self._runtime or None
 
     def warm_up(self, *, full: bool = False) -> None:
-        """Load, export and compile now what a search needs, so that the first search does not wait for it.
+        """Load (or export) the OpenVINO runtime now; ``full``: also compile every common question length,
+        so that the first searches do not wait for it (a server, before it takes requests).
 
-        OpenVINO: the shortest one-question bucket (a one-shot ``dupq search`` compiles no more than its
-        question needs); ``full``: every common question length (a server, before it takes requests).
+        Without ``full`` nothing is compiled: a one-shot ``dupq search`` compiles only the length its question
+        needs, and ``dupq import`` only the bulk model. The torch backend loads its model either way.
         """
         runtime = self.runtime
-        if runtime is not None:
-            from dupq.runtime import WARM_BUCKETS
-
-            runtime.warm_up(WARM_BUCKETS if full else WARM_BUCKETS[:1])
-        else:
+        if runtime is None:
             self.encode(["warm up"])
+        elif full:
+            runtime.warm_up()
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         """Embed texts with the shared encoder: float32, shape (n, dim), L2-normalised for cosine."""

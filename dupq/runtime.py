@@ -11,11 +11,18 @@ transformers), and torch's own bf16 / dynamic int8 were slower or lossier (see t
 
 What is exported: the whole SentenceTransformer pipeline after tokenisation (transformer, pooling, any
 Dense/Normalize modules) as one graph with dynamic batch and sequence axes, traced by
-``openvino.convert_model``. Tokenisation runs once per call in the Rust ``tokenizers`` library (the same
-tokenizer.json the model ships), then texts are sorted by length so each batch pads only to its own longest
-text.
+``openvino.convert_model``, plus the model's tokenizer as the Rust ``tokenizers`` library runs it
+(``tokenizer.json``: truncating at the model's max sequence length, not padding). Serving from a cached
+export therefore needs only ``openvino``, ``tokenizers`` and numpy: torch, transformers and
+sentence-transformers are imported only to export (or for the torch backend and training).
 
-Cache: the IR lives in ``models/<version>/openvino/`` (``model.xml``/``model.bin``/``export.json``); export.json
+One question (a search) is padded to a fixed length (:data:`SINGLE_BUCKETS`) and run through a static-shape
+compilation of that length with one thread, from buffers bound once per thread; several texts are
+tokenised once, sorted by length so each batch pads only to its own longest text, and run through the
+dynamic graph (one batch: the latency compilation; several: the throughput one, asynchronously).
+
+Cache: the IR lives in ``models/<version>/openvino/`` (``model.xml``/``model.bin``/``tokenizer.json``/
+``export.json``); export.json
 records a key of the source weights' files (path, size, mtime), the OpenVINO version and this module's export
 format, so a retrained or replaced model is exported again. Within a process, compiled models are shared by
 key, so many homes over the same weights (the test suite) export once; across processes, an export the

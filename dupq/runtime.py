@@ -225,6 +225,7 @@ class _Compiled:
         self._latency: Any = None
         self._bulk: Any = None
         self._single: dict[int, Any] = {}
+        self._single_locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
 
@@ -265,7 +266,9 @@ class _Compiled:
         """The static [1, length] compilation (compiled now if it is not yet)."""
         compiled = self._single.get(length)
         if compiled is None:
-            with self._lock:
+            with self._lock:  # one lock per length: warm_up compiles several lengths in parallel
+                lock = self._single_locks.setdefault(length, threading.Lock())
+            with lock:
                 compiled = self._single.get(length)
                 if compiled is None:
                     model = self.model.clone()

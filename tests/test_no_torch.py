@@ -78,3 +78,34 @@ def test_the_guard_can_fail(tmp_path) -> None:
     out = _run(code, str(tmp_path / "home"), str(bank), env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "torch" in json.loads(out.stdout.strip().splitlines()[-1])
+
+
+RERANK = r"""
+import json, sys
+from dupq.service import DupQ
+svc = DupQ.open(sys.argv[1], seed_bank=None)
+res = svc.search("How do I boil an egg?", k=2, rerank=True)
+assert res["scorer"] == "cross-encoder" and res["results"], res
+svc.close()
+print(json.dumps(sorted(m for m in HEAVY if m in sys.modules)))
+""".replace("HEAVY", repr(HEAVY))
+
+
+def test_a_trained_version_reranks_without_torch(tmp_path) -> None:
+    """A trained version (twin + cross-encoder) serves and re-ranks from its cached exports."""
+    import tiny_version
+
+    from dupq.cross import has_cross
+    from dupq.service import DupQ
+
+    home = tmp_path / "home"
+    bank = tmp_path / "bank.txt"
+    bank.write_text("How do I boil an egg?\nWhat is a Roth IRA?\nHow long should eggs boil?\n")
+    with DupQ.open(home, seed_bank=str(bank)) as svc:  # this process (torch loaded) exports both models
+        version = tiny_version.install(svc)
+        svc.promote(version)
+        assert has_cross(svc.registry.path(version))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    out = _run(RERANK, str(home), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -52,6 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ROWS: list[dict[str, Any]] = []
+JSON_OUT: dict[str, Any] = {}  # written again after every row, so that a stopped run keeps what it measured
 
 
 # -- workers (each in its own process) ---------------------------------------------------------------------
@@ -167,6 +168,8 @@ def row(what: str, dupq: str, baseline: str, ratio: float | None, target: str, *
     r = {"what": what, "dupq": dupq, "baseline": baseline, "ratio": None if busy else ratio, "shown": shown,
          "target": target, "verdict": verdict, "baseline_spread": base_spread, "note": note, "command": command}
     ROWS.append(r)
+    if JSON_OUT.get("path"):
+        Path(JSON_OUT["path"]).write_text(json.dumps({**JSON_OUT["head"], "rows": ROWS, "complete": False}, indent=2))
     print(f"  -> {what}: {dupq} | {baseline} | {shown} | target {target}: {verdict} {note}", flush=True)
 
 
@@ -387,6 +390,9 @@ def main() -> int:
         return 2
     sections = args.sections.split(",")
     t_start, load_start = time.time(), load()
+    if args.json:
+        JSON_OUT.update(path=str(args.json), head={"machine": machine(), "load_start": load_start,
+                                                   "args": sys.argv[1:]})
     print(f"machine: {machine()}; load average at start {load_start}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="dupq-bench-speed-"))
     try:
@@ -422,7 +428,8 @@ def main() -> int:
         print(f"| {r['what']} | {r['dupq']}{note} | {r['baseline']} | {r['shown']} | {r['target']} | {r['verdict']} |")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "load_start": load_start, "load_end": load_end,
-                                         "seconds": round(seconds), "args": sys.argv[1:], "rows": ROWS}, indent=2))
+                                         "seconds": round(seconds), "args": sys.argv[1:], "rows": ROWS,
+                                         "complete": True}, indent=2))
     return 0
 
 

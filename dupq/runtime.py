@@ -189,13 +189,15 @@ _COMPILED_FROM: dict[str, Path] = {}  # key -> an export folder holding it, to l
 _LOCK = threading.Lock()
 
 
-#: Sequence lengths one question is padded to (then the tokenizer's own limit): each is compiled as a static
-#: [1, L] model. Static shapes skip the per-call shape inference and buffer reallocation of the dynamic graph,
-#: and the padding stays under 50% of a question (measured on the bundled bank, one question at a time,
-#: loaded 2-core machine, one run each: dynamic 4.2-5.1 ms, static 16/32/64/... 2.9-3.7 ms, static
-#: 16/24/32/48/... 0.5-0.8 ms less again; docs/benchmarks.md). The attention mask keeps the pads out of
-#: attention and of the mean pooling, so the vector is the unpadded one up to rounding.
-SINGLE_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+#: Sequence lengths one question is padded to: each is compiled as a static [1, L] model. Static shapes skip
+#: the per-call shape inference and buffer reallocation of the dynamic graph, and the padding stays under
+#: 50% of a question (measured on the bundled bank, one question at a time, loaded 2-core machine, one run
+#: each: dynamic 4.2-5.1 ms, static 16/32/64/... 2.9-3.7 ms, static 16/24/32/48/... 0.5-0.8 ms less again;
+#: docs/benchmarks.md). The attention mask keeps the pads out of attention and of the mean pooling, so the
+#: vector is the unpadded one up to rounding. Each compilation holds its own bf16 weights (~40 MB), so past
+#: 64 word pieces (rare for a question, and compute-bound, where the dynamic graph loses little) one question
+#: goes through the dynamic latency model instead.
+SINGLE_BUCKETS = (16, 24, 32, 48, 64)
 #: Buckets compiled at warm-up (:meth:`OpenVINORuntime.warm_up`): 9-32 word pieces hold nearly every real
 #: question (the bank: median 15, max 27); other lengths compile on first use (~0.5 s once per process).
 WARM_BUCKETS = (16, 24, 32)
@@ -296,17 +298,17 @@ class _Compiled:
         return slot
 
 
-def bucket_for(n: int, limit: int) -> int:
-    """The padded length of a question of ``n`` tokens: the first bucket that holds it, else ``limit``.
+def bucket_for(n: int) -> int | None:
+    """The padded length of a question of ``n`` tokens: the first bucket that holds it, else None (dynamic).
 
     Example:
-        >>> bucket_for(15, 256), bucket_for(17, 256), bucket_for(300, 256), bucket_for(200, 200)
-        (16, 24, 256, 200)
+        >>> bucket_for(15), bucket_for(17), bucket_for(64), bucket_for(65)
+        (16, 24, 64, None)
     """
     for b in SINGLE_BUCKETS:
-        if b >= n and b <= limit:
+        if b >= n:
             return b
-    return max(n, limit)
+    return None
 
 
 class OpenVINORuntime:
@@ -323,9 +325,6 @@ class OpenVINORuntime:
         self.tokenizer = tokenizer
         self.key = key
         self.dim = int(compiled.model.outputs[0].get_partial_shape()[1].get_length())
-        trunc = tokenizer.truncation
-        #: Longest tokenised text (the tokenizer truncates there): the last padding bucket.
-        self.max_length = int(trunc["max_length"]) if trunc else 512
         #: Coalesce concurrent single-text encodes into one batch (see :class:`Coalescer`).
         self.microbatch = True
         self._coalescer = Coalescer(self._encode)
@@ -396,7 +395,7 @@ class OpenVINORuntime:
     def warm_up(self, buckets: Sequence[int] = WARM_BUCKETS) -> None:
         """Compile one-question ``buckets`` now (in parallel: each compilation is mostly one core), so that
         the first searches do not pay for it; then run one padded question through each."""
-        todo = [b for b in dict.fromkeys(bucket_for(b, self.max_length) for b in buckets)]
+        todo = list(dict.fromkeys(b for b in map(bucket_for, buckets) if b is not None))
         threads = [threading.Thread(target=self.compiled.single, args=(b,)) for b in todo[1:]]
         for t in threads:
             t.start()
@@ -427,7 +426,11 @@ class OpenVINORuntime:
         """One text through its static bucket: the thread's preallocated buffers, filled in place."""
         ids = self.tokenizer.encode(text).ids  # not encode_batch: its thread pool costs more than one text
         n = len(ids)
-        req, buffers = self.compiled.single_request(bucket_for(n, self.max_length))
+        bucket = bucket_for(n)
+        if bucket is None:  # a long text: the dynamic graph at its own length
+            inputs = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, n), np.int64)}
+            return self._request().infer(inputs)[0][0].copy()
+        req, buffers = self.compiled.single_request(bucket)
         input_ids, mask = buffers["input_ids"], buffers["attention_mask"]
         input_ids[0, :n] = ids
         input_ids[0, n:] = 0

@@ -592,8 +592,9 @@ class Coalescer:
     The first caller to find the runtime idle runs everything queued at that moment (up to ``max_batch``)
     as one batch; callers that arrive meanwhile queue up and are served by the next batch. A lone request
     runs alone at once, so single-client latency is unchanged, while under concurrent load several searches
-    share one inference (measured with 4 concurrent clients on 2 cores: 1.58x the encodes per second of
-    running them one at a time; docs/benchmarks.md).
+    share one inference (measured earlier with 4 concurrent threads on 2 cores: 1.3-1.6x the encodes per second
+    of running them one at a time, in a benchmark process shared with other work; not re-measured since the
+    one-question path became static buckets, docs/benchmarks.md).
 
     Args:
         run: Encodes a list of texts into rows (in order).

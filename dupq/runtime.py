@@ -392,11 +392,14 @@ class OpenVINORuntime:
     def _request(self) -> Any:
         return self.compiled.request()
 
-    def warm_up(self, buckets: Sequence[int] = WARM_BUCKETS) -> None:
-        """Compile one-question ``buckets`` now (in parallel: each compilation is mostly one core), so that
-        the first searches do not pay for it; then run one padded question through each."""
+    def warm_up(self, buckets: Sequence[int] = WARM_BUCKETS, *, batches: bool = True) -> None:
+        """Compile one-question ``buckets`` now and, with ``batches``, the dynamic latency model that runs
+        the searches micro-batching coalesces (in parallel: each compilation is mostly one core), so that
+        the first searches do not pay for it; then run one padded question through each bucket."""
         todo = list(dict.fromkeys(b for b in map(bucket_for, buckets) if b is not None))
         threads = [threading.Thread(target=self.compiled.single, args=(b,)) for b in todo[1:]]
+        if batches:
+            threads.append(threading.Thread(target=lambda: self.compiled.latency))
         for t in threads:
             t.start()
         self.compiled.single(todo[0])

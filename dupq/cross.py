@@ -60,7 +60,8 @@ class CrossScorer:
     """A fine-tuned cross-encoder with its calibrated threshold: scores pairs in [0, 1], higher = duplicate.
 
     Args:
-        model: The ``CrossEncoder``.
+        model: The ``CrossEncoder``; None to load it from ``source`` on first need (the torch backend, an
+            export), so that re-ranking from a cached OpenVINO export never imports torch.
         threshold: Max-F1 threshold on the score, calibrated on dev (None: not calibrated).
         metadata: The rest of cross.json (dev metrics, seconds, training options).
         backend: ``"openvino"`` (the export, bf16) or ``"torch"`` (fp32, the reference).
@@ -78,30 +79,32 @@ class CrossScorer:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.model = model
+        self._model = model
         self.threshold = None if threshold is None else float(threshold)
         self.metadata = dict(metadata or {})
         self.backend = backend
         self.source = Path(source) if source is not None else None
         self._runtime: Any = None
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
 
     @classmethod
     def load(cls, folder: str | Path, *, backend: str = DEFAULT_BACKEND) -> CrossScorer:
-        """Load ``models/<version>/cross`` (weights + cross.json)."""
-        from sentence_transformers.cross_encoder import CrossEncoder
-        from transformers.utils import logging as hf_logging
-
+        """Open ``models/<version>/cross`` (cross.json now; the weights on first need, see :attr:`model`)."""
         folder = Path(folder)
         meta = json.loads((folder / CROSS_META).read_text())
-        hf_logging.disable_progress_bar()
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # a saved BERT classifier config warns about its unused loss_type
-        try:
-            model = CrossEncoder(str(folder), device="cpu")
-        finally:
-            hf_logging.set_verbosity(verbosity)
-        return cls(model, threshold=meta.pop("threshold", None), metadata=meta, backend=backend, source=folder)
+        return cls(None, threshold=meta.pop("threshold", None), metadata=meta, backend=backend, source=folder)
+
+    @property
+    def model(self) -> Any:
+        """The ``CrossEncoder`` (loaded from :attr:`source` on first use: this imports torch)."""
+        if self._model is None:
+            if self.source is None:
+                raise ValueError("this cross-encoder has no model and no source folder to load one from")
+            with self._model_lock:
+                if self._model is None:
+                    self._model = _load_cross_encoder(self.source)
+        return self._model
 
     @property
     def runtime(self) -> Any:
@@ -115,7 +118,11 @@ class CrossScorer:
                         from dupq.runtime import OpenVINOPairScorer
 
                         self._runtime = OpenVINOPairScorer.load_or_export(
-                            self.model, self.source, self.source / "openvino", precision=OPENVINO_PRECISION
+                            self._model,
+                            self.source,
+                            self.source / "openvino",
+                            precision=OPENVINO_PRECISION,
+                            loader=lambda: self.model,
                         )
                     except Exception:  # noqa: BLE001 - a broken export must not stop re-ranking
                         log.exception("OpenVINO cross-encoder unavailable; scoring with torch")
@@ -138,6 +145,19 @@ class CrossScorer:
         if self.threshold is None:
             raise ValueError("this cross-encoder has no calibrated threshold")
         return np.asarray(scores) >= self.threshold
+
+
+def _load_cross_encoder(folder: Path) -> Any:
+    from sentence_transformers.cross_encoder import CrossEncoder
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a saved BERT classifier config warns about its unused loss_type
+    try:
+        return CrossEncoder(str(folder), device="cpu")
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _identity() -> Any:

@@ -81,7 +81,9 @@ class SiameseEncoder:
     """A tied-weight twin encoder with an energy function and a calibrated duplicate threshold.
 
     Args:
-        model: The SentenceTransformer that embeds both sides of every pair.
+        model: The SentenceTransformer that embeds both sides of every pair; None to load it from ``source``
+            on first use of :attr:`model` (training, the torch backend, an export): serving from a cached
+            OpenVINO export then never imports torch.
         energy: :attr:`Energy.COSINE` (similarity, higher = more alike) or :attr:`Energy.EUCLIDEAN` (distance,
             lower = more alike), or its name.
         threshold: Decision threshold on the energy; a pair is a duplicate when it is at least as similar.
@@ -112,8 +114,12 @@ class SiameseEncoder:
         source: str | Path | None = None,
         export_dir: str | Path | None = None,
         shared_export_cache: str | Path | None = None,
+        cached: bool = True,
+        dim: int | None = None,
     ) -> None:
-        self.model = model
+        self._model = model
+        self._cached = cached  # how a lazily loaded model is loaded (shared per path, or a private copy)
+        self._dim = dim  # dupq.json's dim, so that an encoder serving from OpenVINO need not load the model
         self.energy = Energy.from_name(energy)
         self.threshold = float(threshold) if threshold is not None else None
         self.base_model = base_model
@@ -123,9 +129,10 @@ class SiameseEncoder:
         self.shared_export_cache = Path(shared_export_cache) if shared_export_cache is not None else None
         self._runtime: Any = None
         self._runtime_lock = threading.Lock()
+        self._model_lock = threading.Lock()
         # The parameters' in-place version counters when the weights were read from ``source``: if they
         # move (a training step, a load_state_dict), the export no longer matches and encode falls back.
-        self._loaded_versions = _param_versions(model)
+        self._loaded_versions = _param_versions(model) if model is not None else None
         self.backend = "torch"
         self.set_backend(backend)
 
@@ -149,18 +156,37 @@ class SiameseEncoder:
             if threshold is None and energy is Energy.COSINE:
                 threshold = BASE_THRESHOLD  # calibrated for the packaged model's cosine scores only
         return cls(
-            load_sentence_transformer(path, cached=cached),
+            None,
             energy=energy,
             threshold=threshold,
             backend=backend,
             source=path,
             export_dir=export_dir,
             shared_export_cache=shared_export_cache,
+            cached=cached,
         )
 
     @property
+    def model(self) -> Any:
+        """The SentenceTransformer (loaded from :attr:`source` on first use: this imports torch)."""
+        if self._model is None:
+            if self.source is None:
+                raise ValueError("this encoder has no model and no source folder to load one from")
+            with self._model_lock:
+                if self._model is None:
+                    model = load_sentence_transformer(str(self.source), cached=self._cached)
+                    self._loaded_versions = _param_versions(model)
+                    self._model = model
+        return self._model
+
+    @property
     def dim(self) -> int:
-        return int(self.model.get_embedding_dimension())
+        if self._model is not None:
+            return int(self._model.get_embedding_dimension())
+        if self._dim is None:
+            runtime = self.runtime
+            self._dim = runtime.dim if runtime is not None else int(self.model.get_embedding_dimension())
+        return self._dim
 
     @property
     def energy_name(self) -> str:
@@ -189,7 +215,7 @@ class SiameseEncoder:
         """
         if self.backend != "openvino" or self.source is None:
             return None
-        if _param_versions(self.model) != self._loaded_versions:
+        if self._model is not None and _param_versions(self._model) != self._loaded_versions:
             return None
         if self._runtime is None:
             with self._runtime_lock:
@@ -200,12 +226,30 @@ class SiameseEncoder:
                         # Only the packaged weights are the same in every home, so only they are shared.
                         shared = self.shared_export_cache if _is_packaged(self.source) else None
                         self._runtime = OpenVINORuntime.load_or_export(
-                            self.model, self.source, self.export_dir, precision=OPENVINO_PRECISION, shared_cache=shared
+                            self._model,
+                            self.source,
+                            self.export_dir,
+                            precision=OPENVINO_PRECISION,
+                            shared_cache=shared,
+                            loader=lambda: self.model,
                         )
                     except Exception:  # noqa: BLE001 - a missing or broken runtime must not stop search
                         log.exception("OpenVINO backend unavailable; encoding with torch")
                         self._runtime = False
         return self._runtime or None
+
+    def warm_up(self, *, full: bool = False) -> None:
+        """Load (or export) the OpenVINO runtime now; ``full``: also compile every common question length,
+        so that the first searches do not wait for it (a server, before it takes requests).
+
+        Without ``full`` nothing is compiled: a one-shot ``dupq search`` compiles only the length its question
+        needs, and ``dupq import`` only the bulk model. The torch backend loads its model either way.
+        """
+        runtime = self.runtime
+        if runtime is None:
+            self.encode(["warm up"])
+        elif full:
+            runtime.warm_up()
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, show_progress_bar: bool = False) -> np.ndarray:
         """Embed texts with the shared encoder: float32, shape (n, dim), L2-normalised for cosine."""
@@ -298,10 +342,9 @@ class SiameseEncoder:
         meta = cls.read_config(path)
         weights = meta.pop("weights", ".")
         src = packaged_model_path() if weights == PACKAGED else str(Path(path) / weights)
-        for k in ("dim",):
-            meta.pop(k, None)
+        dim = meta.pop("dim", None)
         return cls(
-            load_sentence_transformer(src, cached=cached),
+            None,  # loaded on first need: a cached OpenVINO export serves without it
             energy=meta.pop("energy", Energy.COSINE.name),
             threshold=meta.pop("threshold", None),
             base_model=meta.pop("base_model", BASE_MODEL_NAME),
@@ -310,6 +353,8 @@ class SiameseEncoder:
             source=src,
             export_dir=Path(path) / "openvino",
             shared_export_cache=shared_export_cache,
+            cached=cached,
+            dim=dim,
         )
 
 

@@ -11,11 +11,18 @@ transformers), and torch's own bf16 / dynamic int8 were slower or lossier (see t
 
 What is exported: the whole SentenceTransformer pipeline after tokenisation (transformer, pooling, any
 Dense/Normalize modules) as one graph with dynamic batch and sequence axes, traced by
-``openvino.convert_model``. Tokenisation runs once per call in the Rust ``tokenizers`` library (the same
-tokenizer.json the model ships), then texts are sorted by length so each batch pads only to its own longest
-text.
+``openvino.convert_model``, plus the model's tokenizer as the Rust ``tokenizers`` library runs it
+(``tokenizer.json``: truncating at the model's max sequence length, not padding). Serving from a cached
+export therefore needs only ``openvino``, ``tokenizers`` and numpy: torch, transformers and
+sentence-transformers are imported only to export (or for the torch backend and training).
 
-Cache: the IR lives in ``models/<version>/openvino/`` (``model.xml``/``model.bin``/``export.json``); export.json
+One question (a search) is padded to a fixed length (:data:`SINGLE_BUCKETS`) and run through a static-shape
+compilation of that length with one thread, from buffers bound once per thread; several texts are
+tokenised once, sorted by length so each batch pads only to its own longest text, and run through the
+dynamic graph (one batch: the latency compilation; several: the throughput one, asynchronously).
+
+Cache: the IR lives in ``models/<version>/openvino/`` (``model.xml``/``model.bin``/``tokenizer.json``/
+``export.json``); export.json
 records a key of the source weights' files (path, size, mtime), the OpenVINO version and this module's export
 format, so a retrained or replaced model is exported again. Within a process, compiled models are shared by
 key, so many homes over the same weights (the test suite) export once; across processes, an export the
@@ -51,8 +58,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when the exported graph or its inputs change, so old caches are re-exported.
 EXPORT_FORMAT = 1
-#: Files of an export folder.
-XML, BIN, EXPORT_META = "model.xml", "model.bin", "export.json"
+#: Files of an export folder. TOKENIZER is the model's tokenizer exactly as :func:`make_tokenizer` configures
+#: it (truncation, no padding), saved beside the graph so that serving needs neither torch nor transformers.
+XML, BIN, EXPORT_META, TOKENIZER = "model.xml", "model.bin", "export.json", "tokenizer.json"
 #: Largest batch run through OpenVINO at once: past 32 the attention buffers outgrow the caches and
 #: throughput drops (measured: b32 1.0, b64 0.8, b128 0.6-0.9 of b32 throughput on this CPU).
 MAX_BATCH = 32
@@ -155,6 +163,7 @@ def export(st: Any, dest: str | Path, *, key: str, kind: str = "embedding") -> N
             )
         # fp32 weights on disk: the precision is chosen at compile time, and "f32" must stay exact.
         ov.save_model(model, str(tmp / XML), compress_to_fp16=False)
+        (tmp / TOKENIZER).write_text(make_tokenizer(st).to_str())
         (tmp / EXPORT_META).write_text(json.dumps({"key": key, "openvino": ov.__version__, "format": EXPORT_FORMAT}))
         if dest.exists():
             shutil.rmtree(dest)
@@ -180,25 +189,59 @@ _COMPILED_FROM: dict[str, Path] = {}  # key -> an export folder holding it, to l
 _LOCK = threading.Lock()
 
 
-class _Compiled:
-    """One exported model compiled twice: for latency (searches) and, on first need, for throughput (bulk).
+#: Sequence lengths one question is padded to: each is compiled as a static [1, L] model. Static shapes skip
+#: the per-call shape inference and buffer reallocation of the dynamic graph, and the padding stays under
+#: 50% of a question (measured on the bundled bank, one question at a time, loaded 2-core machine, one run
+#: each: dynamic 4.2-5.1 ms, static 16/32/64/... 2.9-3.7 ms, static 16/24/32/48/... 0.5-0.8 ms less again;
+#: docs/benchmarks.md). The attention mask keeps the pads out of attention and of the mean pooling, so the
+#: vector is the unpadded one up to rounding. Each compilation holds its own bf16 weights (~40 MB), so past
+#: 64 word pieces (rare for a question, and compute-bound, where the dynamic graph loses little) one question
+#: goes through the dynamic latency model instead.
+SINGLE_BUCKETS = (16, 24, 32, 48, 64)
+#: Buckets compiled at warm-up (:meth:`OpenVINORuntime.warm_up`): 9-32 word pieces hold nearly every real
+#: question (the bank: median 15, max 27); other lengths compile on first use (~0.5 s once per process).
+WARM_BUCKETS = (16, 24, 32)
+#: Inference threads of one question. One: a 16-token question's matrix products are too small to split
+#: across cores with a gain, and the per-layer barrier of two threads doubles the latency as soon as another
+#: process takes a core (measured 2.9-3.7 ms with one thread vs 4.9-7.3 ms with two, same run, loaded
+#: machine). It also leaves the other cores to the HTTP thread and to concurrent searches.
+SINGLE_THREADS = 1
 
-    Latency: one stream using every core, so one question is answered fastest. Throughput: one stream per
-    core, each with one thread, fed asynchronously: no cross-thread barrier per layer, which also keeps it
-    fast when other processes take cores away (measured 8.8-10.5x plain torch fp32 vs 5.5-6.8x for the
-    latency model on bulk encodes, same run, on a loaded 2-core machine).
+
+class _Compiled:
+    """One exported model, compiled on demand for its three uses (each compiled once, on first need).
+
+    - ``single(L)``: one question padded to bucket ``L`` (:data:`SINGLE_BUCKETS`), a static [1, L] model
+      with :data:`SINGLE_THREADS` inference threads; each thread keeps one infer request per bucket whose
+      input tensors wrap preallocated numpy buffers (no allocation per search).
+    - ``latency``: dynamic shapes, one stream over every core: one batch (coalesced searches, a small add).
+    - ``bulk``: one stream per core, each with one thread, fed asynchronously: no cross-thread barrier per
+      layer, which also keeps it fast when other processes take cores away (measured 8.8-10.5x plain torch
+      fp32 vs 5.5-6.8x for the latency model on bulk encodes, same run, on a loaded 2-core machine).
     """
 
-    def __init__(self, core: Any, model: Any, precision: str, threads: int) -> None:
+    def __init__(self, core: Any, model: Any, precision: str, threads: int, tokenizer: Any) -> None:
         self.core, self.model, self.precision, self.threads = core, model, precision, threads
-        self.latency = core.compile_model(
-            model,
-            "CPU",
-            {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
-        )
+        self.tokenizer = tokenizer  # the export's own: shared by every runtime over this compiled model
+        self.input_names = [i.get_any_name() for i in model.inputs]
+        self._latency: Any = None
         self._bulk: Any = None
+        self._single: dict[int, Any] = {}
+        self._single_locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+
+    def _compile(self, model: Any, config: dict[str, Any]) -> Any:
+        return self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision, **config})
+
+    @property
+    def latency(self) -> Any:
+        with self._lock:
+            if self._latency is None:
+                self._latency = self._compile(
+                    self.model, {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}
+                )
+            return self._latency
 
     def request(self) -> Any:
         """This thread's infer request on the latency model (one per thread: requests are not thread-safe)."""
@@ -211,17 +254,61 @@ class _Compiled:
     def bulk(self) -> Any:
         with self._lock:
             if self._bulk is None:
-                self._bulk = self.core.compile_model(
+                self._bulk = self._compile(
                     self.model,
-                    "CPU",
                     {
-                        "INFERENCE_PRECISION_HINT": self.precision,
                         "PERFORMANCE_HINT": "THROUGHPUT",
                         "NUM_STREAMS": self.threads,
                         "INFERENCE_NUM_THREADS": self.threads,
                     },
                 )
             return self._bulk
+
+    def single(self, length: int) -> Any:
+        """The static [1, length] compilation (compiled now if it is not yet)."""
+        compiled = self._single.get(length)
+        if compiled is None:
+            with self._lock:  # one lock per length: warm_up compiles several lengths in parallel
+                lock = self._single_locks.setdefault(length, threading.Lock())
+            with lock:
+                compiled = self._single.get(length)
+                if compiled is None:
+                    model = self.model.clone()
+                    model.reshape({name: [1, length] for name in self.input_names})
+                    compiled = self._compile(
+                        model, {"INFERENCE_NUM_THREADS": SINGLE_THREADS, "PERFORMANCE_HINT": "LATENCY"}
+                    )
+                    self._single[length] = compiled
+        return compiled
+
+    def single_request(self, length: int) -> tuple[Any, dict[str, np.ndarray]]:
+        """This thread's request on bucket ``length`` and the numpy buffers its inputs are bound to."""
+        slots = getattr(self._local, "single", None)
+        if slots is None:
+            slots = self._local.single = {}
+        slot = slots.get(length)
+        if slot is None:
+            import openvino as ov
+
+            req = self.single(length).create_infer_request()
+            buffers = {name: np.zeros((1, length), dtype=np.int64) for name in self.input_names}
+            for name, buf in buffers.items():
+                req.set_tensor(name, ov.Tensor(buf, shared_memory=True))
+            slot = slots[length] = (req, buffers)
+        return slot
+
+
+def bucket_for(n: int) -> int | None:
+    """The padded length of a question of ``n`` tokens: the first bucket that holds it, else None (dynamic).
+
+    Example:
+        >>> bucket_for(15), bucket_for(17), bucket_for(64), bucket_for(65)
+        (16, 24, 64, None)
+    """
+    for b in SINGLE_BUCKETS:
+        if b >= n:
+            return b
+    return None
 
 
 class OpenVINORuntime:
@@ -237,7 +324,7 @@ class OpenVINORuntime:
         self.compiled = compiled
         self.tokenizer = tokenizer
         self.key = key
-        self.dim = int(compiled.latency.outputs[0].get_partial_shape()[1].get_length())
+        self.dim = int(compiled.model.outputs[0].get_partial_shape()[1].get_length())
         #: Coalesce concurrent single-text encodes into one batch (see :class:`Coalescer`).
         self.microbatch = True
         self._coalescer = Coalescer(self._encode)
@@ -252,11 +339,13 @@ class OpenVINORuntime:
         precision: str = "bf16",
         threads: int | None = None,
         shared_cache: str | Path | None = None,
+        loader: Callable[[], Any] | None = None,
     ) -> OpenVINORuntime:
         """The runtime for ``st`` (loaded from ``source``), exported into ``cache_dir`` unless cached there.
 
         Args:
-            st: The SentenceTransformer, already loaded from ``source`` and unchanged since.
+            st: The SentenceTransformer, already loaded from ``source`` and unchanged since; or None with
+                ``loader``.
             source: Folder its weights came from (the cache key is computed over its files).
             cache_dir: ``models/<version>/openvino``; None keeps the export in memory only.
             precision: OpenVINO inference precision, ``"bf16"`` (default) or ``"f32"``.
@@ -264,40 +353,61 @@ class OpenVINORuntime:
             shared_cache: A folder of exports shared by every home: the export is linked from there when
                 present, and put there after exporting. Pass it only for weights that are the same in every
                 home (the packaged base model); None: no sharing.
+            loader: Instead of ``st``: loads it, called only when there is no usable export (so that serving
+                from a cached export never imports torch, transformers or sentence-transformers).
         """
         import openvino as ov
 
+        get_st = _once(loader if st is None else (lambda: st))
         threads = threads or cpu_threads()
         key = weights_key(source, precision=precision)
         shared = Path(shared_cache) if shared_cache is not None else None
-        tokenizer = make_tokenizer(st)
         with _LOCK:
             memo = _COMPILED.get((key, precision, threads))
             if memo is not None:
                 if cache_dir is not None and cached_key(cache_dir) != key:
-                    _link_or_export(st, Path(cache_dir), key, shared=shared)
-                return cls(memo, tokenizer, key)
+                    _link_or_export(get_st, Path(cache_dir), key, shared=shared)
+                return cls(memo, memo.tokenizer, key)
             core = ov.Core()
             if cache_dir is not None:
                 cache_dir = Path(cache_dir)
                 if cached_key(cache_dir) != key:
                     log.info("exporting %s to OpenVINO in %s", source, cache_dir)
                     try:
-                        _link_or_export(st, cache_dir, key, shared=shared)
+                        _link_or_export(get_st, cache_dir, key, shared=shared)
                     except OSError as e:  # a read-only home: run from memory
                         log.warning("cannot write the OpenVINO export to %s (%s); exporting in memory", cache_dir, e)
                         cache_dir = None
             if cache_dir is not None:
                 model = core.read_model(str(cache_dir / XML))
+                tokenizer = _cached_tokenizer(cache_dir, get_st)
                 _COMPILED_FROM[key] = cache_dir
             else:
-                model = _convert_in_memory(st)
-            compiled = _Compiled(core, model, precision, threads)
+                model = _convert_in_memory(get_st())
+                tokenizer = make_tokenizer(get_st())
+            compiled = _Compiled(core, model, precision, threads, tokenizer)
             _COMPILED[(key, precision, threads)] = compiled
             return cls(compiled, tokenizer, key)
 
     def _request(self) -> Any:
         return self.compiled.request()
+
+    def warm_up(self, buckets: Sequence[int] = WARM_BUCKETS, *, batches: bool = True) -> None:
+        """Compile one-question ``buckets`` now and, with ``batches``, the dynamic latency model that runs
+        the searches micro-batching coalesces (in parallel: each compilation is mostly one core), so that
+        the first searches do not pay for it; then run one padded question through each bucket."""
+        todo = list(dict.fromkeys(b for b in map(bucket_for, buckets) if b is not None))
+        threads = [threading.Thread(target=self.compiled.single, args=(b,)) for b in todo[1:]]
+        if batches:
+            threads.append(threading.Thread(target=lambda: self.compiled.latency))
+        for t in threads:
+            t.start()
+        self.compiled.single(todo[0])
+        for t in threads:
+            t.join()
+        for b in todo:
+            req, buffers = self.compiled.single_request(b)
+            req.infer()
 
     def encode(self, texts: Sequence[str], *, batch_size: int = MAX_BATCH, normalize: bool = False) -> np.ndarray:
         """Embed texts: float32 (n, dim), rows in input order; L2-normalised when ``normalize``.
@@ -307,22 +417,40 @@ class OpenVINORuntime:
         """
         if len(texts) == 1 and self.microbatch:
             out = self._coalescer(texts[0])[None, :].copy()
+        elif len(texts) == 1:
+            out = self._encode_one(texts[0])[None, :]
         else:
             out = self._encode(texts, batch_size)
         if normalize and len(out):
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
+    def _encode_one(self, text: str) -> np.ndarray:
+        """One text through its static bucket: the thread's preallocated buffers, filled in place."""
+        ids = self.tokenizer.encode(text).ids  # not encode_batch: its thread pool costs more than one text
+        n = len(ids)
+        bucket = bucket_for(n)
+        if bucket is None:  # a long text: the dynamic graph at its own length
+            inputs = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, n), np.int64)}
+            return self._request().infer(inputs)[0][0].copy()
+        req, buffers = self.compiled.single_request(bucket)
+        input_ids, mask = buffers["input_ids"], buffers["attention_mask"]
+        input_ids[0, :n] = ids
+        input_ids[0, n:] = 0
+        mask[0, :n] = 1
+        mask[0, n:] = 0
+        req.infer()
+        return req.get_output_tensor(0).data[0].copy()  # the request reuses its output buffer
+
     def _encode(self, texts: Sequence[str], batch_size: int = MAX_BATCH) -> np.ndarray:
         n = len(texts)
+        if n == 1:
+            return self._encode_one(texts[0])[None, :]
         out = np.empty((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
         batch_size = max(1, min(batch_size, MAX_BATCH))
-        if n == 1:
-            ids = [self.tokenizer.encode(texts[0]).ids]  # skips encode_batch's thread pool for one text
-        else:
-            ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]  # tokenised once, in parallel
+        ids = [e.ids for e in self.tokenizer.encode_batch(list(texts))]  # tokenised once, in parallel
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")  # longest first: each batch pads to its own longest
         batches = []
@@ -378,21 +506,26 @@ class OpenVINOPairScorer:
         *,
         precision: str = "bf16",
         threads: int | None = None,
+        loader: Callable[[], Any] | None = None,
     ) -> OpenVINOPairScorer:
-        """The scorer for ``ce`` (loaded from ``source``), exported into ``cache_dir`` unless cached there."""
+        """The scorer for ``ce`` (loaded from ``source``), exported into ``cache_dir`` unless cached there.
+
+        ``ce`` may be None with ``loader`` (called only when there is no usable export), as in
+        :meth:`OpenVINORuntime.load_or_export`.
+        """
         import openvino as ov
 
+        get_ce = _once(loader if ce is None else (lambda: ce))
         threads = threads or cpu_threads()
         key = weights_key(source, precision=precision, kind="pair-logit")
-        tokenizer = make_tokenizer(ce)
         with _LOCK:
             memo = _COMPILED.get((key, precision, threads))
             if memo is not None:
-                return cls(memo, tokenizer, key)
+                return cls(memo, memo.tokenizer, key)
             core = ov.Core()
             if cache_dir is not None and cached_key(cache_dir) != key:
                 try:
-                    export(ce, cache_dir, key=key, kind="pair-logit")
+                    export(get_ce(), cache_dir, key=key, kind="pair-logit")
                 except OSError as e:  # a read-only home: run from memory
                     log.warning("cannot write the OpenVINO export to %s (%s); exporting in memory", cache_dir, e)
                     cache_dir = None
@@ -400,11 +533,13 @@ class OpenVINOPairScorer:
                 import tempfile
 
                 with tempfile.TemporaryDirectory(prefix="dupq-ov-") as d:
-                    export(ce, Path(d) / "openvino", key="memory", kind="pair-logit")
+                    export(get_ce(), Path(d) / "openvino", key="memory", kind="pair-logit")
                     model = core.read_model(str(Path(d) / "openvino" / XML))
+                tokenizer = make_tokenizer(get_ce())
             else:
                 model = core.read_model(str(Path(cache_dir) / XML))
-            compiled = _Compiled(core, model, precision, threads)
+                tokenizer = _cached_tokenizer(Path(cache_dir), get_ce)
+            compiled = _Compiled(core, model, precision, threads, tokenizer)
             _COMPILED[(key, precision, threads)] = compiled
             return cls(compiled, tokenizer, key)
 
@@ -460,8 +595,9 @@ class Coalescer:
     The first caller to find the runtime idle runs everything queued at that moment (up to ``max_batch``)
     as one batch; callers that arrive meanwhile queue up and are served by the next batch. A lone request
     runs alone at once, so single-client latency is unchanged, while under concurrent load several searches
-    share one inference (measured with 4 concurrent clients on 2 cores: 1.58x the encodes per second of
-    running them one at a time; docs/benchmarks.md).
+    share one inference (measured earlier with 4 concurrent threads on 2 cores: 1.3-1.6x the encodes per second
+    of running them one at a time, in a benchmark process shared with other work; not re-measured since the
+    one-question path became static buckets, docs/benchmarks.md).
 
     Args:
         run: Encodes a list of texts into rows (in order).
@@ -536,6 +672,37 @@ def make_tokenizer(st: Any) -> Any:
     return tok
 
 
+def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` called at most once (loading a model twice for one export would double its cost)."""
+    box: list[Any] = []
+
+    def get() -> Any:
+        if not box:
+            box.append(fn())
+        return box[0]
+
+    return get
+
+
+def _cached_tokenizer(folder: Path, get_model: Callable[[], Any]) -> Any:
+    """The tokenizer saved with the export in ``folder``; an export made before it was saved there gets it
+    from the model once (the only case that loads torch for a cached export), written for the next start."""
+    from tokenizers import Tokenizer
+
+    f = folder / TOKENIZER
+    if f.is_file():
+        return Tokenizer.from_file(str(f))
+    tok = make_tokenizer(get_model())
+    tmp = f.with_name(f"{f.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(tok.to_str())
+        os.replace(tmp, f)
+    except OSError as e:  # a read-only home: the next start loads the model again
+        log.debug("cannot save the tokenizer in %s: %s", folder, e)
+        tmp.unlink(missing_ok=True)
+    return tok
+
+
 def _convert_in_memory(st: Any) -> Any:
     import tempfile
 
@@ -552,7 +719,9 @@ def _copy_export(src: Path, dest: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        for name in (XML, BIN, EXPORT_META):
+        for name in (XML, BIN, EXPORT_META, TOKENIZER):
+            if name == TOKENIZER and not (src / name).is_file():
+                continue  # an export made before the tokenizer was saved with it: added on first load
             try:
                 os.link(src / name, tmp / name)
             except OSError:  # another filesystem
@@ -564,7 +733,7 @@ def _copy_export(src: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_export(st: Any, dest: Path, key: str, *, shared: Path | None = None) -> None:
+def _link_or_export(get_st: Callable[[], Any], dest: Path, key: str, *, shared: Path | None = None) -> None:
     """Link an export of the same key made earlier (in this process or the ``shared`` folder), else export.
 
     Callers pass ``shared`` only for the packaged base model (the same export in every home, made once per
@@ -574,7 +743,7 @@ def _link_or_export(st: Any, dest: Path, key: str, *, shared: Path | None = None
         if src is not None and cached_key(src) == key and src.resolve() != dest.resolve():
             _copy_export(src, dest)
             return
-    export(st, dest, key=key)
+    export(get_st(), dest, key=key)
     if shared is not None:
         try:
             shared.mkdir(parents=True, exist_ok=True)

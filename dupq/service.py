@@ -191,12 +191,12 @@ class DupQ:
 
     def _load_serving(self, version: str, *, progress: bool = False) -> Serving:
         encoder = self.load_version(version)
-        # The one warm-up: export / compile the fast runtime now, not in the first search after a start or
-        # a hot swap.
-        encoder.encode(["warm up"])
+        # Export (or read the cached export of) the fast runtime now, not in the first search; compiling
+        # for searches is warm_up's (a server's), so that a one-shot command compiles only what it uses.
+        encoder.warm_up()
         cross = self.registry.load_cross(version, backend=self.settings.backend)
         if cross is not None:
-            cross.score([("warm up", "warm up")])  # export / compile the re-ranker here too
+            _ = cross.runtime  # export the re-ranker here too (torch backend: nothing to do)
         index, intact = open_index(
             self.index_path(version),
             encoder.dim,
@@ -208,6 +208,17 @@ class DupQ:
         if not intact or index.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
+
+    def warm_up(self) -> None:
+        """Compile every common question length of the serving model, and its re-ranker, now (a server,
+        before its first request; opening the service compiles nothing a one-shot command may not use)."""
+        self._warm(self._serving)
+
+    @staticmethod
+    def _warm(serving: Serving) -> None:
+        serving.encoder.warm_up(full=True)
+        if serving.cross is not None:
+            serving.cross.score([("warm up", "warm up")])
 
     def _sync(self, serving: Serving, *, progress: bool = False) -> None:
         sync_index(
@@ -405,6 +416,7 @@ class DupQ:
             if version == self.version:
                 return
             serving = self._load_serving(version, progress=progress)  # embeds every stored question
+            self._warm(serving)  # the swapped-in model answers its first searches at full speed
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
 

@@ -175,3 +175,22 @@ def test_questions_can_require_the_token(tmp_path) -> None:
         assert c.post("/api/v1/questions", json=body, headers=AUTH).status_code == 201
     finally:
         app.extensions["dupq"].close()
+
+
+def test_a_limited_search_starts_no_thread(tmp_path, monkeypatch) -> None:
+    """The rate limiter's memory storage must not start an expiry thread per hit (it cost ~2 ms a search)."""
+    import threading
+
+    app = _app(tmp_path / "h", rate_limit_search="1000/minute")
+    try:
+        c = app.test_client()
+        assert c.post("/api/v1/search", json={"question": "boil an egg"}).status_code == 200
+        started = []
+        real_start = threading.Thread.start
+        monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self), real_start(self))[1])
+        for _ in range(20):
+            r = c.post("/api/v1/search", json={"question": "boil an egg"})
+            assert r.status_code == 200 and "X-RateLimit-Remaining" in r.headers
+        assert started == []
+    finally:
+        app.extensions["dupq"].close()

@@ -129,3 +129,58 @@ def test_unknown_backend_is_rejected() -> None:
         Settings.load(environ={"DUPQ_BACKEND": "tensorrt"})
     with pytest.raises(ValueError):
         SiameseEncoder(model=None, backend="tensorrt")
+
+
+def test_one_question_path_agrees_with_fp32_on_the_bank(torch_enc, fast_enc, bank) -> None:
+    """Each bank question alone, as a search encodes it: padded to its static bucket, one thread."""
+    from dupq.runtime import bucket_for
+
+    texts = [r["text"] for r in bank]
+    ref = torch_enc.encode(texts)
+    rt = fast_enc.runtime
+    alone = np.vstack([fast_enc.encode([t]) for t in texts])
+    lengths = [len(rt.tokenizer.encode(t).ids) for t in texts]
+    assert any(bucket_for(n) > n for n in lengths)  # the padding is really exercised
+    cos = (ref * alone).sum(1)
+    assert cos.mean() >= 0.999 and cos.min() >= 0.99, (cos.mean(), cos.min())
+    # The same question in a dynamic batch (no bucket padding) gives the same vector up to bf16 rounding.
+    np.testing.assert_allclose(alone, fast_enc.encode(texts), atol=5e-3)
+
+
+def test_longer_questions_past_the_warm_buckets_agree(fast_enc, torch_enc) -> None:
+    """A bucket compiled on first use (33-48 word pieces) and a question past every bucket (dynamic graph)."""
+    from dupq.runtime import WARM_BUCKETS, bucket_for
+
+    mid = "How do I " + " ".join(f"thing{i}" for i in range(14)) + " in Python?"
+    long = "How do I " + " ".join(f"word{i}" for i in range(60)) + " in Python?"
+    n_mid, n_long = (len(fast_enc.runtime.tokenizer.encode(t).ids) for t in (mid, long))
+    assert bucket_for(n_mid) not in WARM_BUCKETS and bucket_for(n_mid) is not None, n_mid
+    assert bucket_for(n_long) is None, n_long
+    for text in (mid, long):
+        cos = float((fast_enc.encode([text]) * torch_enc.encode([text])).sum())
+        assert cos >= 0.999, (text[:30], cos)
+
+
+def test_saved_tokenizer_matches_the_models(fast_enc, bank, tmp_path) -> None:
+    """Serving reads the tokenizer saved beside the export; it must tokenise exactly as the model does."""
+    from tokenizers import Tokenizer
+
+    from dupq.runtime import TOKENIZER
+
+    saved = Tokenizer.from_file(str(fast_enc.export_dir / TOKENIZER))
+    st = fast_enc.model
+    long = "why " * 400  # truncated at the model's max sequence length, as SentenceTransformer does
+    for text in [r["text"] for r in bank] + [long]:
+        expected = st.tokenize([text])["input_ids"][0].tolist()
+        assert saved.encode(text).ids == expected, text[:40]
+
+
+def test_cached_export_serves_without_loading_the_model(fast_enc, tmp_path) -> None:
+    """A second encoder over the same cached export answers from it without a SentenceTransformer."""
+    version = tmp_path / "v"
+    SiameseEncoder(fast_enc.model, threshold=0.5).save(version, weights=PACKAGED)
+    first = SiameseEncoder.load(version, backend="openvino")
+    v1 = first.encode(["What is a Roth IRA?"])
+    again = SiameseEncoder.load(version, backend="openvino")
+    np.testing.assert_allclose(again.encode(["What is a Roth IRA?"]), v1, atol=1e-6)
+    assert again._model is None and again.dim == v1.shape[1]

@@ -13,6 +13,7 @@ from dupq.service import DupQ
 def init_app(app: Flask, settings: Settings) -> None:
     """Open the service when the app is created, so the model is loaded and warm before the first request."""
     svc = DupQ(settings)
+    svc.warm_up()  # every common question length compiled before the port opens
     app.extensions["dupq"] = svc
     app.extensions["dupq.settings"] = settings
     atexit.register(svc.close)

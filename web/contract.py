@@ -171,6 +171,7 @@ class TrainRequest(Request):
     cross_learning_rate: _Positive = 5e-5
     cross_max_steps: JsonInt(ge=1) | None = None
     cross_max_pairs: JsonInt(ge=1) | None = 20_000
+    silver_pairs: JsonInt(ge=0) = 0
     bf16: bool = True
     eval_steps: JsonInt(ge=1) | None = None
     dev_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.1

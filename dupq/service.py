@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dupq.backends import open_backend
 from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
-from dupq.index import VectorIndex, open_index, sync_index
-from dupq.jobs import Job, JobStore
+from dupq.index import VectorIndex, sync_index
+from dupq.jobs import Job
 from dupq.model import SiameseEncoder
-from dupq.registry import ModelRegistry
 from dupq.retrain import NewVersion, Retrainer, train_new_version
-from dupq.store import DuplicateIdError, NewQuestion, Question, QuestionStore
+from dupq.store import DuplicateIdError, NewQuestion, Question
 from dupq.text import normalize_question
 
 log = logging.getLogger(__name__)
@@ -133,18 +133,28 @@ class DupQ:
         self.settings = settings
         self.read_only = read_only
         self._closed = False
-        self._lock = None if read_only else HomeLock(settings.home)
+        # On PostgreSQL no process owns the state: any number of nodes share it, so there is no home lock.
+        self.shared = bool(settings.database_url)
+        self._lock = None if read_only or self.shared else HomeLock(settings.home)
         self._write = threading.RLock()  # serialises writers; searches never take it
+        self._follower = None
         try:
-            self.store = QuestionStore(settings.db_path)
-            self.registry = ModelRegistry.from_settings(self.store, settings)
-            self.jobs = JobStore(self.store)
-            self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote)
+            self.backend = open_backend(settings)
+            self.store = self.backend.store
+            self.registry = self.backend.registry
+            self.jobs = self.backend.jobs
+            self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote,
+                                       open_index=self.backend.open_index)
             self._serving = self._load_serving(self.registry.current())
             if not read_only:
                 self._seed()
-                # A job left behind by a dead web process: promote it if it got to "ready", else fail it.
+                # A job left behind by a dead web process: promote it if it got to "ready", else fail it
+                # (on PostgreSQL: jobs whose lease ran out are taken over by the follower's job runner).
                 self.retrainer.recover()
+            if self.shared and not read_only:
+                from dupq.pg.follow import Follower
+
+                self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick).start()
         except BaseException:
             self.close()
             raise
@@ -156,13 +166,17 @@ class DupQ:
 
     def close(self) -> None:
         self._closed = True
+        if getattr(self, "_follower", None) is not None:
+            self._follower.stop()
+            self._follower = None
         if getattr(self, "retrainer", None) is not None:
             self.retrainer.close()
         serving = getattr(self, "_serving", None)
         if serving is not None:
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
-        if getattr(self, "store", None) is not None:
-            self.store.close()
+        if getattr(self, "backend", None) is not None:
+            self.backend.close()
+            self.backend = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -197,15 +211,10 @@ class DupQ:
         cross = self.registry.load_cross(version, backend=self.settings.backend)
         if cross is not None:
             cross.score([("warm up", "warm up")])  # export / compile the re-ranker here too
-        index, intact = open_index(
-            self.index_path(version),
-            encoder.dim,
-            encoder.energy_name,
-            ann_min_size=self.settings.ann_min_size,
-            read_only=self.read_only,
-        )
+        index, intact = self.backend.open_index(version, encoder.dim, encoder.energy_name, read_only=self.read_only)
         serving = Serving(version, encoder, index, cross)
-        if not intact or index.revision != self.store.revision():
+        # Shared: other nodes write too, so the revision says little; the catch-up is one anti-join.
+        if not intact or self.shared or index.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
 
@@ -386,9 +395,19 @@ class DupQ:
         return ImportReport(read, added, read - added - invalid, invalid, time.perf_counter() - t0)
 
     def reindex(self, *, progress: bool = True) -> int:
-        """Rebuild the current version's index from scratch; returns the number of vectors."""
+        """Rebuild the current version's index from scratch; returns the number of vectors.
+
+        On PostgreSQL the table other nodes are searching is re-embedded in place (rows replaced)."""
         self._check_writable()
         with self._write:
+            if self.shared:
+                serving = self._serving
+                for batch in self.store.iter_texts():
+                    serving.index.add([i for i, _ in batch],
+                                      serving.encoder.encode([t for _, t in batch],
+                                                             batch_size=self.settings.encode_batch_size))
+                serving.index.save(self.store.revision())
+                return len(serving.index)
             shutil.rmtree(self.index_path(self.version), ignore_errors=True)
             self._serving = self._load_serving(self.version, progress=progress)
             return len(self._serving.index)
@@ -407,6 +426,17 @@ class DupQ:
             serving = self._load_serving(version, progress=progress)  # embeds every stored question
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
+
+    def _follow(self, version: str) -> None:
+        """Serve ``version`` because the shared pointer says so (another node promoted it): no pointer write."""
+        if self._closed or version == self._serving.version:
+            return
+        with self._write:
+            if self._closed or version == self._serving.version:
+                return
+            t0 = time.perf_counter()
+            self._serving = self._load_serving(version)
+            log.info("now serving %s (promoted elsewhere; switched in %.2fs)", version, time.perf_counter() - t0)
 
     def rollback(self, *, progress: bool = False) -> str:
         """Switch back to the version served before the current one (rebuilding its index if gone)."""

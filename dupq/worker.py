@@ -28,20 +28,34 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from dupq.backends import open_backend
     from dupq.config import Settings
-    from dupq.jobs import JobStore
-    from dupq.registry import ModelRegistry
     from dupq.retrain import Retrainer
-    from dupq.store import QuestionStore
 
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
-    store = QuestionStore(settings.db_path)
+    backend = open_backend(settings, pool_size=3)
     try:
-        registry = ModelRegistry.from_settings(store, settings)
-        return Retrainer(settings, store, registry, JobStore(store)).run(args.job)
+        promote = _promoter(backend) if backend.shared else None
+        return Retrainer(settings, backend.store, backend.registry, backend.jobs, promote=promote,
+                         open_index=backend.open_index).run(args.job)
     finally:
-        store.close()
+        backend.close()
 
+
+def _promoter(backend):
+    """On a shared database the worker promotes its own ready version: catch up its vectors, flip the pointer."""
+
+    def promote(version: str) -> None:
+        from dupq.index import sync_index
+        from dupq.model import SiameseEncoder
+
+        s = backend.settings
+        encoder = SiameseEncoder.load(backend.registry.path(version), backend=s.backend)
+        index, _ = backend.open_index(version, encoder.dim, encoder.energy_name)
+        sync_index(backend.store, encoder, index, batch_size=s.encode_batch_size, label=version)
+        backend.registry.set_current(version)
+
+    return promote
 
 if __name__ == "__main__":
     sys.exit(main())

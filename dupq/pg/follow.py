@@ -1,0 +1,103 @@
+"""Follower: how a node learns of promotions and of jobs without a shared disk.
+
+One thread per node holds a dedicated connection that ``LISTEN``\\ s on :data:`~dupq.pg.db.CURRENT_CHANNEL`
+and :data:`~dupq.pg.db.JOBS_CHANNEL` (with psycopg >= 3.2 a query on a connection that is iterating
+``notifies()`` hangs, so it never runs queries). A notification, or every ``poll_s`` seconds without one
+(NOTIFY is lost while the listener is disconnected), wakes it: it reads the pointer through the pool and
+calls ``on_current(version)``, then ``on_tick()`` (the node's job runner: takeovers, free workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from dupq.pg.db import CURRENT_CHANNEL, JOBS_CHANNEL, Database
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two pointer polls when no notification arrives.
+POLL_S = 1.0
+
+
+class Follower:
+    """Calls ``on_current`` with the database's current version and ``on_tick`` on every wake-up.
+
+    Args:
+        db: The shared database (the pointer is read through its pool).
+        on_current: Called with the current version (the node switches when it differs from its own).
+        on_tick: Called after each wake-up (errors are logged, never stop the thread).
+        poll_s: Longest wait between two wake-ups.
+    """
+
+    def __init__(self, db: Database, on_current: Callable[[str], None], on_tick: Callable[[], None] | None = None,
+                 *, poll_s: float = POLL_S) -> None:
+        self.db = db
+        self.on_current = on_current
+        self.on_tick = on_tick
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._conn = None
+        self._thread = threading.Thread(target=self._run, name="dupq-follower", daemon=True)
+
+    def start(self) -> Follower:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _listen(self):
+        import psycopg
+
+        conn = psycopg.connect(self.db.url, autocommit=True)
+        conn.execute(f"LISTEN {CURRENT_CHANNEL}")
+        conn.execute(f"LISTEN {JOBS_CHANNEL}")
+        return conn
+
+    def _run(self) -> None:
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = self._listen()
+                for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
+                    pass  # any notification: look at the pointer and the jobs now
+            except Exception as e:  # noqa: BLE001 - the database went away: poll until it is back
+                log.warning("listener connection lost (%s); polling", e)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stop.wait(self.poll_s)
+            if self._stop.is_set():
+                break
+            self._wake()
+        if conn is not None:
+            conn.close()
+
+    def _wake(self) -> None:
+        try:
+            with self.db.connection() as c:
+                row = c.execute("SELECT value FROM state WHERE key='current_model'").fetchone()
+            if row:
+                self.on_current(row[0])
+        except Exception:  # noqa: BLE001
+            log.exception("following the current version failed")
+        if self.on_tick is not None:
+            try:
+                self.on_tick()
+            except Exception:  # noqa: BLE001
+                log.exception("job runner tick failed")
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds passed (tests and scripts)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()

@@ -24,6 +24,9 @@ from werkzeug.serving import make_server
 from dupq.bank import bank_groups, load_default_bank
 from web import create_app
 
+#: Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+BOTH_BACKENDS = True
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

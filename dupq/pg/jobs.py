@@ -109,7 +109,7 @@ class PgJobStore:
         with self.db.connection() as c:
             n = c.execute("UPDATE jobs SET lease_until = now() + make_interval(secs => %s) "
                           "WHERE id=%s AND attempt=%s AND state = ANY(%s)",
-                          (self.lease_s, jid, attempt, list(ACTIVE))).rowcount
+                          (self.lease_s, jid, attempt, [*LEASED, "ready"])).rowcount
         return bool(n)
 
     def requeue_expired(self) -> list[str]:
@@ -120,7 +120,7 @@ class PgJobStore:
             for jid, state, owner in rows:
                 c.execute(
                     "UPDATE jobs SET state='queued', pid=NULL, owner=NULL, lease_until=NULL, version=NULL, "
-                    "error=%s, updated_at=%s WHERE id=%s",
+                    "attempt = attempt + 1, error=%s, updated_at=%s WHERE id=%s",
                     (f"taken over: the lease of {owner} ran out in state {state}", _now(), jid),
                 )
             if rows:

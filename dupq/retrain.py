@@ -222,8 +222,7 @@ class Retrainer:
         registry: Model versions and the current-version pointer.
         jobs: The job records.
         promote: Makes a version current (the web process's :meth:`dupq.service.DupQ.promote`); only the
-            web side needs it. On a shared (PostgreSQL) job store the worker gets one too and promotes its
-            own ``ready`` candidate (the pointer is in the database; every node follows it).
+            web side needs it.
         open_index: Opens a version's index: ``(version, dim, energy) -> (index, intact)``
             (:meth:`dupq.backends.Backend.open_index`); None: the embedded index under ``index/<version>/``.
     """
@@ -300,15 +299,12 @@ class Retrainer:
         """After the worker exited: promote a ``ready`` candidate, or record how the job ended.
 
         Shared store: only for a job that worker ``pid`` claimed (another node's worker may have won the
-        claim); a version the worker promoted itself is switched to here at once.
+        claim). The promotion flips the shared pointer; the other nodes, which started loading the version
+        when it became ``ready``, follow it.
         """
         job = self.jobs.get(job_id)
-        if self.shared:
-            if pid is None or not self.jobs.is_owner(job_id, pid):
-                return job
-            if job.state == "promoted" and job.version and self._promote is not None:
-                self._promote(job.version)  # this node switches now, not at the next notification
-                return job
+        if self.shared and (pid is None or not self.jobs.is_owner(job_id, pid)):
+            return job
         if job.state == "ready":
             return self._promote_ready(job)
         if job.state in ACTIVE:
@@ -325,7 +321,10 @@ class Retrainer:
         except Exception as e:  # noqa: BLE001 - the job records why; the old version keeps serving
             log.exception("promotion of %s failed", job.version)
             return self.jobs.transition(job.id, "failed", error=f"promotion failed: {e}")
-        return self.jobs.transition(job.id, "promoted")
+        try:
+            return self.jobs.transition(job.id, "promoted")
+        except IllegalTransition:  # shared: another node promoted it meanwhile (same version, same pointer)
+            return self.jobs.get(job.id)
 
     def recover(self) -> None:
         """On start-up: finish what a dead web process left. ``ready`` jobs are promoted, the rest failed.
@@ -445,9 +444,7 @@ class Retrainer:
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
             self.registry.publish(new.version)  # the export made while indexing: nodes need not redo it
-            job = self.jobs.transition(job_id, "ready")
-            if self.shared and self._promote is not None:
-                self._promote_ready(job)  # the pointer is shared: the worker flips it, every node follows
+            self.jobs.transition(job_id, "ready")  # shared: every node starts loading the version now
             return 0
         except TrainingCancelled:
             self._end(job_id, "cancelled", "cancelled on request", new)

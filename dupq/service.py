@@ -138,6 +138,7 @@ class DupQ:
         self._lock = None if read_only or self.shared else HomeLock(settings.home)
         self._write = threading.RLock()  # serialises writers; searches never take it
         self._follower = None
+        self._prepared: dict[str, Serving] = {}  # shared: versions loaded ahead of their promotion
         try:
             self.backend = open_backend(settings)
             self.store = self.backend.store
@@ -154,7 +155,8 @@ class DupQ:
             if self.shared and not read_only:
                 from dupq.pg.follow import Follower
 
-                self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick).start()
+                self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick,
+                                          on_ready=self._prepare).start()
         except BaseException:
             self.close()
             raise
@@ -423,9 +425,24 @@ class DupQ:
         with self._write:
             if version == self.version:
                 return
-            serving = self._load_serving(version, progress=progress)  # embeds every stored question
+            serving = self._take_prepared(version) or self._load_serving(version, progress=progress)
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
+
+    def _prepare(self, version: str) -> None:
+        """Shared: load a version that became ``ready`` (files, model, warm-up, vectors) before its switch."""
+        if self._closed or version == self._serving.version or version in self._prepared:
+            return
+        if not self.registry.exists(version):
+            return
+        self._prepared = {version: self._load_serving(version)}  # only the latest candidate is kept
+
+    def _take_prepared(self, version: str) -> Serving | None:
+        """The prepared ``version``, caught up with questions added since it was loaded; None if not prepared."""
+        serving = self._prepared.pop(version, None)
+        if serving is not None:
+            self._sync(serving)  # one anti-join: only what was added meanwhile is embedded
+        return serving
 
     def _follow(self, version: str) -> None:
         """Serve ``version`` because the shared pointer says so (another node promoted it): no pointer write."""
@@ -435,7 +452,7 @@ class DupQ:
             if self._closed or version == self._serving.version:
                 return
             t0 = time.perf_counter()
-            self._serving = self._load_serving(version)
+            self._serving = self._take_prepared(version) or self._load_serving(version)
             log.info("now serving %s (promoted elsewhere; switched in %.2fs)", version, time.perf_counter() - t0)
 
     def rollback(self, *, progress: bool = False) -> str:

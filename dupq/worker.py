@@ -35,27 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
     backend = open_backend(settings, pool_size=3)
     try:
-        promote = _promoter(backend) if backend.shared else None
-        return Retrainer(settings, backend.store, backend.registry, backend.jobs, promote=promote,
+        return Retrainer(settings, backend.store, backend.registry, backend.jobs,
                          open_index=backend.open_index).run(args.job)
     finally:
         backend.close()
-
-
-def _promoter(backend):
-    """On a shared database the worker promotes its own ready version: catch up its vectors, flip the pointer."""
-
-    def promote(version: str) -> None:
-        from dupq.index import sync_index
-        from dupq.model import SiameseEncoder
-
-        s = backend.settings
-        encoder = SiameseEncoder.load(backend.registry.path(version), backend=s.backend)
-        index, _ = backend.open_index(version, encoder.dim, encoder.energy_name)
-        sync_index(backend.store, encoder, index, batch_size=s.encode_batch_size, label=version)
-        backend.registry.set_current(version)
-
-    return promote
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,8 +3,9 @@
 One thread per node holds a dedicated connection that ``LISTEN``\\ s on :data:`~dupq.pg.db.CURRENT_CHANNEL`
 and :data:`~dupq.pg.db.JOBS_CHANNEL` (with psycopg >= 3.2 a query on a connection that is iterating
 ``notifies()`` hangs, so it never runs queries). A notification, or every ``poll_s`` seconds without one
-(NOTIFY is lost while the listener is disconnected), wakes it: it reads the pointer through the pool and
-calls ``on_current(version)``, then ``on_tick()`` (the node's job runner: takeovers, free workers).
+(NOTIFY is lost while the listener is disconnected), wakes it: a job that became ``ready`` is passed to
+``on_ready(version)`` (the node loads it ahead of the switch), then it reads the pointer through the pool
+and calls ``on_current(version)``, then ``on_tick()`` (the node's job runner: takeovers, free workers).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class Follower:
     """
 
     def __init__(self, db: Database, on_current: Callable[[str], None], on_tick: Callable[[], None] | None = None,
-                 *, poll_s: float = POLL_S) -> None:
+                 *, on_ready: Callable[[str], None] | None = None, poll_s: float = POLL_S) -> None:
         self.db = db
         self.on_current = on_current
         self.on_tick = on_tick
+        self.on_ready = on_ready
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._conn = None
@@ -64,21 +66,28 @@ class Follower:
             try:
                 if conn is None or conn.closed:
                     conn = self._listen()
-                for _ in conn.notifies(timeout=self.poll_s, stop_after=1):
-                    pass  # any notification: look at the pointer and the jobs now
+                ready = [n.payload[6:] for n in conn.notifies(timeout=self.poll_s, stop_after=1)
+                         if n.payload.startswith("ready:")]  # any notification: look at the pointer now
             except Exception as e:  # noqa: BLE001 - the database went away: poll until it is back
                 log.warning("listener connection lost (%s); polling", e)
                 if conn is not None:
                     conn.close()
                 conn = None
+                ready = []
                 self._stop.wait(self.poll_s)
             if self._stop.is_set():
                 break
-            self._wake()
+            self._wake(ready)
         if conn is not None:
             conn.close()
 
-    def _wake(self) -> None:
+    def _wake(self, ready: list[str]) -> None:
+        for version in ready:
+            if self.on_ready is not None:
+                try:
+                    self.on_ready(version)
+                except Exception:  # noqa: BLE001
+                    log.exception("loading ready version %s failed", version)
         try:
             with self.db.connection() as c:
                 row = c.execute("SELECT value FROM state WHERE key='current_model'").fetchone()

@@ -155,7 +155,7 @@ class PgJobStore:
         if to not in STATES:
             raise ValueError(f"unknown job state {to!r}")
         with self.db.transaction() as c:
-            row = c.execute("SELECT state, attempt FROM jobs WHERE id=%s FOR UPDATE", (jid,)).fetchone()
+            row = c.execute("SELECT state, attempt, version FROM jobs WHERE id=%s FOR UPDATE", (jid,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no job with id {jid!r}")
             if jid in self._fence and row[1] != self._fence[jid] and row[0] in ACTIVE:
@@ -163,6 +163,8 @@ class PgJobStore:
             if not can_move(row[0], to):
                 raise IllegalTransition(f"job {jid} cannot go from {row[0]} to {to}")
             _set(c, jid, state=to, **fields)
+            if to == "ready":  # nodes load the version now, so that the switch is instant
+                c.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, f"ready:{fields.get('version') or row[2]}"))
         return self.get(jid)
 
     def update(self, jid: str, **fields: Any) -> None:

@@ -116,6 +116,9 @@ class Settings:
             node died is taken over by another node after this long.
         pg_index: On PostgreSQL, the type the HNSW index is built on: ``"halfvec"`` (half precision, the
             default) or ``"vector"`` (float32); scores are always computed in float32.
+        switch_wait_s: On PostgreSQL, longest wait of a promotion for the other live nodes to load the new
+            version before the pointer flips (then each switches at once); a node slower than that loads it
+            after the flip and serves the old version meanwhile.
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -143,6 +146,7 @@ class Settings:
     database_url: str | None = None
     job_lease_s: float = 30.0
     pg_index: str = "halfvec"
+    switch_wait_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)

@@ -443,7 +443,9 @@ class Retrainer:
             served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
-            self.registry.publish(new.version)  # the export made while indexing: nodes need not redo it
+            if self.shared and has_cross(new.path):  # export the re-ranker as it will serve: no node has to
+                CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend).score([("warm", "up")])
+            self.registry.publish(new.version)  # the exports made here: nodes fetch them, never redo them
             self.jobs.transition(job_id, "ready")  # shared: every node starts loading the version now
             return 0
         except TrainingCancelled:

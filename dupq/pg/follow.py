@@ -82,17 +82,23 @@ class Follower:
             conn.close()
 
     def _wake(self, ready: list[str]) -> None:
-        for version in ready:
-            if self.on_ready is not None:
+        try:
+            with self.db.connection() as c:
+                state = dict(c.execute("SELECT key, value FROM state WHERE key IN ('current_model', 'preparing')"))
+        except Exception:  # noqa: BLE001
+            log.exception("reading the current version failed")
+            return
+        current = state.get("current_model")
+        # The version being promoted (state 'preparing'): polled too, so a lost NOTIFY costs a second only.
+        for version in dict.fromkeys([*ready, state.get("preparing")]):
+            if version and version != current and self.on_ready is not None:
                 try:
                     self.on_ready(version)
                 except Exception:  # noqa: BLE001
                     log.exception("loading ready version %s failed", version)
         try:
-            with self.db.connection() as c:
-                row = c.execute("SELECT value FROM state WHERE key='current_model'").fetchone()
-            if row:
-                self.on_current(row[0])
+            if current:
+                self.on_current(current)
         except Exception:  # noqa: BLE001
             log.exception("following the current version failed")
         if self.on_tick is not None:

@@ -164,7 +164,10 @@ class PgJobStore:
                 raise IllegalTransition(f"job {jid} cannot go from {row[0]} to {to}")
             _set(c, jid, state=to, **fields)
             if to == "ready":  # nodes load the version now, so that the switch is instant
-                c.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, f"ready:{fields.get('version') or row[2]}"))
+                version = fields.get("version") or row[2]
+                c.execute("INSERT INTO state(key, value) VALUES ('preparing', %s) "
+                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (version,))
+                c.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, f"ready:{version}"))
         return self.get(jid)
 
     def update(self, jid: str, **fields: Any) -> None:

@@ -65,6 +65,8 @@ def rss_mb(pid: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--real", type=int, default=100_000,
+                    help="real embeddings; the rest of --n are perturbed copies (bench_speed.perturbed_bank)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/dupq-bench"))
     ap.add_argument("--queries", type=int, default=300)
@@ -75,7 +77,7 @@ def main() -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from bench_speed import cached_embeddings, real_questions
+    from bench_speed import cached_embeddings, perturbed_bank, real_questions
 
     from dupq.pg.db import Database
     from dupq.pg.embedded import create_database, drop_database, start
@@ -85,10 +87,14 @@ def main() -> int:
 
     res: dict = {"n": args.n, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     dev, train = real_questions(args.data)
-    n_real = min(args.n, len(train))
-    bank = cached_embeddings("train", train[:n_real], args.cache)[: args.n]
+    n_real = min(args.n, args.real, len(train))
+    bank = cached_embeddings("train", train[:n_real], args.cache)
+    if args.n > len(bank):
+        extra = [v for _, v in perturbed_bank(bank, args.n)]
+        bank = np.vstack([bank, *extra])
     queries = cached_embeddings("dev", dev[:1000], args.cache)[: args.queries]
-    texts = train[: len(bank)]
+    texts = train[:n_real] + [f"synthetic question {i}" for i in range(n_real, len(bank))]
+    res["real"] = n_real
     print(f"{len(bank)} bank vectors, {len(queries)} queries", flush=True)
     truth = exact_top(bank, queries)
     want = [[f"r{i}" for i in t] for t in truth]

@@ -375,11 +375,13 @@ class Retrainer:
             done.set()
 
     def _heartbeat(self, job_id: str, done: threading.Event, stop: dict[str, bool]) -> None:
-        while not done.wait(self.jobs.lease_s / 3):
+        while not done.wait(self.jobs.lease_s / 4):
             try:
                 if not self.jobs.renew(job_id):
                     log.warning("job %s: lease lost (taken over); stopping", job_id)
                     stop["flag"] = True
+                    if not done.wait(10):  # fenced out already; do not hold the CPU another worker needs
+                        os._exit(75)
                     return
             except Exception:  # noqa: BLE001 - the database is briefly away: retry at the next beat
                 log.exception("job %s: lease renewal failed", job_id)

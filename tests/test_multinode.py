@@ -26,7 +26,7 @@ from conftest import ADMIN_TOKEN, SMALL_BANK
 from test_retrain import bank_pairs
 
 #: Seconds a job's lease lasts here (short, so that the takeover is quick).
-LEASE_S = 4
+LEASE_S = 15
 #: Longest time from a promotion to every live node serving the new version (the issue's target).
 SWITCH_S = 5.0
 

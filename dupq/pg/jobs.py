@@ -53,8 +53,10 @@ class PgJobStore:
         now = _now()
         try:
             with self.db.transaction() as c:
-                c.execute("INSERT INTO jobs(id, state, options, created_at, updated_at) "
-                          "VALUES (%s, 'queued', %s, %s, %s)", (jid, json.dumps(options), now, now))
+                # lease_until on a queued job: the asking node's reservation (it starts a worker itself now)
+                c.execute("INSERT INTO jobs(id, state, options, created_at, updated_at, lease_until) VALUES "
+                          "(%s, 'queued', %s, %s, %s, now() + make_interval(secs => %s))",
+                          (jid, json.dumps(options), now, now, self.lease_s))
                 c.execute("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, jid))
         except psycopg.errors.UniqueViolation:
             active = self.active()
@@ -97,10 +99,17 @@ class PgJobStore:
         return self.get(jid)
 
     def next_queued(self) -> str | None:
-        """The oldest queued job no worker holds right now (what a free node's worker would claim)."""
+        """Reserve the oldest queued job no node has reserved (for a worker this node starts); None if none.
+
+        The reservation lasts one lease, so that free nodes do not all start a worker for one job.
+        """
         with self.db.transaction() as c:
-            row = c.execute("SELECT id FROM jobs WHERE state='queued' AND cancel=0 ORDER BY created_at "
+            row = c.execute("SELECT id FROM jobs WHERE state='queued' AND cancel=0 AND "
+                            "(lease_until IS NULL OR lease_until < now()) ORDER BY created_at "
                             "LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
+            if row is not None:
+                c.execute("UPDATE jobs SET lease_until = now() + make_interval(secs => %s) WHERE id=%s",
+                          (self.lease_s, row[0]))
         return row[0] if row else None
 
     def renew(self, jid: str) -> bool:

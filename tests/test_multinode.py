@@ -51,6 +51,9 @@ class Node:
             "DUPQ_ADMIN_TOKEN": ADMIN_TOKEN,
             "DUPQ_JOB_LEASE_S": str(LEASE_S),
             "DUPQ_GATE_TOLERANCE": "1.0",  # this test is about nodes, not the gate: any candidate passes
+            # A promotion waits until every live node has loaded the version (generous: CI machines are slow),
+            # then every node switches within SWITCH_S of the flip.
+            "DUPQ_SWITCH_WAIT_S": "300",
             "DUPQ_RATE_LIMIT_SEARCH": "",
             "DUPQ_RATE_LIMIT_WRITE": "",
             "HF_HUB_OFFLINE": "1",

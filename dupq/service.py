@@ -429,19 +429,32 @@ class DupQ:
         the registry pointer changes only after the new index is complete and saved.
         """
         self._check_writable()
+        if self.shared:
+            self._promote_shared(version, progress=progress, rollback=rollback)
+            return
         with self._write:
             if version == self.version:
                 return
-            serving = self._take_prepared(version) or self._load_serving(version, progress=progress)
-            if self.shared:  # the other live nodes load it too (on "ready"); the switch is then instant everywhere
-                from dupq.pg.db import JOBS_CHANNEL
-                from dupq.pg.nodes import wait_prepared
-
-                self.store.set_state("preparing", version)  # also a promotion without a job, and a rollback
-                self.backend.db.notify(JOBS_CHANNEL, f"ready:{version}")
-                wait_prepared(self.backend.db, version, exclude=self.node, timeout=self.settings.switch_wait_s)
+            serving = self._load_serving(version, progress=progress)  # embeds every stored question
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
+
+    def _promote_shared(self, version: str, *, progress: bool, rollback: bool) -> None:
+        """PostgreSQL: load the version and wait for the other live nodes to load it, without blocking writes;
+        then catch up what was added meanwhile, flip the pointer (NOTIFY) and switch, under the write lock."""
+        from dupq.pg.db import JOBS_CHANNEL
+        from dupq.pg.nodes import wait_prepared
+
+        if version == self.version:
+            return
+        serving = self._prepared.pop(version, None) or self._load_serving(version, progress=progress)
+        self.store.set_state("preparing", version)  # also a promotion without a job, and a rollback
+        self.backend.db.notify(JOBS_CHANNEL, f"ready:{version}")
+        wait_prepared(self.backend.db, version, exclude=self.node, timeout=self.settings.switch_wait_s)
+        with self._write:
+            self._sync(serving)  # one anti-join: the questions added while it loaded
+            self.registry.set_current(version, rollback=rollback)
+            self._serving = serving
 
     def _beat(self) -> None:
         """Shared: report this node (what it serves, what it has loaded ahead) about once a second."""
@@ -464,22 +477,17 @@ class DupQ:
             return
         self._prepared = {version: self._load_serving(version)}  # only the latest candidate is kept
 
-    def _take_prepared(self, version: str) -> Serving | None:
-        """The prepared ``version``, caught up with questions added since it was loaded; None if not prepared."""
-        serving = self._prepared.pop(version, None)
-        if serving is not None:
-            self._sync(serving)  # one anti-join: only what was added meanwhile is embedded
-        return serving
-
     def _follow(self, version: str) -> None:
         """Serve ``version`` because the shared pointer says so (another node promoted it): no pointer write."""
         if self._closed or version == self._serving.version:
             return
+        t0 = time.perf_counter()
+        serving = self._prepared.pop(version, None) or self._load_serving(version)  # writes go on meanwhile
         with self._write:
             if self._closed or version == self._serving.version:
                 return
-            t0 = time.perf_counter()
-            self._serving = self._take_prepared(version) or self._load_serving(version)
+            self._sync(serving)  # one anti-join: the questions added while it loaded
+            self._serving = serving
             log.info("now serving %s (promoted elsewhere; switched in %.2fs)", version, time.perf_counter() - t0)
 
     def rollback(self, *, progress: bool = False) -> str:

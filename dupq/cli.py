@@ -55,12 +55,19 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Instance file (TOML with settings keys; default: $DUPQ_CONFIG). The environment and options override it.",
 )
+@click.option(
+    "--database",
+    "database_url",
+    metavar="URL",
+    help="PostgreSQL database (postgresql://...) shared by stateless nodes (default: $DUPQ_DATABASE_URL; "
+    "none: the SQLite home).",
+)
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, config_file: Path | None) -> None:
+def main(ctx: click.Context, home: Path | None, config_file: Path | None, database_url: str | None) -> None:
     """dupq: find stored questions that ask the same thing."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this entry point owns the environment: weights from disk only
     try:
-        ctx.obj = Settings.load(environ=os.environ, config_file=config_file, home=home)
+        ctx.obj = Settings.load(environ=os.environ, config_file=config_file, home=home, database_url=database_url)
     except SettingsError as e:
         raise click.UsageError(str(e)) from None
 
@@ -413,6 +420,54 @@ def models_rollback(ctx: click.Context, progress: bool) -> None:
     with open_service(ctx) as svc:
         target = svc.rollback(progress=progress)
         click.echo(f"rolled back; current model: {target}")
+
+
+@main.group()
+def db() -> None:
+    """The PostgreSQL backend: an embedded server for development, the schema."""
+
+
+@db.command("start")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("dupq-pg"),
+              show_default=True, help="The cluster's folder (initialised on first use).")
+def db_start(data_dir: Path) -> None:
+    """Start an embedded PostgreSQL with pgvector, print its URL and serve until interrupted (Ctrl-C).
+
+    Use the URL as DUPQ_DATABASE_URL or --database for every node.
+    """
+    import time
+
+    from dupq.pg.db import Database
+    from dupq.pg.embedded import EmbeddedUnavailable, start
+
+    try:
+        server, url = start(data_dir)
+    except EmbeddedUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    Database(url, max_size=1).close()  # the schema, migrated once
+    click.echo(url)
+    click.echo(f"embedded PostgreSQL (pid {server.get_pid()}) in {data_dir.resolve()}; Ctrl-C stops it", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+
+
+@db.command("migrate")
+@click.pass_context
+@handle_errors
+def db_migrate(ctx: click.Context) -> None:
+    """Apply the schema migrations the database lacks and print its schema version."""
+    from dupq.pg.db import Database
+
+    if not ctx.obj.database_url:
+        raise click.UsageError("no database: set DUPQ_DATABASE_URL or pass --database URL")
+    d = Database(ctx.obj.database_url, max_size=1)
+    try:
+        click.echo(f"schema version {d.schema_version()}")
+    finally:
+        d.close()
 
 
 if __name__ == "__main__":

@@ -111,6 +111,16 @@ class Settings:
         export_cache: Folder where the packaged model's OpenVINO export is shared by every home of this
             machine (None: each home exports its own). Default ``$XDG_CACHE_HOME/dupq/openvino``
             (``~/.cache/dupq/openvino``); ``DUPQ_EXPORT_CACHE=`` (empty) turns it off.
+        database_url: ``postgresql://...``: questions, pairs, jobs, versions and vectors live in that
+            PostgreSQL database (pgvector), shared by any number of stateless nodes; ``home`` then holds only
+            caches and logs (``DUPQ_DATABASE_URL``, ``--database``). None: the embedded SQLite home.
+        job_lease_s: On PostgreSQL, seconds a worker's claim on a job lasts without renewal; a job whose
+            node died is taken over by another node after this long.
+        pg_index: On PostgreSQL, the type the HNSW index is built on: ``"halfvec"`` (half precision, the
+            default) or ``"vector"`` (float32); scores are always computed in float32.
+        switch_wait_s: On PostgreSQL, longest wait of a promotion for the other live nodes to load the new
+            version before the pointer flips (then each switches at once); a node slower than that loads it
+            after the flip and serves the old version meanwhile.
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -137,6 +147,10 @@ class Settings:
     rerank_top_n: int = 20
     session_cookie_secure: bool = False
     session_cookie_samesite: str = "Lax"
+    database_url: str | None = None
+    job_lease_s: float = 30.0
+    pg_index: str = "halfvec"
+    switch_wait_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -160,6 +174,13 @@ class Settings:
             )
         if self.backend not in BACKENDS:
             raise SettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.database_url is not None and self.database_url.split("://", 1)[0] not in ("postgresql", "postgres"):
+            raise SettingsError(f"database_url must be a postgresql:// URL, got {self.database_url!r}")
+        if self.pg_index not in ("halfvec", "vector"):
+            raise SettingsError(f"pg_index must be 'halfvec' or 'vector', got {self.pg_index!r}")
+        lease = self.job_lease_s
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0:
+            raise SettingsError(f"job_lease_s must be a positive number of seconds, got {self.job_lease_s!r}")
         if not 0 < self.gate_fraction < 1 or self.gate_tolerance < 0:
             raise SettingsError("gate_fraction must be in (0, 1) and gate_tolerance >= 0")
 
@@ -237,7 +258,8 @@ class Settings:
 
 #: Settings whose empty environment value means None (off) rather than "not set".
 _EMPTY_IS_NONE = {
-    "seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache", "rate_limit_search", "rate_limit_write"
+    "database_url", "seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache", "rate_limit_search",
+    "rate_limit_write",
 }
 
 

@@ -69,12 +69,10 @@ class ModelRegistry:
             enc.save(path, weights=PACKAGED)
         if not self._row(BASE_VERSION):
             self.register(BASE_VERSION, parent=None)
-        if self.store.get_state("current_model") is None:
-            self.store.set_state("current_model", BASE_VERSION)
+        self.store.init_state("current_model", BASE_VERSION)
 
     def _row(self, version: str) -> Any:
-        rows = self.store.query("SELECT * FROM models WHERE version=?", (version,))
-        return rows[0] if rows else None
+        return self.store.model_record(version)
 
     def path(self, version: str) -> Path:
         return self.models_dir / version
@@ -84,17 +82,17 @@ class ModelRegistry:
         if not _VERSION_RE.match(version):
             raise ValidationError(f"invalid version name {version!r}")
         config = SiameseEncoder.read_config(self.path(version))
-        with self.store.transaction() as c:
-            c.execute(
-                "INSERT OR REPLACE INTO models(version, path, parent, created_at, config) VALUES (?, ?, ?, ?, ?)",
-                (
-                    version,
-                    version,
-                    parent,
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    json.dumps(config),
-                ),
-            )
+        self.store.put_model_record(
+            version,
+            path=version,
+            parent=parent,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            config=json.dumps(config),
+        )
+
+    def publish(self, version: str) -> None:
+        """Make files written into a registered version's folder since :meth:`register` (its OpenVINO export)
+        available to every process that serves it; with one home they already are."""
 
     def load_cross(self, version: str, *, backend: str | None = None) -> Any:
         """The version's cross-encoder (:class:`dupq.cross.CrossScorer`), or None when it has none."""
@@ -150,7 +148,7 @@ class ModelRegistry:
         """Versions, oldest first, with their config (metrics, counts) and whether each is current."""
         cur = self.current()
         out = []
-        for r in self.store.query("SELECT * FROM models ORDER BY created_at, version"):
+        for r in self.store.model_records():
             cfg = json.loads(r["config"])
             out.append(
                 {
@@ -170,6 +168,5 @@ class ModelRegistry:
         """Remove a version that is not current."""
         if version in (self.current(), BASE_VERSION):
             raise ValidationError(f"cannot delete the current or base version {version!r}")
-        with self.store.transaction() as c:
-            c.execute("DELETE FROM models WHERE version=?", (version,))
+        self.store.delete_model_record(version)
         shutil.rmtree(self.path(version), ignore_errors=True)

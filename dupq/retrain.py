@@ -223,6 +223,8 @@ class Retrainer:
         jobs: The job records.
         promote: Makes a version current (the web process's :meth:`dupq.service.DupQ.promote`); only the
             web side needs it.
+        open_index: Opens a version's index: ``(version, dim, energy) -> (index, intact)``
+            (:meth:`dupq.backends.Backend.open_index`); None: the embedded index under ``index/<version>/``.
     """
 
     def __init__(
@@ -233,13 +235,17 @@ class Retrainer:
         jobs: JobStore,
         *,
         promote: Callable[[str], None] | None = None,
+        open_index: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.jobs = jobs
         self._promote = promote
+        self._open_index = open_index
         self._closed = False
+        self.shared = bool(getattr(jobs, "shared", False))
+        self._workers: dict[str, subprocess.Popen] = {}  # job -> this process's live worker
 
     # -- web side ---------------------------------------------------------------------------------------
     def request(self, options: Mapping[str, Any] | None = None) -> Job:
@@ -247,10 +253,34 @@ class Retrainer:
         req = RetrainRequest.from_options(options)
         resolve_start(self.registry, req.start)  # an unknown version fails now, not in the worker
         job = self.jobs.create(req.to_dict())
-        proc = spawn_worker(self.settings, job.id)
-        self.jobs.update(job.id, pid=proc.pid)
-        threading.Thread(target=self._watch, args=(job.id, proc), name=f"job-{job.id}", daemon=True).start()
+        self.launch(job.id)
         return self.jobs.get(job.id)
+
+    def launch(self, job_id: str) -> subprocess.Popen:
+        """Start a worker process for queued job ``job_id`` and watch it (:meth:`finish` when it exits)."""
+        proc = spawn_worker(self.settings, job_id, die_with_parent=self.shared)
+        self._workers[job_id] = proc
+        if not self.shared:  # shared: the worker's claim records its pid (another node's may win the claim)
+            self.jobs.update(job_id, pid=proc.pid)
+        threading.Thread(target=self._watch, args=(job_id, proc), name=f"job-{job_id}", daemon=True).start()
+        return proc
+
+    def tick(self) -> None:
+        """The job runner of a node on a shared store (called by :class:`dupq.pg.follow.Follower`).
+
+        Jobs whose worker's lease ran out go back to the queue; a ``ready`` job whose promoter died is
+        promoted here; a queued job is started here when this node has no worker running.
+        """
+        if self._closed or not self.shared:
+            return
+        self.jobs.requeue_expired()
+        jid = self.jobs.expired_ready()
+        if jid is not None:
+            self._promote_ready(self.jobs.get(jid))
+        if not any(p.poll() is None for p in self._workers.values()):
+            jid = self.jobs.next_queued()
+            if jid is not None:
+                self.launch(jid)
 
     def cancel(self, job_id: str) -> Job:
         return self.jobs.request_cancel(job_id)
@@ -258,11 +288,23 @@ class Retrainer:
     def _watch(self, job_id: str, proc: subprocess.Popen) -> None:
         rc = proc.wait()
         if not self._closed:  # closed meanwhile: the next open recovers the job (recover())
-            self.finish(job_id, rc)
+            try:
+                self.finish(job_id, rc, pid=proc.pid)
+            except Exception:  # noqa: BLE001 - a watcher thread must not die silently
+                log.exception("finishing job %s failed", job_id)
+        if self._workers.get(job_id) is proc:
+            del self._workers[job_id]
 
-    def finish(self, job_id: str, returncode: int) -> Job:
-        """After the worker exited: promote a ``ready`` candidate, or record how the job ended."""
+    def finish(self, job_id: str, returncode: int, *, pid: int | None = None) -> Job:
+        """After the worker exited: promote a ``ready`` candidate, or record how the job ended.
+
+        Shared store: only for a job that worker ``pid`` claimed (another node's worker may have won the
+        claim). The promotion flips the shared pointer; the other nodes, which started loading the version
+        when it became ``ready``, follow it.
+        """
         job = self.jobs.get(job_id)
+        if self.shared and (pid is None or not self.jobs.is_owner(job_id, pid)):
+            return job
         if job.state == "ready":
             return self._promote_ready(job)
         if job.state in ACTIVE:
@@ -279,10 +321,19 @@ class Retrainer:
         except Exception as e:  # noqa: BLE001 - the job records why; the old version keeps serving
             log.exception("promotion of %s failed", job.version)
             return self.jobs.transition(job.id, "failed", error=f"promotion failed: {e}")
-        return self.jobs.transition(job.id, "promoted")
+        try:
+            return self.jobs.transition(job.id, "promoted")
+        except IllegalTransition:  # shared: another node promoted it meanwhile (same version, same pointer)
+            return self.jobs.get(job.id)
 
     def recover(self) -> None:
-        """On start-up: finish what a dead web process left. ``ready`` jobs are promoted, the rest failed."""
+        """On start-up: finish what a dead web process left. ``ready`` jobs are promoted, the rest failed.
+
+        Shared store: other nodes' jobs are alive; those whose lease ran out are taken over by :meth:`tick`.
+        """
+        if self.shared:
+            self.remove_partial_versions()
+            return
         for job in self.jobs.interrupted():
             if job.state == "ready" and self.registry.exists(job.version or ""):
                 self._promote_ready(job)
@@ -310,16 +361,37 @@ class Retrainer:
     # -- worker side ------------------------------------------------------------------------------------
     def run(self, job_id: str) -> int:
         """Run one job in this (worker) process up to ``ready`` or a final state. Returns the exit code."""
-        from dupq.cross import CROSS_DIR, CrossScorer, has_cross
-        from dupq.index import open_index, sync_index
-        from dupq.model import SiameseEncoder
-        from dupq.training import TrainingCancelled
-
         job = self.jobs.claim(job_id, pid=os.getpid())
         if job is None:
             return 0  # cancelled (or taken) while queued
         stop = {"flag": False}
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(flag=True))
+        done = threading.Event()
+        if self.shared:  # renew the lease while this process works; a lost lease stops it
+            threading.Thread(target=self._heartbeat, args=(job_id, done, stop), daemon=True).start()
+        try:
+            return self._run(job_id, job, stop)
+        finally:
+            done.set()
+
+    def _heartbeat(self, job_id: str, done: threading.Event, stop: dict[str, bool]) -> None:
+        while not done.wait(self.jobs.lease_s / 4):
+            try:
+                if not self.jobs.renew(job_id):
+                    log.warning("job %s: lease lost (taken over); stopping", job_id)
+                    stop["flag"] = True
+                    if not done.wait(10):  # fenced out already; do not hold the CPU another worker needs
+                        os._exit(75)
+                    return
+            except Exception:  # noqa: BLE001 - the database is briefly away: retry at the next beat
+                log.exception("job %s: lease renewal failed", job_id)
+
+    def _run(self, job_id: str, job: Job, stop: dict[str, bool]) -> int:
+        from dupq.cross import CROSS_DIR, CrossScorer, has_cross
+        from dupq.index import open_index, sync_index
+        from dupq.model import SiameseEncoder
+        from dupq.training import TrainingCancelled
+
         new: NewVersion | None = None
         try:
             req = RetrainRequest.from_dict(job.options)
@@ -361,16 +433,22 @@ class Retrainer:
                 return 0
             self.registry.register(new.version, parent=new.parent)
             self.jobs.transition(job_id, "indexing", metrics=metrics)
-            index, _ = open_index(
-                self.settings.index_dir / new.version,
-                candidate.dim,
-                candidate.energy,
-                ann_min_size=self.settings.ann_min_size,
-            )
+            if self._open_index is not None:
+                index, _ = self._open_index(new.version, candidate.dim, candidate.energy)
+            else:
+                index, _ = open_index(
+                    self.settings.index_dir / new.version,
+                    candidate.dim,
+                    candidate.energy,
+                    ann_min_size=self.settings.ann_min_size,
+                )
             served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
-            self.jobs.transition(job_id, "ready")
+            if self.shared and has_cross(new.path):  # export the re-ranker as it will serve: no node has to
+                CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend).score([("warm", "up")])
+            self.registry.publish(new.version)  # the exports made here: nodes fetch them, never redo them
+            self.jobs.transition(job_id, "ready")  # shared: every node starts loading the version now
             return 0
         except TrainingCancelled:
             self._end(job_id, "cancelled", "cancelled on request", new)
@@ -401,8 +479,12 @@ class Retrainer:
         shutil.rmtree(self.settings.index_dir / new.version, ignore_errors=True)
 
 
-def spawn_worker(settings: Settings, job_id: str) -> subprocess.Popen:
-    """Start ``python -m dupq.worker`` for one job, its output appended to ``logs/job-<id>.log``."""
+def spawn_worker(settings: Settings, job_id: str, *, die_with_parent: bool = False) -> subprocess.Popen:
+    """Start ``python -m dupq.worker`` for one job, its output appended to ``logs/job-<id>.log``.
+
+    ``die_with_parent``: the worker is killed when this process dies (Linux ``PR_SET_PDEATHSIG``), so a dead
+    node's job is not finished by an orphan but taken over, after its lease, by another node.
+    """
     import json
 
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -412,7 +494,17 @@ def spawn_worker(settings: Settings, job_id: str) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the lease still hands the job to another node once the orphan's work is refused
 
 
 def _throttled(fn: Callable[[dict[str, Any]], None], every: float = 0.5) -> Callable[[dict[str, Any]], None]:

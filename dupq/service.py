@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -23,14 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dupq.backends import open_backend
 from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
-from dupq.index import VectorIndex, open_index, sync_index
-from dupq.jobs import Job, JobStore
+from dupq.index import VectorIndex, sync_index
+from dupq.jobs import Job
 from dupq.model import SiameseEncoder
-from dupq.registry import ModelRegistry
 from dupq.retrain import NewVersion, Retrainer, train_new_version
-from dupq.store import DuplicateIdError, NewQuestion, Question, QuestionStore
+from dupq.store import DuplicateIdError, NewQuestion, Question
 from dupq.text import normalize_question
 
 log = logging.getLogger(__name__)
@@ -133,18 +134,32 @@ class DupQ:
         self.settings = settings
         self.read_only = read_only
         self._closed = False
-        self._lock = None if read_only else HomeLock(settings.home)
+        # On PostgreSQL no process owns the state: any number of nodes share it, so there is no home lock.
+        self.shared = bool(settings.database_url)
+        self._lock = None if read_only or self.shared else HomeLock(settings.home)
         self._write = threading.RLock()  # serialises writers; searches never take it
+        self._follower = None
+        self._prepared: dict[str, Serving] = {}  # shared: versions loaded ahead of their promotion
+        self.node = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         try:
-            self.store = QuestionStore(settings.db_path)
-            self.registry = ModelRegistry.from_settings(self.store, settings)
-            self.jobs = JobStore(self.store)
-            self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote)
+            self.backend = open_backend(settings)
+            self.store = self.backend.store
+            self.registry = self.backend.registry
+            self.jobs = self.backend.jobs
+            self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote,
+                                       open_index=self.backend.open_index)
             self._serving = self._load_serving(self.registry.current())
             if not read_only:
                 self._seed()
-                # A job left behind by a dead web process: promote it if it got to "ready", else fail it.
+                # A job left behind by a dead web process: promote it if it got to "ready", else fail it
+                # (on PostgreSQL: jobs whose lease ran out are taken over by the follower's job runner).
                 self.retrainer.recover()
+            if self.shared and not read_only:
+                from dupq.pg.follow import Follower
+
+                self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick,
+                                          on_ready=self._prepare).start()
+                threading.Thread(target=self._beat, name="dupq-node", daemon=True).start()
         except BaseException:
             self.close()
             raise
@@ -156,13 +171,21 @@ class DupQ:
 
     def close(self) -> None:
         self._closed = True
+        if getattr(self, "_follower", None) is not None:
+            self._follower.stop()
+            self._follower = None
         if getattr(self, "retrainer", None) is not None:
             self.retrainer.close()
         serving = getattr(self, "_serving", None)
         if serving is not None:
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
-        if getattr(self, "store", None) is not None:
-            self.store.close()
+        if getattr(self, "backend", None) is not None:
+            if self.shared and not self.read_only:
+                from dupq.pg.nodes import leave
+
+                leave(self.backend.db, self.node)
+            self.backend.close()
+            self.backend = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -197,15 +220,10 @@ class DupQ:
         cross = self.registry.load_cross(version, backend=self.settings.backend)
         if cross is not None:
             _ = cross.runtime  # export the re-ranker here too (torch backend: nothing to do)
-        index, intact = open_index(
-            self.index_path(version),
-            encoder.dim,
-            encoder.energy_name,
-            ann_min_size=self.settings.ann_min_size,
-            read_only=self.read_only,
-        )
+        index, intact = self.backend.open_index(version, encoder.dim, encoder.energy_name, read_only=self.read_only)
         serving = Serving(version, encoder, index, cross)
-        if not intact or index.revision != self.store.revision():
+        # Shared: other nodes write too, so the revision says little; the catch-up is one anti-join.
+        if not intact or self.shared or index.revision != self.store.revision():
             self._sync(serving, progress=progress)
         return serving
 
@@ -397,9 +415,19 @@ class DupQ:
         return ImportReport(read, added, read - added - invalid, invalid, time.perf_counter() - t0)
 
     def reindex(self, *, progress: bool = True) -> int:
-        """Rebuild the current version's index from scratch; returns the number of vectors."""
+        """Rebuild the current version's index from scratch; returns the number of vectors.
+
+        On PostgreSQL the table other nodes are searching is re-embedded in place (rows replaced)."""
         self._check_writable()
         with self._write:
+            if self.shared:
+                serving = self._serving
+                for batch in self.store.iter_texts():
+                    serving.index.add([i for i, _ in batch],
+                                      serving.encoder.encode([t for _, t in batch],
+                                                             batch_size=self.settings.encode_batch_size))
+                serving.index.save(self.store.revision())
+                return len(serving.index)
             shutil.rmtree(self.index_path(self.version), ignore_errors=True)
             self._serving = self._load_serving(self.version, progress=progress)
             return len(self._serving.index)
@@ -412,6 +440,9 @@ class DupQ:
         the registry pointer changes only after the new index is complete and saved.
         """
         self._check_writable()
+        if self.shared:
+            self._promote_shared(version, progress=progress, rollback=rollback)
+            return
         with self._write:
             if version == self.version:
                 return
@@ -419,6 +450,57 @@ class DupQ:
             self._warm(serving)  # the swapped-in model answers its first searches at full speed
             self.registry.set_current(version, rollback=rollback)
             self._serving = serving  # one reference assignment: atomic for readers
+
+    def _promote_shared(self, version: str, *, progress: bool, rollback: bool) -> None:
+        """PostgreSQL: load the version and wait for the other live nodes to load it, without blocking writes;
+        then catch up what was added meanwhile, flip the pointer (NOTIFY) and switch, under the write lock."""
+        from dupq.pg.db import JOBS_CHANNEL
+        from dupq.pg.nodes import wait_prepared
+
+        if version == self.version:
+            return
+        serving = self._prepared.pop(version, None) or self._load_serving(version, progress=progress)
+        self.store.set_state("preparing", version)  # also a promotion without a job, and a rollback
+        self.backend.db.notify(JOBS_CHANNEL, f"ready:{version}")
+        wait_prepared(self.backend.db, version, exclude=self.node, timeout=self.settings.switch_wait_s)
+        with self._write:
+            self._sync(serving)  # one anti-join: the questions added while it loaded
+            self.registry.set_current(version, rollback=rollback)
+            self._serving = serving
+
+    def _beat(self) -> None:
+        """Shared: report this node (what it serves, what it has loaded ahead) about once a second."""
+        from dupq.pg.nodes import report
+
+        while not self._closed:
+            try:
+                report(self.backend.db, self.node, self._serving.version, next(iter(self._prepared), None))
+            except Exception:  # noqa: BLE001 - the database is briefly away, or the service is closing
+                if self._closed:
+                    return
+                log.warning("node report failed", exc_info=True)
+            time.sleep(1.0)
+
+    def _prepare(self, version: str) -> None:
+        """Shared: load a version that became ``ready`` (files, model, warm-up, vectors) before its switch."""
+        if self._closed or version == self._serving.version or version in self._prepared:
+            return
+        if not self.registry.exists(version):
+            return
+        self._prepared = {version: self._load_serving(version)}  # only the latest candidate is kept
+
+    def _follow(self, version: str) -> None:
+        """Serve ``version`` because the shared pointer says so (another node promoted it): no pointer write."""
+        if self._closed or version == self._serving.version:
+            return
+        t0 = time.perf_counter()
+        serving = self._prepared.pop(version, None) or self._load_serving(version)  # writes go on meanwhile
+        with self._write:
+            if self._closed or version == self._serving.version:
+                return
+            self._sync(serving)  # one anti-join: the questions added while it loaded
+            self._serving = serving
+            log.info("now serving %s (promoted elsewhere; switched in %.2fs)", version, time.perf_counter() - t0)
 
     def rollback(self, *, progress: bool = False) -> str:
         """Switch back to the version served before the current one (rebuilding its index if gone)."""

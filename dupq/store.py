@@ -396,3 +396,31 @@ class QuestionStore:
     def labelled_keys(self) -> set[str]:
         """The order-free keys of every labelled pair (the review queue skips pairs that already have a label)."""
         return {r[0] for r in self.query("SELECT DISTINCT pair_key FROM pairs")}
+
+    # -- model version records (dupq.registry) -------------------------------------------------------------
+    def model_record(self, version: str) -> dict[str, Any] | None:
+        """The record of ``version``: ``{"version", "path", "parent", "created_at", "config"}`` (config: JSON)."""
+        rows = self.query("SELECT version, path, parent, created_at, config FROM models WHERE version=?", (version,))
+        return dict(rows[0]) if rows else None
+
+    def model_records(self) -> list[dict[str, Any]]:
+        """Every version record, oldest first."""
+        rows = self.query("SELECT version, path, parent, created_at, config FROM models ORDER BY created_at, version")
+        return [dict(r) for r in rows]
+
+    def put_model_record(self, version: str, *, path: str, parent: str | None, created_at: str, config: str) -> None:
+        """Insert or replace the record of ``version``."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO models(version, path, parent, created_at, config) VALUES (?, ?, ?, ?, ?)",
+                (version, path, parent, created_at, config),
+            )
+
+    def delete_model_record(self, version: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM models WHERE version=?", (version,))
+
+    def init_state(self, key: str, value: str) -> None:
+        """Set ``key`` only if it is not set yet."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO state(key, value) VALUES (?, ?)", (key, value))

@@ -28,20 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    from dupq.backends import open_backend
     from dupq.config import Settings
-    from dupq.jobs import JobStore
-    from dupq.registry import ModelRegistry
     from dupq.retrain import Retrainer
-    from dupq.store import QuestionStore
 
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
-    store = QuestionStore(settings.db_path)
+    backend = open_backend(settings, pool_size=3)
     try:
-        registry = ModelRegistry.from_settings(store, settings)
-        return Retrainer(settings, store, registry, JobStore(store)).run(args.job)
+        return Retrainer(settings, backend.store, backend.registry, backend.jobs,
+                         open_index=backend.open_index).run(args.job)
     finally:
-        store.close()
-
+        backend.close()
 
 if __name__ == "__main__":
     sys.exit(main())

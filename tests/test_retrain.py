@@ -24,6 +24,9 @@ from werkzeug.serving import make_server
 from dupq.bank import bank_groups, load_default_bank
 from web import create_app
 
+#: Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+BOTH_BACKENDS = True
+
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -75,19 +78,30 @@ class Server:
             time.sleep(0.3)
         raise AssertionError(f"job {job} did not reach {until} in {timeout}s: {j}")
 
+    @staticmethod
+    def wait_job_on(svc, job: str, until: tuple[str, ...], timeout: float = 600):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            j = svc.job(job)
+            if j.state in until:
+                return j
+            time.sleep(0.3)
+        raise AssertionError(f"job {job} did not reach {until} in {timeout}s: {svc.job(job)}")
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.app.extensions["dupq"].close()
 
 
 @pytest.fixture
-def server(tmp_path: Path):
+def server(tmp_path: Path, db_url):
     eval_file = tmp_path / "eval_pairs.jsonl"
     eval_file.write_text("".join(json.dumps(p) + "\n" for p in bank_pairs(seed=1)))
     app = create_app(
         {
             "TESTING": True,
             "home": str(tmp_path / "home"),
+            "database_url": db_url,
             "seed_bank": str(SMALL_BANK),
             "admin_token": ADMIN_TOKEN,
             "secret_key": "t",
@@ -100,6 +114,21 @@ def server(tmp_path: Path):
     s = Server(app)
     yield s
     s.close()
+
+
+def expire_lease(svc, job_id: str) -> None:
+    """Make a PostgreSQL job's lease run out now (its node died long ago)."""
+    with svc.backend.db.connection() as c:
+        c.execute("UPDATE jobs SET lease_until = now() - interval '1 second' WHERE id=%s", (job_id,))
+
+
+def wait_for(cond, timeout: float) -> bool:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
 
 
 def search_loop(server: Server, stop: threading.Event, seen: list, failures: list) -> None:
@@ -210,7 +239,19 @@ def test_cancel_and_restart_marks_running_jobs_failed(server: Server, tmp_path: 
 
     with DupQ(svc.settings) as again:
         j = again.jobs.get(stale.id)
-        assert j.state == "failed" and "restarted" in j.error
+        if svc.settings.database_url:
+            # Shared: another node's job is never failed by a node starting; once its lease runs out it is
+            # taken over (re-queued, then claimed by a free worker).
+            assert j.state == "running"
+            expire_lease(again, stale.id)
+            assert wait_for(lambda: again.jobs.get(stale.id).state != "running" or
+                            again.jobs.get(stale.id).error is not None, 10)
+            j = again.jobs.get(stale.id)
+            assert j.error and "taken over" in j.error, j
+            again.cancel_job(stale.id)
+            j = server.wait_job_on(again, stale.id, ("cancelled", "failed"), timeout=120)
+        else:
+            assert j.state == "failed" and "restarted" in j.error
     server.app.extensions["dupq"] = DupQ(svc.settings)  # so the fixture can close it
 
 
@@ -230,5 +271,8 @@ def test_restart_promotes_a_ready_job(svc) -> None:
     from dupq.service import DupQ
 
     with DupQ(settings) as again:
+        if settings.database_url:  # shared: promoted by a node once the dead promoter's lease ran out
+            expire_lease(again, job.id)
+            assert wait_for(lambda: again.job(job.id).state == "promoted", 30)
         assert again.job(job.id).state == "promoted" and again.version == "v2"
         assert again.search("boil an egg", k=1)["model"] == "v2"

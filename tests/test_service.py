@@ -10,6 +10,9 @@ from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
 from dupq.service import DupQ
 from dupq.store import NewQuestion
 
+#: Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
+BOTH_BACKENDS = True
+
 
 def index_ids(svc: DupQ) -> set[str]:
     return svc.serving.index.ids()
@@ -54,7 +57,15 @@ def test_crash_between_store_and_index_write_is_repaired_on_open(settings) -> No
 def test_missing_index_is_rebuilt_and_reindex_works(settings) -> None:
     with DupQ(settings) as svc:
         ids = svc.store.ids()
-    shutil.rmtree(settings.index_dir)
+    if settings.database_url:  # the index is the version's vector table
+        from dupq.pg.db import Database
+        from dupq.pg.index import drop_vectors
+
+        db = Database(settings.database_url, max_size=1)
+        drop_vectors(db, "base")
+        db.close()
+    else:
+        shutil.rmtree(settings.index_dir)
     with DupQ(settings) as svc:
         assert index_ids(svc) == ids
         assert svc.reindex(progress=False) == len(ids)
@@ -79,6 +90,11 @@ def test_validation_and_errors(svc: DupQ) -> None:
 
 
 def test_one_writer_per_home(svc: DupQ, settings) -> None:
+    if settings.database_url:  # PostgreSQL: no lock; a second node on the same home and database writes too
+        with DupQ(settings) as other:
+            other.add_questions([{"text": "Written by a second node?", "id": "second"}])
+            assert svc.search("written by the second node", k=1)["results"][0]["id"] == "second"
+        return
     with pytest.raises(BusyError):
         DupQ(settings)
     with DupQ(settings, read_only=True) as ro:  # a reader beside the owner works

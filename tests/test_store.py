@@ -7,11 +7,20 @@ import pytest
 from dupq.store import DuplicateIdError, NewQuestion, QuestionStore
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = QuestionStore(tmp_path / "db.sqlite3")
-    yield s
-    s.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    """The same store interface on SQLite and on PostgreSQL (dupq.pg.store)."""
+    if request.param == "sqlite":
+        s = QuestionStore(tmp_path / "db.sqlite3")
+        yield s
+        s.close()
+        return
+    from dupq.pg.db import Database
+    from dupq.pg.store import PgQuestionStore
+
+    db = Database(request.getfixturevalue("pg_database"), max_size=2)
+    yield PgQuestionStore(db)
+    db.close()
 
 
 def test_add_get_list_delete(store: QuestionStore) -> None:

@@ -69,6 +69,16 @@ def sync_index(
         label: The model version, for the log and the progress bar.
     """
     revision = store.revision()  # before reading: a write meanwhile leaves the index marked stale
+    fill = getattr(index, "fill", None)
+    if fill is not None:  # a database index joins the store itself (dupq.pg.index): no id sets in memory
+        bar = _progress(0, f"indexing {label}".strip(), progress)
+        n = fill(encoder.encode, batch_size=batch_size, progress=bar.update)
+        bar.close()
+        if n:
+            log.info("indexed %d questions for model %s", n, label)
+        if save:
+            index.save(revision)
+        return
     stored = store.ids()
     have = index.ids()
     stale = list(have - stored)

@@ -213,7 +213,7 @@ def neighbour_pairs(
         questions, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
     )
     # Extra hits per question absorb the ones skipped below (itself, cluster-mates, known pairs).
-    hits = semantic_search(vectors, vectors, top_k=min(len(questions), per_question + 6), score_function=_dot)
+    hits = semantic_search(vectors, vectors, top_k=min(len(questions), per_question + 6))
     seen = {pair_key(p.question1, p.question2) for p in pairs}
     out: list[tuple[str, str]] = []
     for i, row in enumerate(hits):
@@ -231,10 +231,6 @@ def neighbour_pairs(
                 break
     rng.shuffle(out)
     return out[:count]
-
-
-def _dot(a: Any, b: Any) -> Any:
-    return a @ b.T  # the vectors are normalised: the dot product is the cosine
 
 
 def label_silver(

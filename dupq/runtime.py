@@ -694,14 +694,21 @@ def _cached_tokenizer(folder: Path, get_model: Callable[[], Any]) -> Any:
     if f.is_file():
         return Tokenizer.from_file(str(f))
     tok = make_tokenizer(get_model())
+    _save_tokenizer(folder, tok)  # a read-only home: the next start loads the model again
+    return tok
+
+
+def _save_tokenizer(folder: Path, tok: Any) -> None:
+    """Write ``tok`` as ``folder``'s TOKENIZER (written then renamed); a folder that cannot be written is
+    left as it is."""
+    f = folder / TOKENIZER
     tmp = f.with_name(f"{f.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         tmp.write_text(tok.to_str())
         os.replace(tmp, f)
-    except OSError as e:  # a read-only home: the next start loads the model again
+    except OSError as e:
         log.debug("cannot save the tokenizer in %s: %s", folder, e)
         tmp.unlink(missing_ok=True)
-    return tok
 
 
 def _convert_in_memory(st: Any) -> Any:
@@ -742,6 +749,10 @@ def _link_or_export(get_st: Callable[[], Any], dest: Path, key: str, *, shared: 
     """
     for src in (_COMPILED_FROM.get(key), shared / key if shared else None):
         if src is not None and cached_key(src) == key and src.resolve() != dest.resolve():
+            if not (src / TOKENIZER).is_file():
+                # An export made before the tokenizer was saved with it: completed once, here, so that the
+                # homes linking it later start without loading the model (torch) for its tokenizer.
+                _save_tokenizer(src, make_tokenizer(get_st()))
             _copy_export(src, dest)
             return
     export(get_st(), dest, key=key)

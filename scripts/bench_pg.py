@@ -1,7 +1,7 @@
 """PostgreSQL + pgvector against dupq's own usearch index, on the same real question embeddings.
 
 For N vectors (default 100k real QQP/AskUbuntu train questions, embedded by the served encoder; cached
-under ``--cache`` with scripts/bench_speed.py's file names, so both scripts share them):
+under ``--cache`` with scripts/bench_scale.py's file names, so both scripts share them):
 
 * import: questions into ``questions`` (binary COPY through :class:`dupq.pg.store.PgQuestionStore`), and
   their vectors into a version's table (binary COPY, index built afterwards), per second;
@@ -62,22 +62,48 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def bench_usearch(bank: np.ndarray, queries: np.ndarray, want: list[list[str]]) -> dict:
+    """dupq's in-process usearch graph (:class:`dupq.index.AnnIndex`) on the same vectors."""
+    from dupq.index import AnnIndex, VectorLog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = VectorLog(bank.shape[1], Path(tmp))
+        log.add([f"r{i}" for i in range(len(bank))], bank)
+        log.save(0)
+        t = time.perf_counter()
+        ann = AnnIndex(log, min_size=1, background=False)
+        build_s = time.perf_counter() - t
+        lat, got = [], []
+        for q in queries:
+            t = time.perf_counter()
+            hits = ann.search(q[None, :], 10)[0]
+            lat.append((time.perf_counter() - t) * 1000)
+            got.append([h.id for h in hits])
+        ann.close()
+        size = sum(f.stat().st_size for f in Path(tmp).iterdir() if f.name.startswith("ann"))
+    return {"build_s": build_s, "graph_bytes": size, "vectors_bytes": bank.nbytes,
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "recall@10": recall(got, want)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--real", type=int, default=100_000,
-                    help="real embeddings; the rest of --n are perturbed copies (bench_speed.perturbed_bank)")
+                    help="real embeddings; the rest of --n are perturbed copies (bench_scale.perturbed_bank)")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/dupq-bench"))
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--ef", default="40,100,200")
     ap.add_argument("--requests", type=int, default=300, help="HTTP searches through the node")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--kinds", default="halfvec,vector", help="pgvector HNSW kinds to build and measure")
+    ap.add_argument("--no-usearch", action="store_true",
+                    help="skip dupq's own index (its 1M figures are in docs/benchmarks.md, Speed)")
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from bench_speed import cached_embeddings, perturbed_bank, real_questions
+    from bench_scale import cached_embeddings, perturbed_bank, real_questions
 
     from dupq.pg.db import Database
     from dupq.pg.embedded import create_database, drop_database, start
@@ -114,7 +140,8 @@ def main() -> int:
         c.execute("ANALYZE questions")
     print("questions/s", round(res["import_questions_per_s"]), flush=True)
 
-    for kind, version in (("halfvec", "base"), ("vector", "bench-vector")):
+    kinds = [k for k in args.kinds.split(",") if k]
+    for kind, version in [(k, v) for k, v in (("halfvec", "base"), ("vector", "bench-vector")) if k in kinds]:
         idx, _ = PgVectorIndex.open(db, version, bank.shape[1], "cosine", kind=kind)
         with db.connection() as c:
             c.execute(f"DROP INDEX IF EXISTS {idx.table}_hnsw")
@@ -144,26 +171,8 @@ def main() -> int:
         res[f"pgvector_{kind}"] = r
         print(kind, json.dumps(r), flush=True)
 
-    # dupq's own index on the same vectors
-    from dupq.index import AnnIndex, VectorLog
-
-    with tempfile.TemporaryDirectory() as tmp:
-        log = VectorLog(bank.shape[1], Path(tmp))
-        log.add([f"r{i}" for i in range(len(bank))], bank)
-        log.save(0)
-        t = time.perf_counter()
-        ann = AnnIndex(log, min_size=1, background=False)
-        build_s = time.perf_counter() - t
-        lat, got = [], []
-        for q in queries:
-            t = time.perf_counter()
-            hits = ann.search(q[None, :], 10)[0]
-            lat.append((time.perf_counter() - t) * 1000)
-            got.append([h.id for h in hits])
-        ann.close()
-        size = sum(f.stat().st_size for f in Path(tmp).iterdir() if f.name.startswith("ann"))
-        res["usearch"] = {"build_s": build_s, "graph_bytes": size, "vectors_bytes": bank.nbytes,
-                          "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "recall@10": recall(got, want)}
+    if not args.no_usearch:  # dupq's own index on the same vectors
+        res["usearch"] = bench_usearch(bank, queries, want)
         print("usearch", json.dumps(res["usearch"]), flush=True)
 
     # a web node on this database: RSS (no vectors in the process) and the whole HTTP search

@@ -33,6 +33,12 @@ KINDS = ("halfvec", "vector")
 #: HNSW build parameters (pgvector defaults: m=16, ef_construction=64).
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+#: Memory of one HNSW build: pgvector builds the graph in ``maintenance_work_mem`` and, once it no longer fits,
+#: goes on inserting into the on-disk index tuple by tuple, many times slower. The measured index size per
+#: vector (docs/benchmarks.md: 117 MB per 100k halfvec, 205 MB per 100k vector, m=16) with headroom, within
+#: these bounds.
+HNSW_BUILD_BYTES_PER_VECTOR = {"halfvec": 1600, "vector": 2600}
+HNSW_BUILD_MEM_MB = (256, 8192)
 #: Missing vectors from which a catch-up drops the HNSW index, COPYs the rows and builds it once at the end.
 BULK_MIN = 20_000
 _OPS = {("cosine", "halfvec"): ("halfvec_cosine_ops", "<=>"), ("cosine", "vector"): ("vector_cosine_ops", "<=>"),
@@ -109,7 +115,10 @@ class PgVectorIndex:
         return cls(db, version, t[0], dim, energy, kind), intact
 
     def _create_hnsw(self, c: Any) -> None:
-        c.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        rows = int(c.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
+        low, high = HNSW_BUILD_MEM_MB
+        mb = min(high, max(low, rows * HNSW_BUILD_BYTES_PER_VECTOR[self.kind] // 2**20 + 1))
+        c.execute(f"SET LOCAL maintenance_work_mem = '{mb}MB'")
         c.execute(f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} USING hnsw (({self._key}) "
                   f"{self._ops}) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
 

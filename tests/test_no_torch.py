@@ -44,6 +44,14 @@ print(json.dumps(sorted(m for m in HEAVY if m in sys.modules)))
 """.replace("HEAVY", repr(HEAVY))
 
 
+#: The service on home argv[1] with bank argv[2], configured from the environment as every entry point is
+#: (the shared export cache is DUPQ_EXPORT_CACHE).
+OPEN = (
+    "import os, sys, json\nfrom dupq.config import Settings\nfrom dupq.service import DupQ\n"
+    "svc = DupQ(Settings.load(environ=os.environ, home=sys.argv[1], seed_bank=sys.argv[2]))\n"
+)
+
+
 def _run(code: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
@@ -59,12 +67,24 @@ def test_search_serve_and_import_never_import_torch(tmp_path, backend) -> None:
     extra.write_text("How long should eggs boil?\nIs a Roth IRA taxed?\nHow to sort a dict by value?\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DUPQ_BACKEND": backend, "PYTHONPATH": str(ROOT),
            "DUPQ_EXPORT_CACHE": str(tmp_path / "shared")}  # a fresh export: its tokenizer saved with it
-    warm = _run("import sys; from dupq.service import DupQ; DupQ.open(sys.argv[1], seed_bank=sys.argv[2]).close()",
-                str(home), str(bank), env=env)
+    warm = _run(OPEN + "svc.close()", str(home), str(bank), env=env)  # exports, into the shared cache too
     assert warm.returncode == 0, warm.stderr[-3000:]
     served = _run(SERVE, str(home), str(extra), env=env)
     assert served.returncode == 0, served.stderr[-3000:]
     assert json.loads(served.stdout.strip().splitlines()[-1]) == []
+
+    # A fresh home on the same machine (a new user's first start, or a PostgreSQL node's empty cache): its
+    # base version links the shared export, so it too starts, embeds and searches without torch.
+    fresh = _run(FRESH, str(tmp_path / "fresh-home"), str(bank), env=env)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert json.loads(fresh.stdout.strip().splitlines()[-1]) == []
+
+
+FRESH = (
+    OPEN + "hits = svc.search('boiling eggs', 1); svc.close()\n"
+    "assert hits['results'], hits\n"
+    f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+)
 
 
 def test_the_guard_can_fail(tmp_path) -> None:

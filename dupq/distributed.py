@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -267,11 +268,17 @@ def _failure_message(e: BaseException) -> str:
     failures = getattr(e, "failures", None)
     if not failures:
         return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-    rank = min(failures, key=lambda r: failures[r].timestamp)
-    message = failures[rank].message
-    if isinstance(message, dict):
-        message = message.get("message", "")
-    return f"rank {rank} exited with code {failures[rank].exitcode}: {str(message).strip() or 'no message'}"
+    def text(rank: int) -> str:
+        message = failures[rank].message
+        return str(message.get("message", "") if isinstance(message, dict) else message).strip()
+
+    # A rank that lost its peers (a closed connection, a collective that failed) fails because another one did:
+    # the root cause is the earliest other failure (timestamps have one-second resolution, hence the rank order).
+    rank = min(failures, key=lambda r: (bool(_PEER_LOST.search(text(r))), failures[r].timestamp, r))
+    return f"rank {rank}: {text(rank)}" if text(rank) else f"rank {rank} exited with code {failures[rank].exitcode}"
+
+
+_PEER_LOST = re.compile(r"gloo|nccl|connection (closed|reset)|DistBackendError|socket timeout", re.IGNORECASE)
 
 
 # -- the per-rank entry point: python -m dupq.distributed SPEC (started by torchrun) ---------------------------

@@ -25,6 +25,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -214,6 +215,8 @@ def train_version(
             raise
         except Exception as e:
             shutil.rmtree(output_dir, ignore_errors=True)  # rank 0 may have renamed it in before another failed
+            if getattr(e, "sigval", None) == signal.SIGINT:  # torchrun's SignalException: Ctrl-C reached it first
+                raise KeyboardInterrupt from None
             raise DataParallelError(f"data-parallel training failed ({launch.world_size} processes): "
                                     f"{_failure_message(e)}; no version was registered (the other processes' "
                                     f"output: {rank_logs})") from None

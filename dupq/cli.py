@@ -212,10 +212,20 @@ def _open_for_reading(ctx: click.Context):
               help="A SentenceTransformer folder to start from instead of a version (not with --from).")
 @click.option("--promote", is_flag=True, help="Make the new version current (re-embeds the stored questions).")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Training processes on this node, data-parallel (torchrun: gloo on CPUs, NCCL on GPUs; at most "
+              "one per core or GPU). --batch-size is per process; --max-steps counts optimiser steps.")
+@click.option("--nnodes", type=int, default=1, show_default=True,
+              help="Nodes of a multi-host data-parallel run (start the same command on each; see README).")
+@click.option("--node-rank", type=int, default=0, show_default=True,
+              help="This node's index among --nnodes; node 0 saves and registers the version.")
+@click.option("--master-addr", help="Address of node 0 (multi-host runs).")
+@click.option("--master-port", type=int, help="Rendezvous port on node 0 (multi-host runs; default 29500).")
 @click.pass_context
 @handle_errors
 def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: str | None, base: Path | None,
-          promote: bool, progress: bool, **options: Any) -> None:
+          promote: bool, progress: bool, nproc: int, nnodes: int, node_rank: int, master_addr: str | None,
+          master_port: int | None, **options: Any) -> None:
     """Fine-tune on labelled PAIRS files into a new model version (not served until promoted).
 
     Within each file, a ``source`` with both labels is labelled data (contrastive loss, cross-encoder); a
@@ -223,10 +233,19 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
     recipe (README, "Training and evaluation").
     """
     from dupq.data import read_pairs, read_pairs_by_source
+    from dupq.distributed import Launch, check_launch
     from dupq.training import TrainConfig, split_by_labels
 
     if start and base:
         raise click.UsageError("give either --from VERSION or --base PATH, not both")
+    launch = Launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                    master_port=master_port)
+    try:
+        check_launch(launch)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if promote and node_rank > 0:
+        raise click.UsageError("--promote belongs on node 0, which saves and registers the version")
     try:
         config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
     except ValueError as e:
@@ -238,38 +257,59 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
         train_pairs += labelled
         positive_only += pos
     dev_pairs = read_pairs(dev).pairs if dev else None
+    if launch.distributed:
+        from dupq.distributed import train_version
+
+        # Node 0 holds the home's writer lock while its ranks train (they never open the home) and registers the
+        # version once all of them are done; another node only needs to read its start version.
+        with open_service(ctx) if node_rank == 0 else _open_for_reading(ctx) as svc:
+            new = train_version(svc.registry, train_pairs, config, launch, start=start or "current", base=base,
+                                dev_pairs=dev_pairs, positive_only=positive_only, show_progress_bar=progress,
+                                progress=progress, logs_dir=ctx.obj.logs_dir)
+            if new is None:
+                click.echo(f"node {node_rank}: its {nproc} process(es) are done; node 0 saves the version")
+                return
+            svc.registry.register(new.version, parent=new.parent)
+            _report_training(svc, new, base, promote, progress, launch)
+        return
     with open_service(ctx) as svc:
         new = svc.train_version(train_pairs, config, start=start or "current", base=base, dev_pairs=dev_pairs,
                                 positive_only=positive_only, show_progress_bar=progress,
                                 progress=_phase_printer(config) if progress else None)
-        result, version = new.result, new.version
-        pm, rm, c = result.metrics["dev"]["pairs"], result.metrics["dev"]["retrieval"], result.counts
+        _report_training(svc, new, base, promote, progress, launch)
+
+
+def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progress: bool, launch: Any) -> None:
+    """The summary of ``dupq train`` (data counts, dev metrics, phase seconds), then ``--promote``."""
+    result, version = new.result, new.version
+    pm, rm, c = result.metrics["dev"]["pairs"], result.metrics["dev"]["retrieval"], result.counts
+    procs = f" on {launch.world_size} processes" if launch.distributed else ""
+    click.echo(
+        f"trained {version} from {new.parent or base}{procs} in {result.seconds:.0f}s "
+        f"({result.pairs_per_second:.1f} twin pairs/s): "
+        f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative in the "
+        f"contrastive loss; {c['ranking_pairs']} positive-only in the ranking loss, of "
+        f"{c['positive_only_pairs']}; {c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
+        f"{c['dropped_crossing_pairs']} dropped as crossing the split"
+    )
+    click.echo(
+        f"twin dev: AP {pm['ap']:.4f}, best F1 {pm['best_f1']:.4f}, nDCG@10 {rm['ndcg@10']:.4f}; served "
+        f"threshold {result.thresholds['f1']:.4f} (max F1; max-accuracy {result.thresholds['accuracy']:.4f})"
+    )
+    if result.cross:
+        cp = result.cross["metrics"]["dev"]["pairs"]
         click.echo(
-            f"trained {version} from {new.parent or base} in {result.seconds:.0f}s "
-            f"({result.pairs_per_second:.1f} twin pairs/s): "
-            f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative in the "
-            f"contrastive loss; {c['ranking_pairs']} positive-only in the ranking loss, of "
-            f"{c['positive_only_pairs']}; {c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
-            f"{c['dropped_crossing_pairs']} dropped as crossing the split"
+            f"cross-encoder dev: AP {cp['ap']:.4f}, best F1 {cp['best_f1']:.4f}; threshold "
+            f"{result.cross['threshold']:.4f}; {result.cross['seconds']:.0f}s"
         )
-        click.echo(
-            f"twin dev: AP {pm['ap']:.4f}, best F1 {pm['best_f1']:.4f}, nDCG@10 {rm['ndcg@10']:.4f}; served "
-            f"threshold {result.thresholds['f1']:.4f} (max F1; max-accuracy {result.thresholds['accuracy']:.4f})"
-        )
-        if result.cross:
-            cp = result.cross["metrics"]["dev"]["pairs"]
-            click.echo(
-                f"cross-encoder dev: AP {cp['ap']:.4f}, best F1 {cp['best_f1']:.4f}; threshold "
-                f"{result.cross['threshold']:.4f}; {result.cross['seconds']:.0f}s"
-            )
-        else:
-            click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
-        click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))
-        if promote:
-            svc.promote(version, progress=progress)
-            click.echo(f"promoted {version}: it now answers searches")
-        else:
-            click.echo(f"not promoted; serve it with: dupq models promote {version}")
+    else:
+        click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
+    click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))
+    if promote:
+        svc.promote(version, progress=progress)
+        click.echo(f"promoted {version}: it now answers searches")
+    else:
+        click.echo(f"not promoted; serve it with: dupq models promote {version}")
 
 
 def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:

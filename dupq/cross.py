@@ -265,6 +265,9 @@ def train_cross_encoder(
         disable_tqdm=not show_progress_bar,
         dataloader_num_workers=0,
         use_cpu=use_cpu,
+        # Data-parallel (dupq train --nproc): every weight of the classifier takes part in each step; DDP's
+        # default search for unused ones marks classifier.bias ready twice and fails. No effect in one process.
+        ddp_find_unused_parameters=False,
     )
     trainer = CrossEncoderTrainer(
         model=ce, args=args, train_dataset=train_set, loss=BinaryCrossEntropyLoss(ce), callbacks=list(callbacks)

@@ -663,7 +663,7 @@ def train(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_progress_bar: bool = True,
-) -> TrainResult:
+) -> TrainResult | None:
     """Fine-tune a twin encoder (and its cross-encoder) and write a complete model version at ``output_dir``.
 
     Args:
@@ -688,7 +688,8 @@ def train(
     Returns:
         The version name and path, dev metrics (``{"dev": {"pairs", "retrieval"}}``), thresholds
         (``{"f1", "accuracy"}``; the max-F1 one is served), data counts, wall seconds, training throughput in
-        pairs/s (excluding dev evaluations), the cross-encoder's summary and the seconds of each phase.
+        pairs/s (excluding dev evaluations), the cross-encoder's summary and the seconds of each phase. None on
+        a data-parallel rank other than 0 (:mod:`dupq.distributed`): rank 0 alone evaluates and saves.
 
     Raises:
         TrainingCancelled: ``should_stop`` asked to stop.
@@ -701,19 +702,24 @@ def train(
         raise FileExistsError(f"{output_dir} already exists")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
 
+    import torch.distributed as dist
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import PrinterCallback, set_seed
 
     set_seed(config.seed)
+    rank, local_rank, world = _process_group()  # (0, 0, 1) unless data-parallel (dupq.distributed)
     phases: dict[str, float] = {}
     model, base_model_name, started_from = _load_start(start)
-    # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6).
+    # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6), made by the rank
+    # that saves the version.
     start_weights = (
-        {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if config.base_weight else None
+        {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if config.base_weight and rank == 0
+        else None
     )
     _check_stop(should_stop)
-    data = prepare_data(pairs, dev_pairs, config, positive_only=positive_only, progress=progress)
-    data = add_dev_negatives(data, model, config)  # before the cross-encoder: it calibrates on dev too
+    data = _on_rank0(world, rank, lambda: add_dev_negatives(  # before the cross-encoder: it calibrates on dev too
+        prepare_data(pairs, dev_pairs, config, positive_only=positive_only, progress=progress), model, config))
     phases["prepare"] = time.perf_counter() - t_start
     _check_stop(should_stop)
     energy = Energy.from_name(config.energy)
@@ -724,8 +730,12 @@ def train(
     bf16 = config.bf16 and _bf16_supported()
     if config.bf16 and not bf16:
         log.warning("bf16 requested but this machine has no native bf16 support: training in fp32")
-    checkpoints = Path(tempfile.mkdtemp(prefix="dupq-train-"))
-    staging = _temp_sibling(output_dir)
+    # Data-parallel ranks share one checkpoint path (rank 0 saves, every rank loads the best one back); only
+    # rank 0 stages the version beside its final folder, the others a scratch folder nothing reads.
+    checkpoints = Path(_on_rank0(world, rank, lambda: tempfile.mkdtemp(prefix="dupq-train-")))
+    checkpoints.mkdir(parents=True, exist_ok=True)  # a rank on another host: the same path on its disk
+    staging = (_temp_sibling(output_dir) if rank == 0
+               else Path(tempfile.gettempdir()) / f"dupq-rank{rank}-{uuid.uuid4().hex[:8]}")
     try:
         staging.mkdir(parents=True)
         # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
@@ -762,8 +772,8 @@ def train(
         # -- silver pairs: the teacher labels near neighbours of the training questions (Augmented SBERT) ---
         t0 = time.perf_counter()
         if config.silver_pairs > 0 and cross is not None:
-            data = add_silver_pairs(data, model, config, CrossScorer.load(staging / CROSS_DIR, backend="torch"),
-                                    progress=progress)
+            data = _on_rank0(world, rank, lambda: add_silver_pairs(
+                data, model, config, CrossScorer.load(staging / CROSS_DIR, backend="torch"), progress=progress))
         phases["silver"] = time.perf_counter() - t0
         _check_stop(should_stop)
 
@@ -777,7 +787,8 @@ def train(
                 def teacher(ps: list[Pair]) -> Any:
                     return scorer.is_duplicate(scorer.score([(p.question1, p.question2) for p in ps], batch_size=64))
 
-            data = add_mined_negatives(data, model, config, teacher=teacher, progress=progress)
+            data = _on_rank0(world, rank, lambda: add_mined_negatives(data, model, config, teacher=teacher,
+                                                                     progress=progress))
         phases["mining"] = time.perf_counter() - t0
         _check_stop(should_stop)
 
@@ -806,7 +817,8 @@ def train(
                 guide.requires_grad_(False)
                 guide.eval()
             losses["positive_only"] = build_ranking_loss(model, config.ranking_loss, guide=guide)
-        steps_per_epoch = sum(math.ceil(len(d) / config.batch_size) for d in datasets.values())
+        # Each optimiser step takes batch_size pairs on every rank: an epoch is 1/world of the batches.
+        steps_per_epoch = math.ceil(sum(math.ceil(len(d) / config.batch_size) for d in datasets.values()) / world)
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
         eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
         evaluator = _dev_evaluator(data.dev, energy, config.seed, progress)
@@ -839,6 +851,9 @@ def train(
             disable_tqdm=not show_progress_bar,
             dataloader_num_workers=0,
             use_cpu=not _has_accelerator(),  # bf16 on a CPU-only machine needs it said explicitly
+            # Data-parallel: the launcher's process group (gloo on CPUs, NCCL on GPUs); each node's first rank
+            # saves checkpoints on its own disk, so every rank can load the best one back.
+            **({"ddp_backend": str(dist.get_backend()), "save_on_each_node": True} if world > 1 else {}),
         )
         trainer = SentenceTransformerTrainer(
             model=model,
@@ -852,6 +867,10 @@ def train(
             trainer.remove_callback(PrinterCallback)  # it would print every log dict to stdout
         t_train = time.perf_counter()
         trainer.train()
+        if world > 1:
+            dist.barrier()  # every rank has loaded the best checkpoint back before its folder goes
+            if rank != 0:
+                return None  # rank 0 averages, evaluates, calibrates and saves the version
         # Mixed precision leaves model.forward wrapped in autocast; drop it so the dev metrics and thresholds
         # below are measured in fp32, as the saved model is loaded and served.
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
@@ -859,7 +878,7 @@ def train(
             average_weights(model, start_weights, config.base_weight)
         train_seconds = time.perf_counter() - t_train - evaluator.seconds
         steps = trainer.state.global_step
-        pairs_per_second = steps * config.batch_size / train_seconds if train_seconds > 0 else 0.0
+        pairs_per_second = steps * config.batch_size * world / train_seconds if train_seconds > 0 else 0.0
         phases["twin"] = time.perf_counter() - t0
 
         # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
@@ -903,6 +922,8 @@ def train(
                 "dev_scores": recorder.sample(data.dev, config.energy, seed=config.seed),
                 "best_step": best_step,
                 "steps": steps,
+                "processes": world,
+                "global_batch_size": config.batch_size * world,
                 "precision": "bf16" if bf16 else "fp32",
                 "parent": parent,
                 "started_from": started_from,
@@ -920,7 +941,10 @@ def train(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        if rank != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+        if local_rank == 0:  # one rank per node removes the shared checkpoint folder
+            shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(
         version=output_dir.name,
         path=output_dir,
@@ -933,6 +957,28 @@ def train(
         cross=cross,
         phase_seconds=phase_seconds,
     )
+
+
+def _process_group() -> tuple[int, int, int]:
+    """(rank, local rank, world size) of this process: (0, 0, 1) unless a ``torch.distributed`` process group is
+    up (``dupq train --nproc N``: :mod:`dupq.distributed` starts one per rank before calling :func:`train`)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
+    return 0, 0, 1
+
+
+def _on_rank0(world: int, rank: int, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on rank 0 only, its result sent to every rank (data-parallel): data that is prepared once,
+    so every rank trains on the same pairs in the same order (the samplers are seeded alike)."""
+    if world == 1:
+        return compute()
+    import torch.distributed as dist
+
+    box = [compute() if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _has_accelerator() -> bool:

@@ -46,7 +46,7 @@ import numpy as np
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
 from dupq.cross import CROSS_DIR, CrossScorer, has_cross, train_cross_encoder
-from dupq.data import Pair, dedupe_pairs, split_by_cluster
+from dupq.data import DataError, Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
 from dupq.evaluation import evaluate_encoder, pair_metrics
 from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
@@ -254,7 +254,8 @@ class PreparedData:
     """Training and dev pairs after cleaning, splitting, routing and mining, with the counts saved in dupq.json.
 
     ``train`` goes to the contrastive loss (labelled pairs, plus mined negatives, plus the positive-only pairs
-    when ``ranking_loss="none"``), ``ranking`` to the in-batch ranking loss (positive-only pairs), and
+    when ``ranking_loss="none"``), ``ranking`` to the in-batch ranking loss (positive-only pairs, and the
+    labelled duplicates of a domain without them: :func:`split_by_labels`, :func:`ranking_parts`), and
     ``labelled`` is the labelled part of ``train`` (what the cross-encoder trains on).
     """
 
@@ -269,16 +270,27 @@ def _questions(pairs: Sequence[Pair]) -> set[str]:
     return {q for p in pairs for q in (p.question1, p.question2)}
 
 
-def split_by_labels(groups: Mapping[str, Sequence[Pair]]) -> tuple[list[Pair], list[Pair]]:
-    """Labelled pairs (groups with both labels, or negatives only) and positive-only pairs (duplicates only).
+def split_by_labels(
+    groups: Mapping[str, Sequence[Pair]], *, rank_labelled: bool = True
+) -> tuple[list[Pair], list[Pair]]:
+    """Labelled pairs (groups with both labels, or negatives only) and the pairs of the ranking loss.
 
     A group is one source of pairs (the ``source`` column of a pair file, :func:`dupq.data.read_pairs_by_source`;
     a whole file without one). Routing by group, not by pair, matters: on QQP 7,473 of the 7,700 labelled
     duplicates share no question with a labelled negative, so a per-pair rule
     (:func:`dupq.mining.positive_only_pairs`) would strip the labelled data of nearly all its positives.
 
+    The second list is what teaches retrieval order through the in-batch ranking loss: the groups of duplicates
+    only (positive-only pairs) or, for ``groups`` that have none (one file's sources, such as AskUbuntu's) and
+    with ``rank_labelled``, the labelled duplicates, which then stay in the labelled list too. Without them a
+    domain is learnt only as pair labels and its retrieval order is forgotten (docs/benchmarks.md, fifth
+    session: AskUbuntu nDCG@10 -0.62 instead of -1.09 points at WiSE 0.5, same dev AP).
+
     Example:
         >>> lab, pos = split_by_labels({"a": [Pair("a", "b", 1), Pair("a", "c", 0)], "b": [Pair("d", "e", 1)]})
+        >>> len(lab), len(pos)
+        (2, 1)
+        >>> lab, pos = split_by_labels({"a": [Pair("a", "b", 1), Pair("a", "c", 0)]})
         >>> len(lab), len(pos)
         (2, 1)
     """
@@ -286,7 +298,21 @@ def split_by_labels(groups: Mapping[str, Sequence[Pair]]) -> tuple[list[Pair], l
     positive_only: list[Pair] = []
     for pairs in groups.values():
         (positive_only if pairs and all(p.label == 1 for p in pairs) else labelled).extend(pairs)
+    if rank_labelled and not positive_only:
+        positive_only = [p for p in labelled if p.label == 1]
     return labelled, positive_only
+
+
+def ranking_parts(data: PreparedData) -> dict[str, list[Pair]]:
+    """The ranking loss's pairs as datasets: ``positive_only``, and ``labelled_duplicates`` (those that are
+    also labelled pairs); empty ones left out."""
+    from dupq.text import pair_key
+
+    labelled = {pair_key(p.question1, p.question2) for p in data.labelled if p.label == 1}
+    parts: dict[str, list[Pair]] = {"positive_only": [], "labelled_duplicates": []}
+    for p in data.ranking:
+        parts["labelled_duplicates" if pair_key(p.question1, p.question2) in labelled else "positive_only"].append(p)
+    return {k: v for k, v in parts.items() if v}
 
 
 def prepare_data(
@@ -315,7 +341,14 @@ def prepare_data(
     """
     from dupq.text import pair_key
 
-    extra = [p for p in (positive_only or []) if p.label == 1]
+    # A duplicate given both as a labelled pair and for the ranking loss (split_by_labels' labelled duplicates
+    # of a domain without positive-only pairs) goes to both losses and is not counted against the cap.
+    labelled_keys = {pair_key(p.question1, p.question2) for p in pairs}
+    extra, both_keys = [], set()
+    for p in positive_only or []:
+        if p.label == 1:
+            key = pair_key(p.question1, p.question2)
+            (both_keys.add(key) if key in labelled_keys else extra.append(p))
     cleaned = dedupe_pairs([*pairs, *extra])
     ranked_keys = {pair_key(p.question1, p.question2) for p in extra}
     if dev_pairs is None:
@@ -332,11 +365,12 @@ def prepare_data(
     if config.max_positive_only is not None and len(pos_only) > config.max_positive_only:
         pos_only = random.Random(config.seed).sample(pos_only, config.max_positive_only)
     if not labelled and not pos_only:
-        raise ValueError("no training pairs left after cleaning and the train/dev split")
+        raise DataError("no training pairs left after cleaning and the train/dev split")
     if not dev or not any(p.label for p in dev):
-        raise ValueError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
-    ranking = pos_only if config.ranking_loss != "none" else []
-    contrastive = labelled if ranking else labelled + pos_only
+        raise DataError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
+    labelled_ranked = [p for p in labelled if p.label == 1 and pair_key(p.question1, p.question2) in both_keys]
+    ranking = pos_only + labelled_ranked if config.ranking_loss != "none" else []
+    contrastive = labelled if config.ranking_loss != "none" else labelled + pos_only
     positives = sum(p.label for p in contrastive)
     counts = {
         "input_pairs": len(pairs) + len(extra),
@@ -347,6 +381,7 @@ def prepare_data(
         "labelled_pairs": len(labelled),
         "positive_only_pairs": available,
         "positive_only_used": len(pos_only),
+        "labelled_duplicates_ranked": len(labelled_ranked) if ranking else 0,
         "ranking_pairs": len(ranking),
         "mined_negatives": 0,
         "mined_candidates": 0,
@@ -432,7 +467,7 @@ def add_dev_negatives(data: PreparedData, model: Any, config: TrainConfig) -> Pr
     ratio = max(config.negatives_per_positive, 1.0)
     dev_mined = mine_negatives(data.dev, model, negatives_needed(data.dev, ratio), seed=config.seed)
     if not dev_mined:
-        raise ValueError("the dev set has only duplicates and no negative could be mined for it")
+        raise DataError("the dev set has only duplicates and no negative could be mined for it")
     dev = data.dev + dev_mined
     counts = {**data.counts, "dev_pairs": len(dev), "dev_mined_negatives": len(dev_mined)}
     return PreparedData(data.train, dev, counts, ranking=data.ranking, labelled=data.labelled)
@@ -808,15 +843,19 @@ def train(
                 model, loss=config.loss, energy=energy, margin=config.margin, ranking_weight=config.ranking_weight
             )
         if data.ranking:
-            datasets["positive_only"] = Dataset.from_dict(
-                {"anchor": [p.question1 for p in data.ranking], "positive": [p.question2 for p in data.ranking]}
-            )
             guide = None
             if config.ranking_loss == "gist":
                 guide = copy.deepcopy(model)  # frozen: the starting model judges which in-batch negatives are false
                 guide.requires_grad_(False)
                 guide.eval()
-            losses["positive_only"] = build_ranking_loss(model, config.ranking_loss, guide=guide)
+            ranking_loss = build_ranking_loss(model, config.ranking_loss, guide=guide)
+            # Positive-only pairs and labelled duplicates are separate datasets, so that each batch's in-batch
+            # negatives come from one domain (a labelled domain's own questions, not QQP's).
+            for name, part in ranking_parts(data).items():
+                datasets[name] = Dataset.from_dict(
+                    {"anchor": [p.question1 for p in part], "positive": [p.question2 for p in part]}
+                )
+                losses[name] = ranking_loss
         # Each optimiser step takes batch_size pairs on every rank: an epoch is 1/world of the batches.
         steps_per_epoch = math.ceil(sum(math.ceil(len(d) / config.batch_size) for d in datasets.values()) / world)
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))

@@ -29,6 +29,8 @@ from dupq.training import (
     build_loss,
     calibrate_thresholds,
     prepare_data,
+    ranking_parts,
+    split_by_labels,
     train,
 )
 
@@ -173,6 +175,27 @@ def test_calibrate_thresholds_on_synthetic_scores() -> None:
 
 
 # --- data: split and mining ----------------------------------------------------------------------------------
+
+
+def test_a_labelled_domain_without_positive_only_pairs_also_trains_the_ranking_loss() -> None:
+    """QQP-like file (labelled + positive-only sources) and an AskUbuntu-like file (labelled only): the second's
+    duplicates reach the ranking loss as their own dataset, stay in the contrastive loss, and are not capped."""
+    qqp = {"lab": [Pair("q1", "q2", 1), Pair("q1", "q3", 0)],
+           "para": [Pair(f"p{i}", f"p{i}'", 1) for i in range(5)]}
+    au = {"au": [Pair("u1", "u2", 1), Pair("u3", "u4", 1), Pair("u1", "u5", 0)]}
+    lab_q, pos_q = split_by_labels(qqp)
+    lab_a, pos_a = split_by_labels(au)
+    assert len(pos_q) == 5 and [p.question1 for p in pos_a] == ["u1", "u3"]
+    assert split_by_labels(au, rank_labelled=False)[1] == []
+    dev = [Pair("d1", "d2", 1), Pair("d3", "d4", 0)]
+    data = prepare_data(lab_q + lab_a, dev, TrainConfig(max_positive_only=2), positive_only=pos_q + pos_a)
+    parts = ranking_parts(data)
+    assert len(parts["positive_only"]) == 2  # the cap applies to positive-only pairs only
+    assert {(p.question1, p.question2) for p in parts["labelled_duplicates"]} == {("u1", "u2"), ("u3", "u4")}
+    assert {("u1", "u2"), ("u3", "u4")} <= {(p.question1, p.question2) for p in data.train}  # still labelled
+    assert data.counts["labelled_duplicates_ranked"] == 2 and data.counts["dropped_repeats"] == 0
+    none = prepare_data(lab_q + lab_a, dev, TrainConfig(ranking_loss="none"), positive_only=pos_q + pos_a)
+    assert none.ranking == [] and len(none.train) == len(lab_q) + len(lab_a) + 5
 
 
 def test_prepare_data_never_shares_a_question_between_train_and_dev() -> None:

@@ -161,6 +161,8 @@ def main() -> int:
     au_split = split_by_cluster(au, dev_fraction=args.askubuntu_holdout, seed=args.seed)
     au_train = [] if args.no_askubuntu else sample(au_split.train, lim, args.seed)
     au_eval = sample(au_split.dev, lim, args.seed)
+    # The AskUbuntu file's routing, as `dupq train` does it: its labelled duplicates also reach the ranking loss.
+    au_ranked = split_by_labels({"askubuntu": au_train})[1] if au_train and not args.no_positive_only else []
     dev = sample(read_pairs(args.dev).pairs, lim, args.seed)
     if args.no_positive_only:
         positive_only = []
@@ -179,6 +181,7 @@ def main() -> int:
         "qqp_labelled": len(labelled),
         "qqp_positive_only": len(positive_only),
         "askubuntu_train": len(au_train),
+        "askubuntu_duplicates_ranked": len(au_ranked),
         "askubuntu_heldout_pairs": len(au_eval),
         "dev_pairs": len(dev),
         "limit": lim,
@@ -211,7 +214,7 @@ def main() -> int:
     out = args.out / f"recipe-{int(time.time())}"
     print(f"training the recipe -> {out}", flush=True)
     result = train(labelled + au_train, config, start=packaged_model_path(), output_dir=out, dev_pairs=dev,
-                   positive_only=positive_only, show_progress_bar=True)
+                   positive_only=positive_only + au_ranked, show_progress_bar=True)
     meta = SiameseEncoder.read_config(out)
     twin = torch_encode(str(out), meta["energy"])
     a = evaluate_encoder(twin, au_eval, energy=meta["energy"], threshold=meta["threshold"])

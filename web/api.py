@@ -13,7 +13,7 @@ from dupq.text import normalize_question
 from web import contract as c
 from web.contract import Operation, operation
 from web.limits import search_limit, write_limit
-from web.service import get_service, get_settings
+from web.service import get_service, get_settings, remember_search
 
 bp = Blueprint("api", __name__)
 
@@ -50,7 +50,9 @@ def openapi():
     )
 )
 def search(body: c.SearchRequest):
-    return jsonify(get_service().search(body.question, body.k, rerank=body.rerank))
+    result = get_service().search(body.question, body.k, rerank=body.rerank)
+    remember_search(body.question, result)  # here, not in an after-request hook that parses both JSONs again
+    return jsonify(result)
 
 
 @bp.post("/api/v1/questions")

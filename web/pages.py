@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -23,10 +22,9 @@ from flask import (
 
 from dupq.config import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
 from dupq.errors import DupQError, NotFoundError, ValidationError
-from dupq.review import RecentSearches
 from web.auth import check_admin
 from web.errors import error_response
-from web.service import get_service, get_settings
+from web.service import get_service, get_settings, remember_search
 
 bp = Blueprint("pages", __name__)
 
@@ -44,21 +42,6 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
-def recent_searches() -> RecentSearches:
-    """The app's memory of recent searches, which the review queue draws candidates from."""
-    return current_app.extensions.setdefault("dupq_recent", RecentSearches())
-
-
-@bp.after_app_request
-def _remember_search(response: Any) -> Any:
-    """Record each successful API search (question, version, results) for the review queue."""
-    if request.path == "/api/v1/search" and request.method == "POST" and response.status_code == 200:
-        body, answer = request.get_json(silent=True) or {}, response.get_json(silent=True) or {}
-        if isinstance(body.get("question"), str) and "results" in answer:
-            recent_searches().record(" ".join(body["question"].split()), answer["model"], answer["results"])
-    return response
-
-
 def _likely(result: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [r for r in (result or {}).get("results", []) if r["duplicate"]]
 
@@ -72,7 +55,7 @@ def index():
     if q:
         try:
             result = svc.search(q, int(k) if k.isdigit() else k)
-            recent_searches().record(" ".join(q.split()), result["model"], result["results"])
+            remember_search(q, result)
         except DupQError as e:
             error = e.message
     return render_template(

@@ -16,8 +16,8 @@ from dupq.errors import DupQError
 from dupq.review import uncertain_pairs
 from web.auth import check_admin
 from web.errors import error_response
-from web.pages import recent_searches, wants_json
-from web.service import get_service
+from web.pages import wants_json
+from web.service import get_service, recent_searches
 
 bp = Blueprint("review", __name__)
 

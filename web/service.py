@@ -7,6 +7,7 @@ import atexit
 from flask import Flask, current_app
 
 from dupq.config import Settings
+from dupq.review import RecentSearches
 from dupq.service import DupQ
 
 
@@ -25,3 +26,13 @@ def get_service() -> DupQ:
 
 def get_settings() -> Settings:
     return current_app.extensions["dupq.settings"]
+
+
+def recent_searches() -> RecentSearches:
+    """The app's memory of recent searches (page and API), which the review queue draws candidates from."""
+    return current_app.extensions.setdefault("dupq_recent", RecentSearches())
+
+
+def remember_search(question: str, result: dict) -> None:
+    """Record one answered search (question as typed, the answer of :meth:`DupQ.search`) for the review queue."""
+    recent_searches().record(" ".join(question.split()), result["model"], result["results"])

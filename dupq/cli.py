@@ -288,8 +288,9 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
         f"trained {version} from {new.parent or base}{procs} in {result.seconds:.0f}s "
         f"({result.pairs_per_second:.1f} twin pairs/s): "
         f"{c['train_pairs']} training pairs ({c['positives']} positive, {c['negatives']} negative in the "
-        f"contrastive loss; {c['ranking_pairs']} positive-only in the ranking loss, of "
-        f"{c['positive_only_pairs']}; {c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
+        f"contrastive loss; {c['positive_only_used'] if c['ranking_pairs'] else 0} positive-only of "
+        f"{c['positive_only_pairs']} and {c.get('labelled_duplicates_ranked', 0)} labelled duplicates in the "
+        f"ranking loss; {c['mined_negatives']} mined negatives), {c['dev_pairs']} dev pairs, "
         f"{c['dropped_crossing_pairs']} dropped as crossing the split"
     )
     click.echo(

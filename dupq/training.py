@@ -46,7 +46,7 @@ import numpy as np
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
 from dupq.cross import CROSS_DIR, CrossScorer, has_cross, train_cross_encoder
-from dupq.data import DataError, Pair, dedupe_pairs, split_by_cluster
+from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
 from dupq.evaluation import evaluate_encoder, pair_metrics
 from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
@@ -365,9 +365,9 @@ def prepare_data(
     if config.max_positive_only is not None and len(pos_only) > config.max_positive_only:
         pos_only = random.Random(config.seed).sample(pos_only, config.max_positive_only)
     if not labelled and not pos_only:
-        raise DataError("no training pairs left after cleaning and the train/dev split")
+        raise ValueError("no training pairs left after cleaning and the train/dev split")
     if not dev or not any(p.label for p in dev):
-        raise DataError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
+        raise ValueError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
     labelled_ranked = [p for p in labelled if p.label == 1 and pair_key(p.question1, p.question2) in both_keys]
     ranking = pos_only + labelled_ranked if config.ranking_loss != "none" else []
     contrastive = labelled if config.ranking_loss != "none" else labelled + pos_only
@@ -467,7 +467,7 @@ def add_dev_negatives(data: PreparedData, model: Any, config: TrainConfig) -> Pr
     ratio = max(config.negatives_per_positive, 1.0)
     dev_mined = mine_negatives(data.dev, model, negatives_needed(data.dev, ratio), seed=config.seed)
     if not dev_mined:
-        raise DataError("the dev set has only duplicates and no negative could be mined for it")
+        raise ValueError("the dev set has only duplicates and no negative could be mined for it")
     dev = data.dev + dev_mined
     counts = {**data.counts, "dev_pairs": len(dev), "dev_mined_negatives": len(dev_mined)}
     return PreparedData(data.train, dev, counts, ranking=data.ranking, labelled=data.labelled)
@@ -1004,7 +1004,7 @@ def _process_group() -> tuple[int, int, int]:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
+        return dist.get_rank(), dist.get_node_local_rank(fallback_rank=0), dist.get_world_size()
     return 0, 0, 1
 
 

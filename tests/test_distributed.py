@@ -99,7 +99,9 @@ def test_two_processes_train_one_version_as_one_process_does(tmp_path: Path) -> 
     assert (two_meta["processes"], two_meta["global_batch_size"]) == (2, 2 * BATCH)
     assert (one_meta["processes"], one_meta["global_batch_size"]) == (1, BATCH)
     # The ranks share the batches out: the same steps cover twice as much of an epoch.
-    assert two_meta["history"][-1]["epoch"] == pytest.approx(2 * one_meta["history"][-1]["epoch"])
+    # An epoch takes 1/N of the steps: the same steps cover twice the epoch, up to each dataset's batch
+    # rounding (the fixture's labelled pairs and its labelled duplicates for the ranking loss are two datasets).
+    assert two_meta["history"][-1]["epoch"] == pytest.approx(2 * one_meta["history"][-1]["epoch"], rel=0.1)
     assert [h["step"] for h in two_meta["loss_history"]] == [h["step"] for h in one_meta["loss_history"]]
 
 

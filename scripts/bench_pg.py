@@ -14,6 +14,8 @@ under ``--cache`` with scripts/bench_scale.py's file names, so both scripts shar
 
 Usage:
     python scripts/bench_pg.py --n 100000 [--cache /tmp/dupq-bench] [--queries 300]
+    python scripts/bench_pg.py --n 1000000 --real 100000 --kinds halfvec --no-usearch   # 1M, the default kind
+    python scripts/bench_pg.py --n 1000000 --real 100000 --kinds "" --no-node            # usearch alone, same vectors
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300, help="HTTP searches through the node")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--kinds", default="halfvec,vector", help="pgvector HNSW kinds to build and measure")
+    ap.add_argument("--no-node", action="store_true", help="skip the web node (RSS, HTTP search)")
     ap.add_argument("--no-usearch", action="store_true",
                     help="skip dupq's own index (its 1M figures are in docs/benchmarks.md, Speed)")
     args = ap.parse_args()
@@ -125,6 +128,17 @@ def main() -> int:
     truth = exact_top(bank, queries)
     want = [[f"r{i}" for i in t] for t in truth]
 
+    if not args.no_usearch:  # dupq's own index on the same vectors
+        res["usearch"] = bench_usearch(bank, queries, want)
+        print("usearch", json.dumps(res["usearch"]), flush=True)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds and args.no_node:  # dupq's own index only: no database needed
+        res["load_after"] = os.getloadavg()[0]
+        if args.out:
+            args.out.write_text(json.dumps(res, indent=2))
+        print(json.dumps(res, indent=2))
+        return 0
+
     server, url = start(args.cache / "pg")
     name = f"bench{len(bank)}"
     drop_database(url, name)
@@ -140,7 +154,6 @@ def main() -> int:
         c.execute("ANALYZE questions")
     print("questions/s", round(res["import_questions_per_s"]), flush=True)
 
-    kinds = [k for k in args.kinds.split(",") if k]
     for kind, version in [(k, v) for k, v in (("halfvec", "base"), ("vector", "bench-vector")) if k in kinds]:
         idx, _ = PgVectorIndex.open(db, version, bank.shape[1], "cosine", kind=kind)
         with db.connection() as c:
@@ -171,11 +184,20 @@ def main() -> int:
         res[f"pgvector_{kind}"] = r
         print(kind, json.dumps(r), flush=True)
 
-    if not args.no_usearch:  # dupq's own index on the same vectors
-        res["usearch"] = bench_usearch(bank, queries, want)
-        print("usearch", json.dumps(res["usearch"]), flush=True)
+    if not args.no_node:
+        res["node"] = bench_node(db_url, dev[: args.requests])
+        print("node", json.dumps(res["node"]), flush=True)
+    res["load_after"] = os.getloadavg()[0]
+    db.close()
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    server.cleanup()
+    return 0
 
-    # a web node on this database: RSS (no vectors in the process) and the whole HTTP search
+
+def bench_node(db_url: str, qtexts: list[str]) -> dict:
+    """A web node on this database: RSS (no vectors in the process) and the whole HTTP search."""
     home = Path(tempfile.mkdtemp(prefix="dupq-bench-pg-"))
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "DUPQ_HOME": str(home), "DUPQ_DATABASE_URL": db_url, "DUPQ_SEED_BANK": "",
@@ -191,8 +213,7 @@ def main() -> int:
             except OSError:
                 assert proc.poll() is None and time.time() - t0 < 600, "node did not start"
                 time.sleep(0.5)
-        lat, got = [], []
-        qtexts = dev[: args.requests]
+        lat = []
         for qt in qtexts:
             body = json.dumps({"question": qt, "k": 10}).encode()
             req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/search", data=body,
@@ -201,20 +222,12 @@ def main() -> int:
             with urllib.request.urlopen(req, timeout=30) as r:
                 out = json.load(r)
             lat.append((time.perf_counter() - t) * 1000)
-            got.append([h["id"] for h in out["results"]])
-        res["node"] = {"rss_mb": rss_mb(proc.pid), "http_p50_ms": pct(lat, 50), "http_p99_ms": pct(lat, 99),
-                       "http_mean_ms": statistics.mean(lat), "requests": len(lat)}
-        print("node", json.dumps(res["node"]), flush=True)
+            assert out["results"], out
+        return {"rss_mb": rss_mb(proc.pid), "http_p50_ms": pct(lat, 50), "http_p99_ms": pct(lat, 99),
+                "http_mean_ms": statistics.mean(lat), "requests": len(lat)}
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    res["load_after"] = os.getloadavg()[0]
-    db.close()
-    if args.out:
-        args.out.write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
-    server.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

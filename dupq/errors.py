@@ -25,6 +25,13 @@ class ValidationError(DupQError):
     status = 400
 
 
+class TrainingDataError(ValidationError, ValueError):
+    """The pairs given to training leave nothing to train or to calibrate on (a ``ValueError`` too, as
+    :func:`dupq.training.train` documents), so the CLI and the retrain worker report it in one line."""
+
+    code = "invalid_training_data"
+
+
 class NotFoundError(DupQError):
     code = "not_found"
     status = 404

@@ -48,6 +48,7 @@ from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 from dupq.cross import CROSS_DIR, CrossScorer, has_cross, train_cross_encoder
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
+from dupq.errors import TrainingDataError
 from dupq.evaluation import evaluate_encoder, pair_metrics
 from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
 from dupq.mining import label_silver, mine_negatives, negatives_needed, neighbour_pairs, teacher_filter
@@ -365,9 +366,9 @@ def prepare_data(
     if config.max_positive_only is not None and len(pos_only) > config.max_positive_only:
         pos_only = random.Random(config.seed).sample(pos_only, config.max_positive_only)
     if not labelled and not pos_only:
-        raise ValueError("no training pairs left after cleaning and the train/dev split")
+        raise TrainingDataError("no training pairs left after cleaning and the train/dev split")
     if not dev or not any(p.label for p in dev):
-        raise ValueError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
+        raise TrainingDataError("the dev set has no duplicate pair: cannot evaluate or calibrate a threshold")
     labelled_ranked = [p for p in labelled if p.label == 1 and pair_key(p.question1, p.question2) in both_keys]
     ranking = pos_only + labelled_ranked if config.ranking_loss != "none" else []
     contrastive = labelled if config.ranking_loss != "none" else labelled + pos_only
@@ -467,7 +468,7 @@ def add_dev_negatives(data: PreparedData, model: Any, config: TrainConfig) -> Pr
     ratio = max(config.negatives_per_positive, 1.0)
     dev_mined = mine_negatives(data.dev, model, negatives_needed(data.dev, ratio), seed=config.seed)
     if not dev_mined:
-        raise ValueError("the dev set has only duplicates and no negative could be mined for it")
+        raise TrainingDataError("the dev set has only duplicates and no negative could be mined for it")
     dev = data.dev + dev_mined
     counts = {**data.counts, "dev_pairs": len(dev), "dev_mined_negatives": len(dev_mined)}
     return PreparedData(data.train, dev, counts, ranking=data.ranking, labelled=data.labelled)

@@ -95,3 +95,15 @@ def test_bad_options_and_missing_beir_files(runner, tmp_path: Path) -> None:
     (tmp_path / "queries.tsv").write_text("q1\tLearning Python?\n")
     r = runner.invoke(main, ["eval", "--beir", str(tmp_path)])
     assert r.exit_code == 1 and "qrels.tsv: missing file" in r.output
+
+
+def test_dev_without_duplicates_is_a_one_line_error(runner, tmp_path: Path) -> None:
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("question1\tquestion2\tis_duplicate\n"
+                   "How do I learn Python?\tWhat is the capital of France?\t0\n"
+                   "How do I boil an egg?\tWhy is the sky blue?\t0\n")
+    r = runner.invoke(main, ["train", PAIRS, "--dev", str(dev), "--max-steps", "1", "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "the dev set has no duplicate pair" in r.output and "Traceback" not in r.output
+    listing = runner.invoke(main, ["models", "list"])
+    assert listing.exit_code == 0 and listing.output.count("\nv") == 0, listing.output  # no version was made

@@ -30,6 +30,8 @@ ap.add_argument("--filter-thr", type=float, default=0.3)
 ap.add_argument("--labelled", type=int, default=-1, help="labelled QQP train pairs used (sampled; -1 all, 0 none)")
 ap.add_argument("--threads", type=int, default=0)
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--both-orders", action="store_true", help="train on (q1, q2) and (q2, q1); score as their mean")
+ap.add_argument("--eval-each-epoch", action="store_true", help="print dev AP (both orders) at every epoch end")
 args = ap.parse_args()
 
 import torch
@@ -91,6 +93,8 @@ if args.posonly:
     mine_s = time.perf_counter() - t0
     counts.update(ce_posonly=len(chosen), ce_mined_candidates=n_cand, ce_mined_kept=len(cands))
     print(f"mined {n_cand} candidates, kept {len(cands)} in {mine_s:.0f}s", flush=True)
+if args.both_orders:
+    train_pairs = train_pairs + [Pair(p.question2, p.question1, p.label) for p in train_pairs]
 counts.update(ce_train_pairs=len(train_pairs), ce_train_pos=sum(p.label for p in train_pairs))
 log["counts"] = counts
 log["mine_s"] = round(mine_s, 1)
@@ -125,7 +129,29 @@ targs = CrossEncoderTrainingArguments(
     disable_tqdm=True,
     dataloader_num_workers=0,
 )
-trainer = CrossEncoderTrainer(model=ce, args=targs, train_dataset=ds, loss=BinaryCrossEntropyLoss(ce))
+from transformers import TrainerCallback
+
+
+class EpochDevAP(TrainerCallback):
+    """Dev AP at each epoch end (scored in both orders), to see where more epochs stop paying."""
+
+    def on_epoch_end(self, _args, state, control, model=None, **kw):
+        was = model.training
+        model.eval()
+        s = ce_scores(ce, dev, sym=True)
+        model.train(was)
+        ap_ = pair_metrics(s, np.array([p.label for p in dev]))["ap"]
+        log.setdefault("epoch_dev_ap", []).append([round(state.epoch, 2), ap_])
+        print(f"epoch {state.epoch:.2f}: dev AP (both orders) {ap_:.4f}", flush=True)
+
+
+trainer = CrossEncoderTrainer(
+    model=ce,
+    args=targs,
+    train_dataset=ds,
+    loss=BinaryCrossEntropyLoss(ce),
+    callbacks=[EpochDevAP()] if args.eval_each_epoch else None,
+)
 t0 = time.perf_counter()
 trainer.train()
 train_s = time.perf_counter() - t0
@@ -137,9 +163,9 @@ log.update(
 print({k: log[k] for k in ("train_s", "steps", "pairs_per_s", "load_after_train")}, flush=True)
 ce.save(str(out))
 t0 = time.perf_counter()
-sd = ce_scores(ce, dev)
+sd = ce_scores(ce, dev, sym=args.both_orders)
 log["eval_dev_s"] = round(time.perf_counter() - t0, 1)
-sf = ce_scores(ce, lab_fit)
+sf = ce_scores(ce, lab_fit, sym=args.both_orders)
 np.save(out / "scores_dev.npy", sd)
 np.save(out / "scores_fit.npy", sf)
 yd = np.array([p.label for p in dev])

@@ -342,7 +342,8 @@ def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
 @click.option("--model", "version", help="Version name or version folder (default: the current version).")
 @click.option("--baselines", is_flag=True, help="Add BM25 and the untuned base model to the table.")
 @click.option("--rerank", is_flag=True,
-              help="Score the PAIRS with the version's cross-encoder instead of the twin (pair metrics).")
+              help="Score the PAIRS with the version's re-ranking score (its cross-encoder, fused with the twin's "
+                   "score when the version has a fusion) instead of the twin alone (pair metrics).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML report with plots (PR curve, score histograms, training curves, versions).")
@@ -372,9 +373,11 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
         if not has_cross(folder):
             raise click.ClickException(f"model {name!r} has no cross-encoder (train it with the cross-encoder on)")
         cross = CrossScorer.load(folder / CROSS_DIR, backend=enc.backend)
-        scores = cross.score([(p.question1, p.question2) for p in data], batch_size=64)
-        metrics = ev.pair_metrics(scores, [p.label for p in data], threshold=cross.threshold)
-        results = {name: {"scorer": "cross-encoder", "pairs": metrics}}
+        fused = cross.fusion is not None  # the twin's scores are one of the fusion's inputs
+        twin = ev.pair_scores(enc.encode, data, energy=enc.energy_name) if fused else [0.0] * len(data)
+        scores = cross.rerank([(p.question1, p.question2) for p in data], twin, batch_size=64)
+        metrics = ev.pair_metrics(scores, [p.label for p in data], threshold=cross.rerank_threshold)
+        results = {name: {"scorer": cross.scorer, "pairs": metrics}}
         if baselines:
             results["BM25"] = ev.evaluate_bm25(data)
         if as_json:

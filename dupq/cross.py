@@ -10,6 +10,8 @@ CrossEncoder folder) with ``BinaryCrossEntropyLoss`` on labelled pairs, calibrat
 dev (on the sigmoid score, like the twin's on the cosine) and saves it with a ``cross.json`` of its threshold
 and dev metrics. :class:`CrossScorer` loads it and scores pairs with torch (fp32, the reference) or with the
 OpenVINO export (bf16, cached in ``cross/openvino/``; :class:`dupq.runtime.OpenVINOPairScorer`).
+Training also fits a :class:`dupq.fusion.ScoreFusion` of the cross-encoder's logit and the twin's score on dev
+(``"fusion"`` in cross.json); when there is one, :meth:`CrossScorer.rerank` ranks by it and its threshold decides.
 
 Example:
     >>> cs = CrossScorer.load("dupq-data/models/v20261202-190000/cross")              # doctest: +SKIP
@@ -34,10 +36,13 @@ from typing import Any
 import numpy as np
 
 from dupq.config import BACKENDS, DEFAULT_BACKEND, OPENVINO_PRECISION
+from dupq.fusion import FUSED_SCORER, ScoreFusion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CROSS_DIR", "CROSS_META", "CrossResult", "CrossScorer", "has_cross", "train_cross_encoder"]
+__all__ = [
+    "CROSS_DIR", "CROSS_META", "CrossResult", "CrossScorer", "has_cross", "save_fusion", "train_cross_encoder",
+]
 
 #: Sub-folder of a version folder holding its cross-encoder.
 CROSS_DIR = "cross"
@@ -63,7 +68,8 @@ class CrossScorer:
         model: The ``CrossEncoder``; None to load it from ``source`` on first need (the torch backend, an
             export), so that re-ranking from a cached OpenVINO export never imports torch.
         threshold: Max-F1 threshold on the score, calibrated on dev (None: not calibrated).
-        metadata: The rest of cross.json (dev metrics, seconds, training options).
+        metadata: The rest of cross.json (dev metrics, seconds, training options; ``"fusion"``: the fitted
+            :class:`dupq.fusion.ScoreFusion` that :meth:`rerank` uses).
         backend: ``"openvino"`` (the export, bf16) or ``"torch"`` (fp32, the reference).
         source: Folder the weights came from (the export is keyed on its files).
     """
@@ -84,6 +90,8 @@ class CrossScorer:
         self.metadata = dict(metadata or {})
         self.backend = backend
         self.source = Path(source) if source is not None else None
+        fusion = self.metadata.get("fusion")
+        self.fusion = ScoreFusion.from_dict(fusion) if fusion else None
         self._runtime: Any = None
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
@@ -129,17 +137,48 @@ class CrossScorer:
                         self._runtime = False
         return self._runtime or None
 
-    def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
-        """Duplicate score of each (question, question) pair: the sigmoid of the cross-encoder's logit."""
+    def logits(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
+        """The cross-encoder's logit of each (question, question) pair (higher = duplicate)."""
         if len(pairs) == 0:
             return np.zeros(0, dtype=np.float64)
         runtime = self.runtime
         if runtime is not None:
-            return _sigmoid(runtime.logits(list(pairs), batch_size=batch_size))
+            return np.asarray(runtime.logits(list(pairs), batch_size=batch_size), dtype=np.float64).reshape(-1)
         logits = self.model.predict(
             [tuple(p) for p in pairs], batch_size=batch_size, activation_fn=_identity(), show_progress_bar=False
         )
-        return _sigmoid(np.asarray(logits).reshape(-1))
+        return np.asarray(logits, dtype=np.float64).reshape(-1)
+
+    def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
+        """Duplicate score of each (question, question) pair: the sigmoid of the cross-encoder's logit."""
+        return _sigmoid(self.logits(pairs, batch_size=batch_size))
+
+    @property
+    def scorer(self) -> str:
+        """What :meth:`rerank` scores with: ``"cross-encoder+twin"`` with a fusion, else ``"cross-encoder"``."""
+        return FUSED_SCORER if self.fusion is not None else "cross-encoder"
+
+    @property
+    def rerank_threshold(self) -> float | None:
+        """The threshold on :meth:`rerank`'s scores (the fusion's, else the cross-encoder's own)."""
+        return self.fusion.threshold if self.fusion is not None else self.threshold
+
+    def rerank(
+        self, pairs: Sequence[tuple[str, str]], twin_scores: Sequence[float] | np.ndarray, *, batch_size: int = 32
+    ) -> np.ndarray:
+        """Re-ranking score of each pair, in [0, 1], higher = duplicate: the fusion of the cross-encoder's logit
+        with the twin's pair score (``twin_scores``, the version's energy) when cross.json has one, else the
+        cross-encoder's own score."""
+        if len(twin_scores) != len(pairs):
+            raise ValueError(f"{len(pairs)} pairs but {len(twin_scores)} twin scores")
+        logits = self.logits(pairs, batch_size=batch_size)
+        return self.fusion.score(twin_scores, logits) if self.fusion is not None else _sigmoid(logits)
+
+    def is_rerank_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:
+        """Whether :meth:`rerank` scores mark duplicates (at :attr:`rerank_threshold`)."""
+        if self.fusion is not None:
+            return self.fusion.is_duplicate(scores)
+        return self.is_duplicate(scores)
 
     def is_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:
         if self.threshold is None:
@@ -176,6 +215,10 @@ class CrossResult:
     steps: int
     seconds: float
     pairs_per_second: float
+    #: Its logit on each dev pair, in the order given (what :func:`save_fusion`'s fit needs).
+    dev_logits: np.ndarray | None = None
+    #: The fusion with the twin, once :func:`save_fusion` wrote it.
+    fusion: ScoreFusion | None = None
 
     def summary(self) -> dict[str, Any]:
         """The ``"cross"`` entry of the version's dupq.json."""
@@ -185,6 +228,7 @@ class CrossResult:
             "steps": self.steps,
             "seconds": round(self.seconds, 1),
             "pairs_per_second": round(self.pairs_per_second, 2),
+            **({"fusion": self.fusion.to_dict()} if self.fusion is not None else {}),
         }
 
 
@@ -285,7 +329,8 @@ def train_cross_encoder(
     ce = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # fp32 for calibration
     steps = trainer.state.global_step
     scorer = CrossScorer(ce, threshold=None, backend="torch")
-    scores = scorer.score([(p.question1, p.question2) for p in dev], batch_size=64)
+    logits = scorer.logits([(p.question1, p.question2) for p in dev], batch_size=64)
+    scores = _sigmoid(logits)
     m = pair_metrics(scores, [p.label for p in dev])
     threshold = float(m["best_f1_threshold"])
     metrics = {"dev": {"pairs": pair_metrics(scores, [p.label for p in dev], threshold=threshold)}}
@@ -293,7 +338,7 @@ def train_cross_encoder(
     ce.save(str(output_dir))
     seconds = time.perf_counter() - t0
     pps = steps * batch_size / train_seconds if train_seconds > 0 else 0.0
-    result = CrossResult(output_dir, threshold, metrics, steps, seconds, pps)
+    result = CrossResult(output_dir, threshold, metrics, steps, seconds, pps, dev_logits=logits)
     meta = {**result.summary(), "init": str(init), "training_pairs": len(pairs), "max_length": MAX_LENGTH}
     tmp = output_dir / (CROSS_META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -301,3 +346,11 @@ def train_cross_encoder(
     return result
 
 
+def save_fusion(folder: str | Path, fusion: ScoreFusion) -> None:
+    """Record ``fusion`` in ``folder``'s cross.json (rewritten whole and atomically)."""
+    path = Path(folder) / CROSS_META
+    meta = json.loads(path.read_text())
+    meta["fusion"] = fusion.to_dict()
+    tmp = path.with_name(CROSS_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)

@@ -516,6 +516,22 @@ def rank_dense(
     return _rank_embeddings(task, docs, queries, energy, top_k, chunk_size)
 
 
+def pair_scores(encode: Encode, pairs: Iterable[Pair], *, energy: Energy | str = Energy.COSINE) -> np.ndarray:
+    """``energy``'s pair energy of each pair's two embeddings (each unique question encoded once).
+
+    Example:
+        >>> pair_scores(model_encode, read_pairs("dev.tsv").pairs)[:2]  # doctest: +SKIP
+        array([0.91, 0.43])
+    """
+    energy = Energy.from_name(energy)
+    pairs = list(pairs)
+    texts = list(dict.fromkeys(q for p in pairs for q in (p.question1, p.question2)))
+    row = {text: i for i, text in enumerate(texts)}
+    embeddings = _encode(encode, texts)
+    left = embeddings[[row[p.question1] for p in pairs]]
+    return energy.pair_energy(left, embeddings[[row[p.question2] for p in pairs]])
+
+
 def evaluate_encoder(
     encode: Encode,
     pairs: Iterable[Pair],

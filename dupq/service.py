@@ -267,9 +267,11 @@ class DupQ:
         """Top-k stored questions for ``question``, best first, each marked duplicate or not.
 
         ``rerank`` (None: the ``rerank`` setting): the twin retrieves ``max(k, rerank_top_n)`` candidates, the
-        version's cross-encoder re-scores them (OpenVINO), and the top k by its score come back, with
-        ``score`` and ``duplicate`` from the cross-encoder (its own calibrated threshold) and the twin's score
-        as ``twin_score``. ``scorer`` says which model decided: ``"twin"`` or ``"cross-encoder"``. A version
+        version's cross-encoder re-scores them (OpenVINO), and the top k by that score come back, with
+        ``score`` and ``duplicate`` from the re-ranking score (:meth:`dupq.cross.CrossScorer.rerank`: the
+        cross-encoder's logit fused with the twin's score when the version has a fusion, else the
+        cross-encoder's own; each with its calibrated threshold) and the twin's score as ``twin_score``.
+        ``scorer`` says which decided: ``"twin"``, ``"cross-encoder+twin"`` or ``"cross-encoder"``. A version
         without a cross-encoder answers a rerank request with ``ConflictError`` (409, ``no_cross_encoder``).
         """
         t0 = time.perf_counter()
@@ -301,19 +303,19 @@ class DupQ:
             scorer, threshold = "twin", enc.threshold
         else:
             cross = serving.cross
-            scores = cross.score([(text, found[h.id].text) for h in hits])
+            scores = cross.rerank([(text, found[h.id].text) for h in hits], [h.score for h in hits])
             order = sorted(range(len(hits)), key=lambda i: -scores[i])[:k]  # stable: twin order breaks ties
             results = [
                 {
                     "id": hits[i].id,
                     "text": found[hits[i].id].text,
                     "score": round(float(scores[i]), 6),
-                    "duplicate": bool(cross.is_duplicate(scores[i])),
+                    "duplicate": bool(cross.is_rerank_duplicate(scores[i])),
                     "twin_score": round(hits[i].score, 6),
                 }
                 for i in order
             ]
-            scorer, threshold = "cross-encoder", cross.threshold
+            scorer, threshold = cross.scorer, cross.rerank_threshold
         return {
             "model": serving.version,
             "energy": enc.energy_name,

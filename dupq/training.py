@@ -45,11 +45,12 @@ from typing import Any
 import numpy as np
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-from dupq.cross import CROSS_DIR, CrossScorer, has_cross, train_cross_encoder
+from dupq.cross import CROSS_DIR, CrossResult, CrossScorer, has_cross, save_fusion, train_cross_encoder
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
 from dupq.errors import TrainingDataError
 from dupq.evaluation import evaluate_encoder, pair_metrics
+from dupq.fusion import ScoreFusion
 from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
 from dupq.mining import label_silver, mine_negatives, negatives_needed, neighbour_pairs, teacher_filter
 from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
@@ -776,6 +777,7 @@ def train(
         staging.mkdir(parents=True)
         # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
         cross: dict[str, Any] | None = None
+        cross_result: CrossResult | None = None
         t0 = time.perf_counter()
         if config.cross_encoder:
             if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
@@ -799,7 +801,7 @@ def train(
                     show_progress_bar=show_progress_bar,
                     use_cpu=not _has_accelerator(),
                 )
-                cross = result.summary()
+                cross, cross_result = result.summary(), result
             else:
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         phases["cross_encoder"] = time.perf_counter() - t0
@@ -934,6 +936,10 @@ def train(
             "accuracy": float(dev_result["pairs"]["best_accuracy_threshold"]),
         }
         metrics = {"dev": dev_result}
+        if cross_result is not None:  # the re-ranking score: cross-encoder logit + twin score (dupq/fusion.py)
+            cross_result.fusion = _fit_fusion(cross_result, recorder.scores(data.dev, config.energy), data.dev,
+                                              energy, staging / CROSS_DIR)
+            cross = cross_result.summary()
         best_step = _best_step(trainer.state.best_model_checkpoint)
         phases["evaluate"] = time.perf_counter() - t0
         phases["total"] = time.perf_counter() - t_start
@@ -1037,6 +1043,18 @@ def _bf16_supported() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _fit_fusion(result: CrossResult, twin_scores: np.ndarray, dev: Sequence[Pair], energy: Energy,
+                folder: Path) -> ScoreFusion:
+    """Fit the re-ranking fusion on dev (the twin's final scores, the cross-encoder's logits) and save it."""
+    logits = result.dev_logits
+    if logits is None or len(logits) != len(dev):  # dev gained mined negatives after the cross-encoder
+        logits = CrossScorer.load(folder, backend="torch").logits([(p.question1, p.question2) for p in dev],
+                                                                   batch_size=64)
+    fusion = ScoreFusion.fit(twin_scores, logits, [p.label for p in dev], higher_is_better=energy.higher_is_better)
+    save_fusion(folder, fusion)
+    return fusion
 
 
 def _check_stop(should_stop: Callable[[], bool] | None) -> None:

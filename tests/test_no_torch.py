@@ -105,7 +105,7 @@ import json, sys
 from dupq.service import DupQ
 svc = DupQ.open(sys.argv[1], seed_bank=None)
 res = svc.search("How do I boil an egg?", k=2, rerank=True)
-assert res["scorer"] == "cross-encoder" and res["results"], res
+assert res["scorer"] == "cross-encoder+twin" and res["results"], res
 svc.close()
 print(json.dumps(sorted(m for m in HEAVY if m in sys.modules)))
 """.replace("HEAVY", repr(HEAVY))

@@ -132,6 +132,11 @@ def test_cross_encoder_saved_inside_the_version_and_loads(trained: dict[str, Any
     assert set(meta["cross"]) >= {"threshold", "metrics", "seconds"}
     assert 0 <= meta["cross"]["metrics"]["dev"]["pairs"]["ap"] <= 1
     assert trained["result"].cross["threshold"] == meta["cross"]["threshold"]
+    # The re-ranking fusion (twin score + cross-encoder logit), fit on dev: in dupq.json and in cross.json.
+    fusion = meta["cross"]["fusion"]
+    assert 0 < fusion["threshold"] < 1 and fusion["metrics"]["n"] == meta["data"]["dev_pairs"]
+    assert set(fusion["metrics"]) >= {"fused", "twin", "cross"}
+    assert json.loads((folder / CROSS_DIR / "cross.json").read_text())["fusion"] == fusion
     assert set(meta["phase_seconds"]) >= {"cross_encoder", "silver", "twin", "total"}
     # Augmented SBERT: the cross-encoder labelled near-neighbour pairs for the contrastive loss.
     assert 0 < meta["data"]["silver_pairs"] <= 10
@@ -153,9 +158,14 @@ def test_reranked_search_orders_by_the_cross_encoder(trained: dict[str, Any]) ->
         plain = svc.search(q, k=3)
         assert plain["scorer"] == "twin" and all("twin_score" not in r for r in plain["results"])
         res = svc.search(q, k=3, rerank=True)
-        assert res["scorer"] == "cross-encoder" and res["threshold"] == svc.serving.cross.threshold
+        cross = svc.serving.cross
+        assert cross.fusion is not None and res["scorer"] == "cross-encoder+twin"
+        assert res["threshold"] == cross.fusion.threshold
         candidates = svc.search(q, k=8)["results"]  # the twin's top rerank_top_n
-        scores = svc.serving.cross.score([(q, r["text"]) for r in candidates])
+        logits = cross.logits([(q, r["text"]) for r in candidates])
+        scores = cross.fusion.score([r["score"] for r in candidates], logits)
+        assert [r["twin_score"] for r in res["results"]] == [
+            candidates[i]["score"] for i in np.argsort(-scores, kind="stable")[:3]]
         expected = [candidates[i]["id"] for i in np.argsort(-scores, kind="stable")[:3]]
         assert [r["id"] for r in res["results"]] == expected
         for r in res["results"]:
@@ -163,7 +173,7 @@ def test_reranked_search_orders_by_the_cross_encoder(trained: dict[str, Any]) ->
         with pytest.raises(ValidationError, match="rerank must be true or false"):
             svc.search(q, k=3, rerank="yes")
     with DupQ(Settings(home=trained["home"], seed_bank=str(SMALL_BANK), rerank=True)) as svc:
-        assert svc.search(q, k=2)["scorer"] == "cross-encoder"  # the setting is the default
+        assert svc.search(q, k=2)["scorer"] == "cross-encoder+twin"  # the setting is the default
         assert svc.search(q, k=2, rerank=False)["scorer"] == "twin"
 
 
@@ -177,7 +187,7 @@ def test_rerank_through_the_api(trained: dict[str, Any]) -> None:
                                                  "rerank": True})
         assert r.status_code == 200, r.get_json()
         body = r.get_json()
-        assert body["scorer"] == "cross-encoder" and len(body["results"]) == 3
+        assert body["scorer"] == "cross-encoder+twin" and len(body["results"]) == 3
         assert all("twin_score" in x for x in body["results"])
         bad = client.post("/api/v1/search", json={"question": "x?", "rerank": 1})
         assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_type"
@@ -209,9 +219,27 @@ def test_eval_rerank_json_shape(trained: dict[str, Any]) -> None:
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     res = out["results"][trained["version"]]
-    assert res["scorer"] == "cross-encoder" and 0 <= res["pairs"]["ap"] <= 1
+    assert res["scorer"] == "cross-encoder+twin" and 0 <= res["pairs"]["ap"] <= 1
     meta = json.loads((trained["home"] / "models" / trained["version"] / "dupq.json").read_text())
-    assert res["pairs"]["threshold"] == pytest.approx(meta["cross"]["threshold"])
+    assert res["pairs"]["threshold"] == pytest.approx(meta["cross"]["fusion"]["threshold"])
+    # The same fused dev AP as training measured (training scored with torch; eval here with OpenVINO bf16).
+    assert res["pairs"]["ap"] == pytest.approx(meta["cross"]["fusion"]["metrics"]["fused"]["ap"], abs=0.1)
+
+
+def test_a_version_without_fusion_reranks_by_the_cross_encoder_alone(trained: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from dupq.service import DupQ
+
+    home = tmp_path / "home"
+    shutil.copytree(trained["home"], home)
+    cross_json = home / "models" / trained["version"] / CROSS_DIR / "cross.json"
+    meta = json.loads(cross_json.read_text())
+    del meta["fusion"]  # a version trained before the fusion existed
+    cross_json.write_text(json.dumps(meta))
+    with DupQ(Settings(home=home, seed_bank=str(SMALL_BANK))) as svc:
+        res = svc.search("How do I reverse a list in Python?", k=3, rerank=True)
+        assert res["scorer"] == "cross-encoder" and res["threshold"] == svc.serving.cross.threshold
 
 
 def test_eval_rerank_needs_a_cross_encoder(runner) -> None:

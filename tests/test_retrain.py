@@ -177,7 +177,7 @@ def test_retrain_promote_hot_swap_then_rejected_gate(server: Server) -> None:
     v = next(m for m in models["versions"] if m["version"] == new)
     assert v["parent"] == "base" and v["metrics"]["dev"]["pairs"]["ap"] > 0 and v["data"]
     status, reranked = server.call("POST", "/api/v1/search", {"question": "boil an egg", "k": 3, "rerank": True})
-    assert status == 200 and reranked["scorer"] == "cross-encoder" and reranked["model"] == new
+    assert status == 200 and reranked["scorer"] == "cross-encoder+twin" and reranked["model"] == new
 
     # A job trained on flipped labels must fail the gate on the fixed evaluation file.
     flipped = [{**p, "label": 1 - p["label"]} for p in pairs]

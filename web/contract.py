@@ -190,8 +190,8 @@ class Error(Response):
 class SearchResult(Response):
     id: str
     text: str
-    score: float = Field(description="cosine similarity, or Euclidean distance; re-ranked: the cross-encoder's "
-                         "duplicate score in [0, 1]")
+    score: float = Field(description="cosine similarity, or Euclidean distance; re-ranked: the re-ranking "
+                         "duplicate score in [0, 1] (see scorer)")
     duplicate: bool = Field(description="the score crosses the deciding scorer's threshold")
     twin_score: float | None = Field(None, description="re-ranked results only: the twin's score")
 
@@ -199,7 +199,9 @@ class SearchResult(Response):
 class SearchResponse(Response):
     model: str = Field(description="model version that produced the answer")
     energy: Literal["cosine", "euclidean"]
-    scorer: Literal["twin", "cross-encoder"] = Field(description="which model ranked the results and decided duplicate")
+    scorer: Literal["twin", "cross-encoder+twin", "cross-encoder"] = Field(
+        description="which model ranked the results and decided duplicate: the twin, the re-ranking fusion of the "
+        "cross-encoder's logit with the twin's score, or the cross-encoder alone (a version without a fusion)")
     threshold: float | None
     took_ms: float
     results: list[SearchResult] = Field(description="best first")

@@ -303,6 +303,13 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
             f"cross-encoder dev: AP {cp['ap']:.4f}, best F1 {cp['best_f1']:.4f}; threshold "
             f"{result.cross['threshold']:.4f}; {result.cross['seconds']:.0f}s"
         )
+        fusion = result.cross.get("fusion")
+        if fusion and fusion.get("metrics"):
+            fm = fusion["metrics"]["fused"]
+            click.echo(  # fit on dev, so in-sample there (three parameters: docs/benchmarks.md checks it out of fold)
+                f"re-ranking score (cross-encoder+twin, fit on dev): AP {fm['ap']:.4f}, best F1 "
+                f"{fm['best_f1']:.4f}; threshold {fusion['threshold']:.4f}"
+            )
     else:
         click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
     click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))

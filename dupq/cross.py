@@ -273,6 +273,7 @@ def train_cross_encoder(
     from transformers.utils import logging as hf_logging
 
     from dupq.evaluation import pair_metrics
+    from dupq.samplers import LengthGroupedBatchSampler
 
     t0 = time.perf_counter()
     if {p.label for p in pairs} != {0, 1}:
@@ -309,6 +310,9 @@ def train_cross_encoder(
         disable_tqdm=not show_progress_bar,
         dataloader_num_workers=0,
         use_cpu=use_cpu,
+        # Batches of similar length: one long AskUbuntu pair would pad a random batch of short QQP pairs to its
+        # length (docs/benchmarks.md: the mixed-source cross-encoder ran at 1.8 s/step in random batches).
+        batch_sampler=LengthGroupedBatchSampler,
         # Data-parallel (dupq train --nproc): every weight of the classifier takes part in each step; DDP's
         # default search for unused ones marks classifier.bias ready twice and fails. No effect in one process.
         ddp_find_unused_parameters=False,

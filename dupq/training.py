@@ -36,14 +36,13 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
 from dupq.cross import CROSS_DIR, CrossResult, CrossScorer, has_cross, save_fusion, train_cross_encoder
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
@@ -54,6 +53,7 @@ from dupq.fusion import ScoreFusion
 from dupq.losses import LOSSES, RANKING_LOSSES, build_loss, build_ranking_loss
 from dupq.mining import label_silver, mine_negatives, negatives_needed, neighbour_pairs, teacher_filter
 from dupq.model import BASE_MODEL_NAME, PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
+from dupq.samplers import LengthGroupedNoDuplicatesBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class TrainConfig:
     cross_epochs: float = 1.0
     cross_learning_rate: float = 5e-5
     cross_max_steps: int | None = None
-    cross_max_pairs: int | None = 20_000
+    cross_max_pairs: int | None = 40_000
     silver_pairs: int = 0
     bf16: bool = True
     eval_steps: int | None = None
@@ -580,61 +580,6 @@ def _callbacks(
                 raise TrainingCancelled(f"training stopped at step {state.global_step}")
 
     return [Relay()]
-
-
-#: Batches pooled before regrouping by length (see :class:`LengthGroupedNoDuplicatesBatchSampler`).
-GROUP_WINDOW = 16
-
-
-class LengthGroupedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
-    """The library's no-duplicates batch sampler, with batches regrouped by text length.
-
-    Questions average ~15 word pieces but a batch is padded to its longest one (~40-50 for 64 QQP questions),
-    so most of the compute of a CPU step is padding. This pools ``GROUP_WINDOW`` consecutive no-duplicate
-    batches, sorts their rows by length, cuts them into batches again (still refusing a repeated text inside a
-    batch) and shuffles those batches, like ``group_by_length`` in transformers.
-
-    Example:
-        >>> SentenceTransformerTrainingArguments(  # doctest: +SKIP
-        ...     "ckpt", batch_sampler=LengthGroupedNoDuplicatesBatchSampler)
-    """
-
-    def __iter__(self) -> Iterator[list[int]]:
-        columns = [self.dataset[c] for c in self.dataset.column_names if c != "dataset_name"]
-        rows = list(zip(*columns, strict=True))
-        lengths = [max(len(str(v)) for v in r) for r in rows]
-        rng = random.Random(self.seed + self.epoch)
-        pool: list[int] = []
-        for batch in super().__iter__():
-            pool.extend(batch)
-            if len(pool) >= self.batch_size * GROUP_WINDOW:
-                batches, pool = self._regroup(pool, rows, lengths, flush=False)
-                rng.shuffle(batches)
-                yield from batches
-        batches, _ = self._regroup(pool, rows, lengths, flush=True)
-        rng.shuffle(batches)
-        yield from batches
-
-    def _regroup(
-        self, pool: list[int], rows: list[tuple], lengths: list[int], *, flush: bool
-    ) -> tuple[list[list[int]], list[int]]:
-        todo = sorted(pool, key=lengths.__getitem__)
-        batches: list[list[int]] = []
-        while todo:
-            batch: list[int] = []
-            seen: set[Any] = set()
-            deferred: list[int] = []
-            for i in todo:
-                if len(batch) < self.batch_size and seen.isdisjoint(rows[i]):
-                    batch.append(i)
-                    seen.update(rows[i])
-                else:
-                    deferred.append(i)
-            if len(batch) < self.batch_size and not flush:
-                return batches, batch + deferred  # an incomplete batch waits for the next window
-            batches.append(batch)
-            todo = deferred
-        return batches, []
 
 
 def average_weights(model: Any, start: Mapping[str, Any], base_weight: float) -> None:

@@ -32,6 +32,7 @@ def test_train_promote_list_rollback(runner) -> None:
     assert r.exit_code == 0, r.output
     version = re.search(r"trained (v[\d-]+) from base", r.output).group(1)
     assert "dev: AP " in r.output and "served threshold" in r.output and f"promoted {version}" in r.output
+    assert "cross-encoder dev: AP " in r.output and "re-ranking score (cross-encoder+twin, fit on dev): AP " in r.output
 
     listing = runner.invoke(main, ["models", "list"])
     assert listing.exit_code == 0, listing.output

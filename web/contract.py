@@ -170,7 +170,7 @@ class TrainRequest(Request):
     cross_epochs: _Positive = 1.0
     cross_learning_rate: _Positive = 5e-5
     cross_max_steps: JsonInt(ge=1) | None = None
-    cross_max_pairs: JsonInt(ge=1) | None = 20_000
+    cross_max_pairs: JsonInt(ge=1) | None = 40_000
     silver_pairs: JsonInt(ge=0) = 0
     bf16: bool = True
     eval_steps: JsonInt(ge=1) | None = None

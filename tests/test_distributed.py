@@ -114,8 +114,8 @@ def test_a_failing_rank_fails_the_command_and_registers_nothing(tmp_path: Path) 
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     # The root cause (rank 0's error), not rank 1's lost connection to it.
-    assert last.startswith("Error: data-parallel training failed (2 processes): rank 0: ValueError: the dev set has "
-                           "no duplicate pair")
+    assert last.startswith("Error: data-parallel training failed (2 processes): rank 0: TrainingDataError: "
+                           "the dev set has no duplicate pair")
     assert "no version was registered" in last
     assert sorted(p.name for p in (tmp_path / "home" / "models").iterdir()) == ["base"]
     assert registered(tmp_path / "home") == ["base"]

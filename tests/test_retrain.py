@@ -202,7 +202,10 @@ def test_retrain_promote_hot_swap_then_rejected_gate(server: Server) -> None:
 
 def test_killed_worker_fails_the_job_and_old_version_keeps_serving(server: Server) -> None:
     assert server.call("POST", "/api/v1/pairs", {"pairs": bank_pairs()}, auth=True)[0] == 201
-    _, body = server.call("POST", "/api/v1/train", {"max_steps": 400, "batch_size": 16}, auth=True)
+    # A short cross-encoder phase: the kill must land in the twin's training, and 400 cross-encoder steps took
+    # 281 s of the 300 s wait alone on an AVX2-only CPU (fp32), longer under CI's load.
+    _, body = server.call("POST", "/api/v1/train", {"max_steps": 400, "batch_size": 16, "cross_max_steps": 5},
+                          auth=True)
     svc = server.app.extensions["dupq"]
     t0 = time.time()
     while True:  # wait until it is really training

@@ -344,17 +344,20 @@ def train_cross_encoder(
     pps = steps * batch_size / train_seconds if train_seconds > 0 else 0.0
     result = CrossResult(output_dir, threshold, metrics, steps, seconds, pps, dev_logits=logits)
     meta = {**result.summary(), "init": str(init), "training_pairs": len(pairs), "max_length": MAX_LENGTH}
-    tmp = output_dir / (CROSS_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, output_dir / CROSS_META)  # cross.json last: has_cross() means complete
+    _write_meta(output_dir, meta)  # cross.json last: has_cross() means complete
     return result
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write ``folder``'s cross.json whole and atomically (a temporary file renamed over it)."""
+    tmp = folder / (CROSS_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, folder / CROSS_META)
 
 
 def save_fusion(folder: str | Path, fusion: ScoreFusion) -> None:
     """Record ``fusion`` in ``folder``'s cross.json (rewritten whole and atomically)."""
-    path = Path(folder) / CROSS_META
-    meta = json.loads(path.read_text())
+    folder = Path(folder)
+    meta = json.loads((folder / CROSS_META).read_text())
     meta["fusion"] = fusion.to_dict()
-    tmp = path.with_name(CROSS_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    _write_meta(folder, meta)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -527,7 +527,11 @@ def pair_scores(encode: Encode, pairs: Iterable[Pair], *, energy: Energy | str =
     pairs = list(pairs)
     texts = list(dict.fromkeys(q for p in pairs for q in (p.question1, p.question2)))
     row = {text: i for i, text in enumerate(texts)}
-    embeddings = _encode(encode, texts)
+    return _pair_energies(_encode(encode, texts), row, pairs, energy)
+
+
+def _pair_energies(embeddings: np.ndarray, row: Mapping[str, int], pairs: Sequence[Pair], energy: Energy) -> np.ndarray:
+    """``energy``'s pair energy of each pair, from the embeddings of its questions (``row``: text -> row)."""
     left = embeddings[[row[p.question1] for p in pairs]]
     return energy.pair_energy(left, embeddings[[row[p.question2] for p in pairs]])
 
@@ -561,9 +565,7 @@ def evaluate_encoder(
     row = {text: i for i, text in enumerate(texts)}
     embeddings = _encode(encode, texts)
 
-    left = embeddings[[row[p.question1] for p in pairs]]
-    right = embeddings[[row[p.question2] for p in pairs]]
-    scores = energy.pair_energy(left, right)
+    scores = _pair_energies(embeddings, row, pairs, energy)
     labels = np.array([p.label for p in pairs])
     column = {qid: i for i, qid in enumerate(task.corpus)}
     queries = embeddings[[column[q] for q in task.queries]]

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from dupq.energy import Energy
+
 #: Dev pairs whose (score, label) a version keeps for its plots.
 DEV_SCORE_SAMPLE = 2000
 
@@ -241,14 +243,11 @@ class PairScoreRecorder:
             self.vectors[t] = v
         return out
 
-    def scores(self, pairs: Sequence[Any], energy: str) -> np.ndarray:
+    def scores(self, pairs: Sequence[Any], energy: Energy | str) -> np.ndarray:
+        """``energy``'s pair energy of each pair, from the recorded vectors (as the version scores pairs)."""
         a = np.stack([self.vectors[p.question1] for p in pairs])
         b = np.stack([self.vectors[p.question2] for p in pairs])
-        if energy == "cosine":
-            a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-            b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-            return np.einsum("ij,ij->i", a, b)
-        return np.linalg.norm(a - b, axis=1)
+        return Energy.from_name(energy).pair_energy(a, b)
 
     def sample(
         self, pairs: Sequence[Any], energy: str, *, limit: int = DEV_SCORE_SAMPLE, seed: int = 0

@@ -721,7 +721,6 @@ def train(
     try:
         staging.mkdir(parents=True)
         # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
-        cross: dict[str, Any] | None = None
         cross_result: CrossResult | None = None
         t0 = time.perf_counter()
         if config.cross_encoder:
@@ -746,7 +745,7 @@ def train(
                     show_progress_bar=show_progress_bar,
                     use_cpu=not _has_accelerator(),
                 )
-                cross, cross_result = result.summary(), result
+                cross_result = result
             else:
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         phases["cross_encoder"] = time.perf_counter() - t0
@@ -754,7 +753,7 @@ def train(
 
         # -- silver pairs: the teacher labels near neighbours of the training questions (Augmented SBERT) ---
         t0 = time.perf_counter()
-        if config.silver_pairs > 0 and cross is not None:
+        if config.silver_pairs > 0 and cross_result is not None:
             data = _on_rank0(world, rank, lambda: add_silver_pairs(
                 data, model, config, CrossScorer.load(staging / CROSS_DIR, backend="torch"), progress=progress))
         phases["silver"] = time.perf_counter() - t0
@@ -764,7 +763,7 @@ def train(
         t0 = time.perf_counter()
         if config.negatives_per_positive > 0:
             teacher = None
-            if cross is not None:
+            if cross_result is not None:
                 scorer = CrossScorer.load(staging / CROSS_DIR, backend="torch")
 
                 def teacher(ps: list[Pair]) -> Any:
@@ -884,7 +883,7 @@ def train(
         if cross_result is not None:  # the re-ranking score: cross-encoder logit + twin score (dupq/fusion.py)
             cross_result.fusion = _fit_fusion(cross_result, recorder.scores(data.dev, config.energy), data.dev,
                                               energy, staging / CROSS_DIR)
-            cross = cross_result.summary()
+        cross = cross_result.summary() if cross_result is not None else None
         best_step = _best_step(trainer.state.best_model_checkpoint)
         phases["evaluate"] = time.perf_counter() - t0
         phases["total"] = time.perf_counter() - t_start

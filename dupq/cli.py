@@ -206,6 +206,9 @@ def _open_for_reading(ctx: click.Context):
 @click.option("--silver-pairs", type=int,
               help="Augmented-SBERT pairs the cross-encoder labels among near neighbours (default 0: none).")
 @click.option("--bf16/--fp32", "bf16", default=None, help="Mixed precision (default: see README).")
+@click.option("--time-budget", "time_budget_minutes", type=float,
+              help="Minutes the training may take (default 40; 0 = no budget). On a machine too slow for the full "
+              "recipe in that time, fewer steps are trained (the cross-encoder's first), and the run says so.")
 @click.option("--seed", type=int, help="Random seed (default 0).")
 @click.option("--from", "start", help="Version to fine-tune (default: the current one; 'base' = untuned).")
 @click.option("--base", "base", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -246,8 +249,11 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
         raise click.UsageError(str(e)) from None
     if promote and node_rank > 0:
         raise click.UsageError("--promote belongs on node 0, which saves and registers the version")
+    config_options = {k: v for k, v in options.items() if v is not None}  # None: the option was not given
+    if config_options.get("time_budget_minutes") == 0:
+        config_options["time_budget_minutes"] = None  # 0 = no budget
     try:
-        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+        config = TrainConfig(**config_options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     train_pairs: list[Any] = []
@@ -313,6 +319,11 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
     else:
         click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
     click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))
+    if result.budget and result.budget["cut"]:
+        b = result.budget
+        click.echo(f"time budget {b['budget_s'] / 60:g} min: trained {b['cross_steps']} of {b['cross_full_steps']} "
+                   f"cross-encoder steps and {b['twin_steps']} of {b['twin_full_steps']} twin steps (the full recipe "
+                   f"was predicted at {b['predicted_full_s'] / 60:.1f} min on this machine; --time-budget 0 trains it)")
     if promote:
         svc.promote(version, progress=progress)
         click.echo(f"promoted {version}: it now answers searches")
@@ -324,6 +335,7 @@ def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
     """A progress callback that prints a line when a training phase starts (the trainers draw the bars)."""
     seen: set[str] = set()
     titles = {
+        "budget": "[-] timing a few training steps of each model on this machine (the time budget)",
         "cross-encoder": f"[1/3] cross-encoder: {config.cross_epochs:g} epoch(s) on the labelled pairs",
         "silver": "[-] silver pairs: the cross-encoder labels near neighbours of the training questions",
         "mining": "[-] mining hard negatives (kept only where the cross-encoder says non-duplicate)",
@@ -333,6 +345,9 @@ def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
 
     def show(event: dict[str, Any]) -> None:
         phase = event.get("phase")
+        if phase == "budget" and event.get("message"):
+            click.echo(event["message"], err=True)
+            return
         if phase == "evaluating" and event.get("total") is None:
             return  # an in-training dev evaluation (checkpoint selection), not the final one
         if phase in titles and phase not in seen:

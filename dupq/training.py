@@ -37,14 +37,24 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dupq.cross import CROSS_DIR, CrossResult, CrossScorer, has_cross, save_fusion, train_cross_encoder
+from dupq.budget import PROBE_STEPS, Plan, StepCosts, StepTimer, plan_run, plan_twin, probe_sample, surely_fits
+from dupq.cross import (
+    CROSS_DIR,
+    CrossResult,
+    CrossScorer,
+    common_args,
+    cross_step_seconds,
+    has_cross,
+    save_fusion,
+    train_cross_encoder,
+)
 from dupq.data import Pair, dedupe_pairs, split_by_cluster
 from dupq.energy import Energy
 from dupq.errors import TrainingDataError
@@ -116,7 +126,10 @@ class TrainConfig:
     ``max_steps`` smoke run stays small for both models). ``silver_pairs`` (0: none) is how many Augmented-SBERT
     silver pairs the cross-encoder labels among the training questions' nearest neighbours
     (:func:`dupq.mining.neighbour_pairs`) for the contrastive loss. ``bf16`` (default on:
-    same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16. The
+    same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16.
+    ``time_budget_minutes`` (None: none) bounds the wall time of :func:`train`: on a machine too slow for the
+    full recipe in that time it trains fewer steps, the cross-encoder first (:mod:`dupq.budget`); 40 minutes
+    keeps the recommended command within 45 on any 2-core CPU. The
     defaults are the issue-10 recipe, each from a measured run (README "Training and evaluation",
     docs/benchmarks.md "The issue-10 recipe": online-contrastive m 0.5 + GIST on 10,000 positive-only pairs at
     lr 5e-5 was the best dev AP; WiSE-FT 0.5 keeps dev nDCG@10 at the base's and AskUbuntu AP within 0.4 point).
@@ -152,6 +165,7 @@ class TrainConfig:
     bf16: bool = True
     eval_steps: int | None = None
     dev_fraction: float = 0.1
+    time_budget_minutes: float | None = 40.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -184,6 +198,8 @@ class TrainConfig:
             _integer(self, "cross_max_pairs", low=1)
         if self.max_positive_only is not None:
             _integer(self, "max_positive_only", low=0)
+        if self.time_budget_minutes is not None:
+            _number(self, "time_budget_minutes", low=0.0, low_open=True)
         _integer(self, "silver_pairs", low=0)
         for name in ("bf16", "cross_encoder"):
             if not isinstance(getattr(self, name), bool):
@@ -232,8 +248,10 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: The cross-encoder's ``{"threshold", "metrics", "steps", "seconds", ...}`` (None: not trained).
     cross: dict[str, Any] | None = None
-    #: Wall seconds per phase: prepare, cross_encoder, mining, twin, evaluate, total.
+    #: Wall seconds per phase: prepare, budget (the probes), cross_encoder, silver, mining, twin, evaluate, total.
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    #: The time budget's plan (:meth:`dupq.budget.Plan.to_dict`); None: no budget, or the run surely fit.
+    budget: dict[str, Any] | None = None
 
 
 # --- building blocks ---------------------------------------------------------------------------------------
@@ -684,9 +702,7 @@ def train(
         raise FileExistsError(f"{output_dir} already exists")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    import torch.distributed as dist
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     set_seed(config.seed)
     rank, local_rank, world = _process_group()  # (0, 0, 1) unless data-parallel (dupq.distributed)
@@ -707,8 +723,6 @@ def train(
     energy = Energy.from_name(config.energy)
     model.similarity_fn_name = energy.similarity_fn_name  # saved in the model's config, so plain ST users see it
 
-    from datasets import Dataset
-
     bf16 = config.bf16 and _bf16_supported()
     if config.bf16 and not bf16:
         log.warning("bf16 requested but this machine has no native bf16 support: training in fp32")
@@ -720,34 +734,67 @@ def train(
                else Path(tempfile.gettempdir()) / f"dupq-rank{rank}-{uuid.uuid4().hex[:8]}")
     try:
         staging.mkdir(parents=True)
+        # -- the time budget (dupq/budget.py): time this machine's steps, plan both phases to fit -----------
+        cross_pairs: list[Pair] = []
+        if config.cross_encoder:
+            if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
+                cross_pairs = list(data.labelled)
+                if config.cross_max_pairs is not None and len(cross_pairs) > config.cross_max_pairs:
+                    cross_pairs = random.Random(config.seed).sample(cross_pairs, config.cross_max_pairs)
+            else:
+                log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
+        cross_full = (config.cross_max_steps or config.max_steps
+                      or max(1, math.ceil(config.cross_epochs * math.ceil(len(cross_pairs) / config.batch_size))))
+        cross_full = cross_full if cross_pairs else 0
+        guide = None
+        if data.ranking and config.ranking_loss == "gist":
+            guide = copy.deepcopy(model)  # frozen: the starting model judges which in-batch negatives are false
+            guide.requires_grad_(False)
+            guide.eval()
+        plan: Plan | None = None
+        costs: StepCosts | None = None
+        eval_pairs = min(EVAL_MAX_PAIRS, len(data.dev))
+        if config.time_budget_minutes is not None:
+            budget_s = config.time_budget_minutes * 60
+            twin_full, ranking_share = _twin_steps(data, config, world)
+            if world > 1:
+                log.warning("the time budget is not applied to data-parallel runs: each rank trains every step")
+            elif not surely_fits(budget_s, cross_steps=cross_full, twin_steps=twin_full,
+                                 batch_size=config.batch_size, dev_pairs=len(data.dev), evals=DEFAULT_EVALS,
+                                 eval_pairs=eval_pairs):
+                _emit(progress, step=0, total=None, phase="budget")
+                costs = _probe_costs(model, data, cross_pairs, config, energy, guide, bf16, start, checkpoints)
+                set_seed(config.seed)  # the probes drew random numbers: the run proper starts as an unprobed one
+                plan = plan_run(costs, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
+                                cross_steps=cross_full, twin_steps=twin_full, twin_ranking_share=ranking_share,
+                                dev_pairs=len(data.dev), evals=DEFAULT_EVALS, eval_pairs=eval_pairs)
+                log.info(plan.describe())
+                _emit(progress, step=0, total=None, phase="budget", message=plan.describe())
+        phases["budget"] = time.perf_counter() - t_start - phases["prepare"]
+        _check_stop(should_stop)
+
         # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
         cross_result: CrossResult | None = None
         t0 = time.perf_counter()
-        if config.cross_encoder:
-            if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
-                _emit(progress, step=0, total=None, phase="cross-encoder")
-                cross_pairs = data.labelled
-                if config.cross_max_pairs is not None and len(cross_pairs) > config.cross_max_pairs:
-                    cross_pairs = random.Random(config.seed).sample(cross_pairs, config.cross_max_pairs)
-                result = train_cross_encoder(
-                    cross_pairs,
-                    data.dev,
-                    staging / CROSS_DIR,
-                    init=_cross_init(start),
-                    epochs=config.cross_epochs,
-                    max_steps=config.cross_max_steps or config.max_steps,
-                    batch_size=config.batch_size,
-                    learning_rate=config.cross_learning_rate,
-                    warmup_ratio=config.warmup_ratio,
-                    seed=config.seed,
-                    bf16=bf16,
-                    callbacks=_callbacks(progress, should_stop, phase="cross-encoder"),
-                    show_progress_bar=show_progress_bar,
-                    use_cpu=not _has_accelerator(),
-                )
-                cross_result = result
-            else:
-                log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
+        if cross_pairs:
+            _emit(progress, step=0, total=None, phase="cross-encoder")
+            cross_result = train_cross_encoder(
+                cross_pairs,
+                data.dev,
+                staging / CROSS_DIR,
+                init=_cross_init(start),
+                epochs=config.cross_epochs,
+                max_steps=(plan.cross_steps if plan is not None and plan.cross_steps < cross_full
+                           else config.cross_max_steps or config.max_steps),
+                batch_size=config.batch_size,
+                learning_rate=config.cross_learning_rate,
+                warmup_ratio=config.warmup_ratio,
+                seed=config.seed,
+                bf16=bf16,
+                callbacks=_callbacks(progress, should_stop, phase="cross-encoder"),
+                show_progress_bar=show_progress_bar,
+                use_cpu=not _has_accelerator(),
+            )
         phases["cross_encoder"] = time.perf_counter() - t0
         _check_stop(should_stop)
 
@@ -776,84 +823,34 @@ def train(
 
         # -- the twin: contrastive loss on the labelled pairs, ranking loss on the positive-only ones -------
         t0 = time.perf_counter()
-        datasets: dict[str, Any] = {}
-        losses: dict[str, Any] = {}
-        if data.train:
-            datasets["labelled"] = Dataset.from_dict(
-                {
-                    "sentence1": [p.question1 for p in data.train],
-                    "sentence2": [p.question2 for p in data.train],
-                    "label": [p.label for p in data.train],
-                }
-            )
-            losses["labelled"] = build_loss(
-                model, loss=config.loss, energy=energy, margin=config.margin, ranking_weight=config.ranking_weight
-            )
-        if data.ranking:
-            guide = None
-            if config.ranking_loss == "gist":
-                guide = copy.deepcopy(model)  # frozen: the starting model judges which in-batch negatives are false
-                guide.requires_grad_(False)
-                guide.eval()
-            ranking_loss = build_ranking_loss(model, config.ranking_loss, guide=guide)
-            # Positive-only pairs and labelled duplicates are separate datasets, so that each batch's in-batch
-            # negatives come from one domain (a labelled domain's own questions, not QQP's).
-            for name, part in ranking_parts(data).items():
-                datasets[name] = Dataset.from_dict(
-                    {"anchor": [p.question1 for p in part], "positive": [p.question2 for p in part]}
-                )
-                losses[name] = ranking_loss
-        # Each optimiser step takes batch_size pairs on every rank: an epoch is 1/world of the batches.
-        steps_per_epoch = math.ceil(sum(math.ceil(len(d) / config.batch_size) for d in datasets.values()) / world)
-        total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+        datasets, losses = _twin_datasets(model, data, config, energy, guide)
+        twin_full, ranking_share = _twin_steps(data, config, world)
+        max_steps = config.max_steps
+        if plan is not None and costs is not None:  # plan the twin again from the time actually left
+            predicted_cross = plan.cross_steps * costs.cross + costs.score_seconds(len(data.dev))
+            planned = plan.twin_steps
+            plan = plan_twin(plan, costs, elapsed_s=time.perf_counter() - t_start, twin_steps=twin_full,
+                             twin_ranking_share=ranking_share, dev_pairs=len(data.dev), evals=DEFAULT_EVALS,
+                             eval_pairs=eval_pairs)
+            if plan.twin_steps != planned:
+                note = (f"time budget: the cross-encoder took {phases['cross_encoder']:.0f} s (predicted "
+                        f"{predicted_cross:.0f} s), so the twin trains {plan.twin_steps} of {twin_full} steps")
+                log.info(note)
+                _emit(progress, step=0, total=None, phase="budget", message=note)
+            if plan.twin_steps < twin_full:
+                max_steps = plan.twin_steps
+        total_steps = max_steps or twin_full
         eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
         evaluator = _dev_evaluator(data.dev, energy, config.seed, progress)
-        single = len(datasets) == 1
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(checkpoints),
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps or -1,
-            per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-            seed=config.seed,
-            data_seed=config.seed,
-            bf16=bf16,
-            # No text twice in a batch (BatchSamplers.NO_DUPLICATES), with batches grouped by length; with two
-            # datasets each batch comes from one of them, drawn in proportion to their sizes.
-            batch_sampler=LengthGroupedNoDuplicatesBatchSampler,
-            multi_dataset_batch_sampler="proportional",
-            eval_strategy="steps",
-            eval_steps=eval_steps,
-            save_strategy="steps",
-            save_steps=eval_steps,
-            save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
-            save_only_model=True,  # no optimizer state: 3x smaller checkpoints, and we never resume
-            load_best_model_at_end=True,
-            metric_for_best_model="eval_dev_ap",
-            greater_is_better=True,
-            logging_steps=max(1, min(25, total_steps // 20)),
-            report_to="none",
-            disable_tqdm=not show_progress_bar,
-            dataloader_num_workers=0,
-            use_cpu=not _has_accelerator(),  # bf16 on a CPU-only machine needs it said explicitly
-            # Data-parallel: the launcher's process group (gloo on CPUs, NCCL on GPUs); each node's first rank
-            # saves checkpoints on its own disk, so every rank can load the best one back.
-            **({"ddp_backend": str(dist.get_backend()), "save_on_each_node": True} if world > 1 else {}),
-        )
-        trainer = SentenceTransformerTrainer(
-            model=model,
-            args=args,
-            train_dataset=next(iter(datasets.values())) if single else datasets,
-            loss=next(iter(losses.values())) if single else losses,
-            evaluator=evaluator,
-            callbacks=_callbacks(progress, should_stop),
-        )
-        if not show_progress_bar:
-            trainer.remove_callback(PrinterCallback)  # it would print every log dict to stdout
+        trainer = _twin_trainer(model, datasets, losses, config, output_dir=checkpoints, max_steps=max_steps,
+                                total_steps=total_steps, bf16=bf16, world=world, evaluator=evaluator,
+                                eval_steps=eval_steps, callbacks=_callbacks(progress, should_stop),
+                                show_progress_bar=show_progress_bar)
         t_train = time.perf_counter()
         trainer.train()
         if world > 1:
+            import torch.distributed as dist
+
             dist.barrier()  # every rank has loaded the best checkpoint back before its folder goes
             if rank != 0:
                 return None  # rank 0 averages, evaluates, calibrates and saves the version
@@ -888,6 +885,7 @@ def train(
         phases["evaluate"] = time.perf_counter() - t0
         phases["total"] = time.perf_counter() - t_start
         phase_seconds = {k: round(v, 1) for k, v in phases.items()}
+        budget = {**plan.to_dict(), "actual_s": round(phases["total"], 1)} if plan is not None else None
         encoder = SiameseEncoder(
             model,
             energy=energy,
@@ -919,6 +917,7 @@ def train(
                 "started_from": started_from,
                 "cross": cross,
                 "phase_seconds": phase_seconds,
+                "budget": budget,
                 "seconds": round(time.perf_counter() - t_start, 1),
                 "pairs_per_second": round(pairs_per_second, 2),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -946,7 +945,148 @@ def train(
         history=evaluator.history,
         cross=cross,
         phase_seconds=phase_seconds,
+        budget=budget,
     )
+
+
+def _twin_steps(data: PreparedData, config: TrainConfig, world: int) -> tuple[int, float]:
+    """The twin's optimiser steps (every rank takes ``batch_size`` pairs per step) and the ranking-loss share."""
+    contrastive = math.ceil(len(data.train) / config.batch_size)
+    ranking = sum(math.ceil(len(part) / config.batch_size) for part in ranking_parts(data).values())
+    steps_per_epoch = math.ceil((contrastive + ranking) / world)
+    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    return total, ranking / (contrastive + ranking) if contrastive + ranking else 0.0
+
+
+def _twin_datasets(model: Any, data: PreparedData, config: TrainConfig, energy: Energy,
+                   guide: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The twin's training datasets and their losses: contrastive on the labelled pairs, ranking on the rest."""
+    from datasets import Dataset
+
+    datasets: dict[str, Any] = {}
+    losses: dict[str, Any] = {}
+    if data.train:
+        datasets["labelled"] = Dataset.from_dict(
+            {
+                "sentence1": [p.question1 for p in data.train],
+                "sentence2": [p.question2 for p in data.train],
+                "label": [p.label for p in data.train],
+            }
+        )
+        losses["labelled"] = build_loss(
+            model, loss=config.loss, energy=energy, margin=config.margin, ranking_weight=config.ranking_weight
+        )
+    if data.ranking:
+        ranking_loss = build_ranking_loss(model, config.ranking_loss, guide=guide)
+        # Positive-only pairs and labelled duplicates are separate datasets, so that each batch's in-batch
+        # negatives come from one domain (a labelled domain's own questions, not QQP's).
+        for name, part in ranking_parts(data).items():
+            datasets[name] = Dataset.from_dict(
+                {"anchor": [p.question1 for p in part], "positive": [p.question2 for p in part]}
+            )
+            losses[name] = ranking_loss
+    return datasets, losses
+
+
+def _twin_trainer(model: Any, datasets: dict[str, Any], losses: dict[str, Any], config: TrainConfig, *,
+                  output_dir: Path, max_steps: int | None, total_steps: int, bf16: bool, world: int,
+                  evaluator: Any, eval_steps: int | None, callbacks: Sequence[Any], show_progress_bar: bool) -> Any:
+    """The twin's SentenceTransformerTrainer (``total_steps``: what ``max_steps`` or the epochs come to); with
+    ``evaluator=None`` (a probe) it neither evaluates nor saves."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import PrinterCallback
+
+    checkpointing: dict[str, Any] = (
+        {
+            "eval_strategy": "steps",
+            "eval_steps": eval_steps,
+            "save_strategy": "steps",
+            "save_steps": eval_steps,
+            "save_total_limit": 1,  # with load_best_model_at_end the best checkpoint is kept as well
+            "save_only_model": True,  # no optimizer state: 3x smaller checkpoints, and we never resume
+            "load_best_model_at_end": True,
+            "metric_for_best_model": "eval_dev_ap",
+            "greater_is_better": True,
+        }
+        if evaluator is not None
+        else {"eval_strategy": "no", "save_strategy": "no"}
+    )
+    if world > 1:
+        import torch.distributed as dist
+
+        # Data-parallel: the launcher's process group (gloo on CPUs, NCCL on GPUs); each node's first rank
+        # saves checkpoints on its own disk, so every rank can load the best one back.
+        checkpointing.update(ddp_backend=str(dist.get_backend()), save_on_each_node=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        **common_args(epochs=config.epochs, max_steps=max_steps, total_steps=total_steps,
+                      batch_size=config.batch_size, learning_rate=config.learning_rate,
+                      warmup_ratio=config.warmup_ratio, seed=config.seed, bf16=bf16,
+                      show_progress_bar=show_progress_bar, use_cpu=not _has_accelerator()),
+        # No text twice in a batch (BatchSamplers.NO_DUPLICATES), with batches grouped by length; with two
+        # datasets each batch comes from one of them, drawn in proportion to their sizes.
+        batch_sampler=LengthGroupedNoDuplicatesBatchSampler,
+        multi_dataset_batch_sampler="proportional",
+        **checkpointing,
+    )
+    single = len(datasets) == 1
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=next(iter(datasets.values())) if single else datasets,
+        loss=next(iter(losses.values())) if single else losses,
+        evaluator=evaluator,
+        callbacks=list(callbacks),
+    )
+    if not show_progress_bar:
+        trainer.remove_callback(PrinterCallback)  # it would print every log dict to stdout
+    return trainer
+
+
+def _pair_length(p: Pair) -> int:  # what the cross-encoder's sampler groups by
+    return len(p.question1) + len(p.question2)
+
+
+def _row_length(p: Pair) -> int:  # what the twin's sampler groups by
+    return max(len(p.question1), len(p.question2))
+
+
+def _probe_costs(model: Any, data: PreparedData, cross_pairs: Sequence[Pair], config: TrainConfig, energy: Energy,
+                 guide: Any, bf16: bool, start: SiameseEncoder | str | Path, scratch: Path) -> StepCosts:
+    """Time :data:`dupq.budget.PROBE_STEPS` real optimiser steps of each model on this machine (throwaway copies
+    of the models, on training pairs of the mean length); nothing of it reaches the version."""
+    t0 = time.perf_counter()
+    n = PROBE_STEPS * config.batch_size
+    probe = replace(data, train=probe_sample(data.train, n, _row_length),
+                    ranking=probe_sample(data.ranking, n, _row_length))
+    folder = Path(tempfile.mkdtemp(prefix="probe-", dir=scratch))
+    try:
+        twin = ranking = 0.0
+        for kind in ("train", "ranking"):
+            if not getattr(probe, kind):
+                continue
+            only = replace(probe, train=probe.train if kind == "train" else [],
+                           ranking=probe.ranking if kind == "ranking" else [])
+            copy_ = copy.deepcopy(model)
+            datasets, losses = _twin_datasets(copy_, only, config, energy, guide)
+            timer = StepTimer()
+            _twin_trainer(copy_, datasets, losses, config, output_dir=folder / kind, max_steps=PROBE_STEPS,
+                          total_steps=PROBE_STEPS, bf16=bf16, world=1, evaluator=None, eval_steps=None,
+                          callbacks=[timer.callback], show_progress_bar=False).train()
+            seconds = timer.seconds_per_step()
+            twin, ranking = (seconds, ranking) if kind == "train" else (twin, seconds)
+            del copy_, datasets, losses
+        twin, ranking = twin or ranking, ranking or twin
+        cross = 0.0
+        if cross_pairs:
+            cross = cross_step_seconds(probe_sample(cross_pairs, n, _pair_length), init=_cross_init(start),
+                                       scratch=folder / "cross", batch_size=config.batch_size,
+                                       learning_rate=config.cross_learning_rate, bf16=bf16,
+                                       use_cpu=not _has_accelerator())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return StepCosts(cross=cross, twin=twin, ranking=ranking, batch_size=config.batch_size,
+                     probe_seconds=time.perf_counter() - t0)
 
 
 def _process_group() -> tuple[int, int, int]:

@@ -175,6 +175,8 @@ class TrainRequest(Request):
     bf16: bool = True
     eval_steps: JsonInt(ge=1) | None = None
     dev_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.1
+    time_budget_minutes: _Positive | None = Field(40.0, description="minutes the training may take (null: no "
+                                                  "budget); a slower machine trains fewer steps to fit")
 
 
 # -- responses -----------------------------------------------------------------------------------------------

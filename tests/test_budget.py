@@ -1,0 +1,129 @@
+"""The training time budget (dupq/budget.py): planning from measured step costs, the probes, train() and the CLI.
+
+The planning tests use given costs (pure arithmetic); the training tests use the real models on the tiny
+fixtures, with budgets small enough that train() probes this machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dupq.budget import (
+    FIXED_SECONDS,
+    MIN_CROSS_SHARE,
+    BudgetError,
+    StepCosts,
+    StepTimer,
+    plan_run,
+    plan_twin,
+    probe_sample,
+    surely_fits,
+)
+from dupq.cli import main
+from dupq.data import read_pairs
+from dupq.errors import DupQError
+from dupq.model import packaged_model_path
+from dupq.training import TrainConfig, train
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PAIRS_FILE = FIXTURES / "train" / "pairs.tsv"
+DEV_FILE = FIXTURES / "train" / "dev.tsv"
+COSTS = StepCosts(cross=1.0, twin=1.2, ranking=1.6, batch_size=32)
+
+
+def _plan(budget_s: float, **kw):
+    args = {"elapsed_s": 10.0, "cross_steps": 1000, "twin_steps": 1500, "twin_ranking_share": 0.3,
+            "dev_pairs": 8000} | kw
+    return plan_run(COSTS, budget_s=budget_s, **args)
+
+
+def test_a_run_that_fits_is_not_cut() -> None:
+    plan = _plan(10_000)
+    assert not plan.cut and (plan.cross_steps, plan.twin_steps) == (1000, 1500)
+    assert plan.predicted_s == plan.predicted_full_s < 10_000
+    assert "nothing cut" in plan.describe() and plan.to_dict()["cut"] is False
+
+
+def test_the_cross_encoder_gives_way_first_then_both() -> None:
+    full = _plan(10_000).predicted_full_s
+    slightly = _plan(full - 100)  # 100 s over: the cross-encoder alone loses 100 steps (1 s each)
+    assert slightly.twin_steps == 1500 and slightly.cross_steps == pytest.approx(900, abs=1)
+    assert slightly.predicted_s <= full - 100 + 1
+    far = _plan(full / 2)  # the cross-encoder at its floor is not enough: both shrink by one factor
+    assert far.cross_steps < MIN_CROSS_SHARE * 1000 and far.twin_steps < 1500
+    assert far.cross_steps / (MIN_CROSS_SHARE * 1000) == pytest.approx(far.twin_steps / 1500, abs=0.01)
+    assert far.predicted_s <= full / 2 + 2
+    assert "trains" in far.describe() and "--time-budget 0" in far.describe()
+
+
+def test_a_budget_below_the_fixed_costs_is_a_clear_error() -> None:
+    with pytest.raises(BudgetError, match="cannot fit this run") as e:
+        _plan(FIXED_SECONDS)
+    assert isinstance(e.value, DupQError) and isinstance(e.value, ValueError)
+
+
+def test_the_twin_is_planned_again_from_the_time_left() -> None:
+    plan = _plan(4_000)  # the full run is predicted at ~3,300 s: it fits
+    assert not plan.cut
+    on_time = plan_twin(plan, COSTS, elapsed_s=1200, twin_steps=1500, twin_ranking_share=0.3,
+                        dev_pairs=8000)
+    assert on_time.twin_steps == 1500  # never more than the full steps
+    slow = plan_twin(plan, COSTS, elapsed_s=2000, twin_steps=1500, twin_ranking_share=0.3,
+                     dev_pairs=8000)  # the cross-encoder overran its prediction by ~800 s
+    late = plan_twin(plan, COSTS, elapsed_s=3000, twin_steps=1500, twin_ranking_share=0.3,
+                     dev_pairs=8000)
+    assert slow.twin_steps < 1500 and late.twin_steps < slow.twin_steps
+    assert late.predicted_s <= 4_000 + 2 and slow.twin_full_steps == 1500
+
+
+def test_surely_fits_and_probe_sample() -> None:
+    assert surely_fits(2400, cross_steps=6, twin_steps=6, batch_size=8, dev_pairs=50, evals=4, eval_pairs=50)
+    assert not surely_fits(600, cross_steps=600, twin_steps=600, batch_size=32, dev_pairs=50, evals=4,
+                           eval_pairs=50)
+    rows = ["x" * n for n in (1, 5, 9, 10, 11, 30)]  # mean 11
+    assert probe_sample(rows, 3, len) == ["x" * 9, "x" * 10, "x" * 11]
+    assert probe_sample(rows[:2], 3, len) == rows[:2]
+
+
+def test_step_timer_needs_two_steps() -> None:
+    timer = StepTimer()
+    with pytest.raises(RuntimeError):
+        timer.seconds_per_step()
+    timer.ends.extend([1.0, 1.5, 2.5, 3.0])
+    assert timer.seconds_per_step() == 0.5
+
+
+def test_train_probes_this_machine_and_trains_the_planned_steps(tmp_path: Path) -> None:
+    """A budget the pessimistic bound cannot promise: train() times real steps, and trains what it planned."""
+    pairs, dev = read_pairs(PAIRS_FILE).pairs, read_pairs(DEV_FILE).pairs
+    config = TrainConfig(epochs=10, cross_epochs=2, batch_size=8, time_budget_minutes=1.0, seed=0, bf16=False)
+    result = train(pairs, config, start=packaged_model_path(), output_dir=tmp_path / "v", dev_pairs=dev,
+                   show_progress_bar=False)
+    budget = result.budget
+    assert budget is not None, "a 1-minute budget is below the pessimistic bound: the run must be probed"
+    assert budget["costs"]["cross"] > 0 and budget["costs"]["twin"] > 0 and budget["costs"]["probe_seconds"] > 0
+    meta = json.loads((tmp_path / "v" / "dupq.json").read_text())
+    assert meta["budget"] == budget and meta["steps"] == budget["twin_steps"]
+    assert meta["cross"]["steps"] == budget["cross_steps"]
+    assert budget["cut"] == (budget["twin_steps"] < budget["twin_full_steps"]
+                             or budget["cross_steps"] < budget["cross_full_steps"])
+    assert budget["actual_s"] == result.phase_seconds["total"]
+
+
+def test_cli_time_budget_too_short_and_none(runner, tmp_path: Path) -> None:
+    runner.env["DUPQ_BACKEND"] = "torch"
+    r = runner.invoke(main, ["train", str(PAIRS_FILE), "--dev", str(DEV_FILE), "--epochs", "5", "--batch-size", "8",
+                             "--time-budget", "0.3", "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "cannot fit this run" in r.output and "Traceback" not in r.output
+    listing = runner.invoke(main, ["models", "list"])
+    assert listing.output.count("\nv") == 0, listing.output  # no version was made
+    r = runner.invoke(main, ["train", str(PAIRS_FILE), "--dev", str(DEV_FILE), "--max-steps", "1",
+                             "--batch-size", "8", "--time-budget", "0", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "time budget" not in r.output
+    r = runner.invoke(main, ["train", str(PAIRS_FILE), "--time-budget", "-1"])
+    assert r.exit_code == 2 and "time_budget_minutes must be > 0" in r.output

@@ -80,6 +80,10 @@ class StepCosts:
     batch_size: int
     probe_seconds: float = 0.0
 
+    def twin_step(self, ranking_share: float) -> float:
+        """Predicted seconds of an average twin step when ``ranking_share`` of the steps are ranking-loss ones."""
+        return (1 - ranking_share) * self.twin + ranking_share * self.ranking
+
     def encode_seconds(self, texts: int) -> float:
         """Predicted seconds to embed ``texts`` questions with the twin (forward only)."""
         return texts * self.twin * FORWARD_SHARE / (2 * self.batch_size)
@@ -140,11 +144,6 @@ def surely_fits(budget_s: float, *, cross_steps: int, twin_steps: int, batch_siz
     return FIXED_SECONDS + steps + evaluation <= budget_s
 
 
-def _twin_seconds(costs: StepCosts, steps: float, ranking_share: float, evals: int, eval_pairs: int) -> float:
-    per_step = (1 - ranking_share) * costs.twin + ranking_share * costs.ranking
-    return steps * per_step + evals * costs.encode_seconds(2 * eval_pairs)
-
-
 def plan_run(costs: StepCosts, *, budget_s: float, elapsed_s: float, cross_steps: int, twin_steps: int,
              twin_ranking_share: float, dev_pairs: int, evals: int = 4, eval_pairs: int = 2000) -> Plan:
     """Plan both phases to fit ``budget_s`` (``elapsed_s`` of it already spent on loading and preparing).
@@ -165,7 +164,7 @@ def plan_run(costs: StepCosts, *, budget_s: float, elapsed_s: float, cross_steps
     cross_eval = costs.score_seconds(dev_pairs) if cross_steps else 0.0
     final_eval = costs.encode_seconds(2 * dev_pairs)
     twin_evals = evals * costs.encode_seconds(2 * eval_pairs)
-    twin_per_step = (1 - twin_ranking_share) * costs.twin + twin_ranking_share * costs.ranking
+    twin_per_step = costs.twin_step(twin_ranking_share)
     fixed = FIXED_SECONDS + cross_eval + final_eval + twin_evals
     full = fixed + cross_steps * costs.cross + twin_steps * twin_per_step
     available = budget_s - elapsed_s
@@ -206,15 +205,14 @@ def plan_twin(plan: Plan, costs: StepCosts, *, elapsed_s: float, twin_steps: int
 
     ``twin_steps`` is the twin's full step count now (mining or silver pairs may have added data since
     :func:`plan_run`). The cross-encoder's actual seconds are in ``elapsed_s``, so its misprediction is
-    absorbed here; the twin's own step cost is not corrected by it (the two probes' errors were measured to be
-    independent: docs/benchmarks.md). The twin never gets more than its full steps, nor fewer than one.
+    absorbed here; the twin's own step cost is not corrected by it (in the measured runs the cross-encoder's
+    probe was about a third low while the twin's was within 3%: docs/benchmarks.md). The twin never gets more
+    than its full steps, nor fewer than one.
     """
-    left = plan.budget_s - elapsed_s - FIXED_SECONDS - costs.encode_seconds(2 * dev_pairs)
-    per_step = (1 - twin_ranking_share) * costs.twin + twin_ranking_share * costs.ranking
-    steps = math.floor((left - evals * costs.encode_seconds(2 * eval_pairs)) / per_step)
-    steps = max(1, min(twin_steps, steps))
-    predicted = elapsed_s + FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs) + _twin_seconds(
-        costs, steps, twin_ranking_share, evals, eval_pairs)
+    fixed = FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs) + evals * costs.encode_seconds(2 * eval_pairs)
+    per_step = costs.twin_step(twin_ranking_share)
+    steps = max(1, min(twin_steps, math.floor((plan.budget_s - elapsed_s - fixed) / per_step)))
+    predicted = elapsed_s + fixed + steps * per_step
     return Plan(**{**asdict(plan), "twin_steps": steps, "twin_full_steps": twin_steps,
                    "predicted_s": round(predicted, 1)})
 

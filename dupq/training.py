@@ -128,8 +128,8 @@ class TrainConfig:
     (:func:`dupq.mining.neighbour_pairs`) for the contrastive loss. ``bf16`` (default on:
     same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16.
     ``time_budget_minutes`` (None: none) bounds the wall time of :func:`train`: on a machine too slow for the
-    full recipe in that time it trains fewer steps, the cross-encoder first (:mod:`dupq.budget`); 40 minutes
-    keeps the recommended command within 45 on any 2-core CPU. The
+    full recipe in that time it trains fewer steps, the cross-encoder first (:mod:`dupq.budget`); with 40
+    minutes the recommended command took 40.9 on a 2-core AVX2-only CPU (54.8 without). The
     defaults are the issue-10 recipe, each from a measured run (README "Training and evaluation",
     docs/benchmarks.md "The issue-10 recipe": online-contrastive m 0.5 + GIST on 10,000 positive-only pairs at
     lr 5e-5 was the best dev AP; WiSE-FT 0.5 keeps dev nDCG@10 at the base's and AskUbuntu AP within 0.4 point).

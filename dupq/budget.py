@@ -9,7 +9,10 @@ the run (:func:`plan_run`), and when it would not fit trains fewer steps: the cr
 down to :data:`MIN_CROSS_SHARE` of its steps (it adds about one AP point, through the fused re-ranking score;
 the twin is the headline model), then both shrink together. After the cross-encoder the twin is planned again
 from the time actually left (:func:`plan_twin`), so a misprediction of the first phase is not carried into
-the second. A run that fits at any plausible speed (:func:`surely_fits`) is not probed at all.
+the second. The plan is a forecast and the budget a bound: when the twin's steps run slower than its probe
+said, a :class:`Deadline` stops it early, keeping the time the final evaluation needs
+(:func:`reserve_after_twin`). A run that fits at any plausible speed (:func:`surely_fits`) is not probed at
+all.
 
 Example:
     >>> costs = StepCosts(cross=1.0, twin=1.2, ranking=1.5, batch_size=32)
@@ -33,12 +36,14 @@ from dupq.errors import ValidationError
 __all__ = [
     "MIN_CROSS_SHARE",
     "BudgetError",
+    "Deadline",
     "Plan",
     "StepCosts",
     "StepTimer",
     "plan_run",
     "plan_twin",
     "probe_sample",
+    "reserve_after_twin",
     "surely_fits",
 ]
 
@@ -215,6 +220,54 @@ def plan_twin(plan: Plan, costs: StepCosts, *, elapsed_s: float, twin_steps: int
     predicted = elapsed_s + fixed + steps * per_step
     return Plan(**{**asdict(plan), "twin_steps": steps, "twin_full_steps": twin_steps,
                    "predicted_s": round(predicted, 1)})
+
+
+def reserve_after_twin(costs: StepCosts, *, dev_pairs: int, eval_pairs: int = 2000) -> float:
+    """Seconds the run needs after the twin's last step: the evaluation the stop triggers, the final one on every
+    dev pair, and the fixed costs (saving, the fusion fit).
+
+    Example:
+        >>> reserve_after_twin(StepCosts(cross=1.0, twin=1.2, ranking=1.5, batch_size=32), dev_pairs=7901)
+        153.8
+    """
+    return round(FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs) + costs.encode_seconds(2 * eval_pairs), 1)
+
+
+class Deadline:
+    """Stops a trainer at the first optimiser step that ends after ``at`` (a ``time.perf_counter()`` time).
+
+    The step that crosses the deadline is evaluated and saved like a scheduled one, so with
+    ``load_best_model_at_end`` the best of the evaluated checkpoints, this last one included, is what remains.
+    The learning-rate schedule is not shortened: a run stopped at 90% of its steps ends at about a tenth of the
+    peak rate, where the linear decay would have been.
+
+    Attributes:
+        stopped_at: The step the deadline stopped training at (``None``: it never did).
+
+    Example:
+        >>> deadline = Deadline(at=time.perf_counter() + 3600)  # doctest: +SKIP
+        >>> trainer = SentenceTransformerTrainer(..., callbacks=[deadline.callback])  # doctest: +SKIP
+    """
+
+    def __init__(self, at: float) -> None:
+        from transformers import TrainerCallback
+
+        self.at = at
+        self.stopped_at: int | None = None
+        deadline = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if state.global_step >= state.max_steps or time.perf_counter() < deadline.at:
+                    return
+                deadline.stopped_at = state.global_step
+                control.should_training_stop = True
+                if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no":
+                    control.should_evaluate = True
+                if str(getattr(args.save_strategy, "value", args.save_strategy)) != "no":
+                    control.should_save = True
+
+        self.callback = _Callback()
 
 
 def probe_sample(rows: Sequence[Any], n: int, length: Callable[[Any], int]) -> list[Any]:

@@ -44,7 +44,18 @@ from typing import Any
 
 import numpy as np
 
-from dupq.budget import PROBE_STEPS, Plan, StepCosts, StepTimer, plan_run, plan_twin, probe_sample, surely_fits
+from dupq.budget import (
+    PROBE_STEPS,
+    Deadline,
+    Plan,
+    StepCosts,
+    StepTimer,
+    plan_run,
+    plan_twin,
+    probe_sample,
+    reserve_after_twin,
+    surely_fits,
+)
 from dupq.cross import (
     CROSS_DIR,
     CrossResult,
@@ -826,6 +837,7 @@ def train(
         datasets, losses = _twin_datasets(model, data, config, energy, guide)
         twin_full, ranking_share = _twin_steps(data, config, world)
         max_steps = config.max_steps
+        deadline: Deadline | None = None
         if plan is not None and costs is not None:  # plan the twin again from the time actually left
             predicted_cross = plan.cross_steps * costs.cross + costs.score_seconds(len(data.dev))
             planned = plan.twin_steps
@@ -839,15 +851,26 @@ def train(
                 _emit(progress, step=0, total=None, phase="budget", message=note)
             if plan.twin_steps < twin_full:
                 max_steps = plan.twin_steps
+            # The plan is a forecast; the budget is a bound: if the twin's steps run slower than the probe said
+            # (18% slower in one measured run, docs/benchmarks.md), stop it while the final evaluation still fits.
+            deadline = Deadline(t_start + plan.budget_s
+                                - reserve_after_twin(costs, dev_pairs=len(data.dev), eval_pairs=eval_pairs))
         total_steps = max_steps or twin_full
         eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
         evaluator = _dev_evaluator(data.dev, energy, config.seed, progress)
         trainer = _twin_trainer(model, datasets, losses, config, output_dir=checkpoints, max_steps=max_steps,
                                 total_steps=total_steps, bf16=bf16, world=world, evaluator=evaluator,
-                                eval_steps=eval_steps, callbacks=_callbacks(progress, should_stop),
+                                eval_steps=eval_steps,
+                                callbacks=[*_callbacks(progress, should_stop),
+                                           *([deadline.callback] if deadline is not None else [])],
                                 show_progress_bar=show_progress_bar)
         t_train = time.perf_counter()
         trainer.train()
+        if deadline is not None and deadline.stopped_at is not None:
+            note = (f"time budget: the twin's steps ran slower than predicted, so it stopped at step "
+                    f"{deadline.stopped_at} of {total_steps} to keep the budget")
+            log.warning(note)
+            _emit(progress, step=deadline.stopped_at, total=total_steps, phase="budget", message=note)
         if world > 1:
             import torch.distributed as dist
 
@@ -885,7 +908,10 @@ def train(
         phases["evaluate"] = time.perf_counter() - t0
         phases["total"] = time.perf_counter() - t_start
         phase_seconds = {k: round(v, 1) for k, v in phases.items()}
-        budget = {**plan.to_dict(), "actual_s": round(phases["total"], 1)} if plan is not None else None
+        budget = None
+        if plan is not None:
+            budget = {**plan.to_dict(), "actual_s": round(phases["total"], 1),
+                      "twin_stopped_at": deadline.stopped_at if deadline is not None else None}
         encoder = SiameseEncoder(
             model,
             energy=energy,

@@ -319,10 +319,11 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
     else:
         click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
     click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))
-    if result.budget and result.budget["cut"]:
+    if result.budget and (result.budget["cut"] or result.budget.get("twin_stopped_at")):
         b = result.budget
+        twin = b.get("twin_stopped_at") or b["twin_steps"]  # the deadline may have stopped it before its plan
         click.echo(f"time budget {b['budget_s'] / 60:g} min: trained {b['cross_steps']} of {b['cross_full_steps']} "
-                   f"cross-encoder steps and {b['twin_steps']} of {b['twin_full_steps']} twin steps (the full recipe "
+                   f"cross-encoder steps and {twin} of {b['twin_full_steps']} twin steps (the full recipe "
                    f"was predicted at {b['predicted_full_s'] / 60:.1f} min on this machine; --time-budget 0 trains it)")
     if promote:
         svc.promote(version, progress=progress)

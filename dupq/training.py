@@ -869,7 +869,7 @@ def train(
         if deadline is not None and deadline.stopped_at is not None:
             note = (f"time budget: the twin's steps ran slower than predicted, so it stopped at step "
                     f"{deadline.stopped_at} of {total_steps} to keep the budget")
-            log.warning(note)
+            log.info(note)  # the CLI prints it from the progress event (a warning would print it twice)
             _emit(progress, step=deadline.stopped_at, total=total_steps, phase="budget", message=note)
         if world > 1:
             import torch.distributed as dist

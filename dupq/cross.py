@@ -171,7 +171,10 @@ class CrossScorer:
         cross-encoder's own score."""
         if len(twin_scores) != len(pairs):
             raise ValueError(f"{len(pairs)} pairs but {len(twin_scores)} twin scores")
-        logits = self.logits(pairs, batch_size=batch_size)
+        return self.rerank_logits(self.logits(pairs, batch_size=batch_size), twin_scores)
+
+    def rerank_logits(self, logits: np.ndarray, twin_scores: Sequence[float] | np.ndarray) -> np.ndarray:
+        """:meth:`rerank`'s scores from logits already computed (:meth:`logits`), e.g. to report both."""
         return self.fusion.score(twin_scores, logits) if self.fusion is not None else _sigmoid(logits)
 
     def is_rerank_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:

@@ -98,7 +98,7 @@ def reranked_retrieval(
     t0 = time.perf_counter()
     logits = cross.logits(flat, batch_size=32)
     seconds = time.perf_counter() - t0
-    fused = cross.fusion.score(twin_scores, logits) if cross.fusion is not None else logits
+    fused = cross.rerank_logits(logits, twin_scores)
     twin, rer, alone, k = {}, {}, {}, 0
     for q in qids:
         docs = ranked[q]
@@ -254,8 +254,8 @@ def main() -> int:
         for name, pairs in (("dev", dev), ("askubuntu", au_eval)):
             texts = [(p.question1, p.question2) for p in pairs]
             labels = [p.label for p in pairs]
-            logits = cross.logits(texts, batch_size=32)
-            fused = cross.rerank(texts, pair_scores(twin, pairs, energy=energy))
+            logits = cross.logits(texts, batch_size=32)  # once: the cross-encoder alone and fused
+            fused = cross.rerank_logits(logits, pair_scores(twin, pairs, energy=energy))
             scored[name] = {
                 "cross_alone": pair_metrics(1.0 / (1.0 + np.exp(-logits)), labels, threshold=cross.threshold),
                 "reranked": pair_metrics(fused, labels, threshold=cross.rerank_threshold),

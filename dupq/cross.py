@@ -57,7 +57,8 @@ def has_cross(version_dir: str | Path) -> bool:
     return (Path(version_dir) / CROSS_DIR / CROSS_META).is_file()
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The cross-encoder's probability from its logit (float64)."""
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
@@ -151,7 +152,7 @@ class CrossScorer:
 
     def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
         """Duplicate score of each (question, question) pair: the sigmoid of the cross-encoder's logit."""
-        return _sigmoid(self.logits(pairs, batch_size=batch_size))
+        return sigmoid(self.logits(pairs, batch_size=batch_size))
 
     @property
     def scorer(self) -> str:
@@ -175,7 +176,7 @@ class CrossScorer:
 
     def rerank_logits(self, logits: np.ndarray, twin_scores: Sequence[float] | np.ndarray) -> np.ndarray:
         """:meth:`rerank`'s scores from logits already computed (:meth:`logits`), e.g. to report both."""
-        return self.fusion.score(twin_scores, logits) if self.fusion is not None else _sigmoid(logits)
+        return self.fusion.score(twin_scores, logits) if self.fusion is not None else sigmoid(logits)
 
     def is_rerank_duplicate(self, scores: np.ndarray | float) -> np.ndarray | bool:
         """Whether :meth:`rerank` scores mark duplicates (at :attr:`rerank_threshold`)."""
@@ -288,7 +289,7 @@ def train_cross_encoder(
     steps = trainer.state.global_step
     scorer = CrossScorer(ce, threshold=None, backend="torch")
     logits = scorer.logits([(p.question1, p.question2) for p in dev], batch_size=64)
-    scores = _sigmoid(logits)
+    scores = sigmoid(logits)
     m = pair_metrics(scores, [p.label for p in dev])
     threshold = float(m["best_f1_threshold"])
     metrics = {"dev": {"pairs": pair_metrics(scores, [p.label for p in dev], threshold=threshold)}}

@@ -169,7 +169,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from dupq.config import BASE_THRESHOLD
-    from dupq.cross import CROSS_DIR, CrossScorer, has_cross
+    from dupq.cross import CROSS_DIR, CrossScorer, has_cross, sigmoid
     from dupq.evaluation import evaluate_bm25, evaluate_encoder, pair_metrics, pair_scores
     from dupq.model import SiameseEncoder, packaged_model_path
     from dupq.training import TrainConfig, split_by_labels, train
@@ -257,7 +257,7 @@ def main() -> int:
             logits = cross.logits(texts, batch_size=32)  # once: the cross-encoder alone and fused
             fused = cross.rerank_logits(logits, pair_scores(twin, pairs, energy=energy))
             scored[name] = {
-                "cross_alone": pair_metrics(1.0 / (1.0 + np.exp(-logits)), labels, threshold=cross.threshold),
+                "cross_alone": pair_metrics(sigmoid(logits), labels, threshold=cross.threshold),
                 "reranked": pair_metrics(fused, labels, threshold=cross.rerank_threshold),
             }
         rd = reranked_retrieval(dev, twin, cross, args.rerank_top_n, args.rerank_queries, args.seed, energy)

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -46,12 +45,10 @@ def gemm_rates(threads: int) -> dict[str, float]:
 
 
 def dev_questions(path: Path, n: int) -> list[str]:
-    qs: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(rows)
-        for row in rows:
-            qs += [row[2], row[3]]
+    """The first ``n`` distinct questions of a pair file, read as dupq reads it."""
+    from dupq.data import read_pairs
+
+    qs = (q for p in read_pairs(path).pairs for q in (p.question1, p.question2))
     return list(dict.fromkeys(qs))[:n]
 
 

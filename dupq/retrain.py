@@ -483,28 +483,19 @@ def spawn_worker(settings: Settings, job_id: str, *, die_with_parent: bool = Fal
     """Start ``python -m dupq.worker`` for one job, its output appended to ``logs/job-<id>.log``.
 
     ``die_with_parent``: the worker is killed when this process dies (Linux ``PR_SET_PDEATHSIG``), so a dead
-    node's job is not finished by an orphan but taken over, after its lease, by another node.
+    node's job is not finished by an orphan but taken over, after its lease, by another node. The worker sets
+    that itself (``--parent-pid``): a ``preexec_fn`` runs Python between fork and exec, which in this
+    many-threaded server can deadlock on a lock another thread held at the fork, and then ``Popen`` never
+    returns (a ``POST /api/v1/train`` timed out that way in CI).
     """
     import json
 
+    cmd = [sys.executable, "-m", "dupq.worker", "--job", job_id, "--settings", json.dumps(settings.for_worker())]
+    if die_with_parent:
+        cmd += ["--parent-pid", str(os.getpid())]
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.logs_dir / f"job-{job_id}.log", "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "dupq.worker", "--job", job_id, "--settings", json.dumps(settings.for_worker())],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if die_with_parent else None,
-        )
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass  # not Linux: the lease still hands the job to another node once the orphan's work is refused
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _throttled(fn: Callable[[dict[str, Any]], None], every: float = 0.5) -> Callable[[dict[str, Any]], None]:

@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -265,6 +266,47 @@ class _Compiled:
                 )
             return self._bulk
 
+    def run_bulk(self, batches: Sequence[tuple[np.ndarray, dict[str, np.ndarray]]], out: np.ndarray) -> None:
+        """Run ``(rows, inputs)`` batches on the throughput model, one in flight per stream, and write each
+        batch's first output into ``out[rows]``.
+
+        This thread starts the requests and waits for them itself (``start_async`` + ``wait``) rather than
+        handing OpenVINO a Python callback (``AsyncInferQueue``): a callback runs Python on OpenVINO's worker
+        thread, and a garbage collection it happens to trigger there can free OpenVINO objects from inside
+        their own thread pool, which aborts the process ("terminate called without an active exception":
+        2 of 40 re-ranking processes on a loaded 2-core machine; docs/benchmarks.md).
+        """
+        requests = self.bulk_requests()
+        in_flight: list[np.ndarray | None] = [None] * len(requests)
+
+        def collect(slot: int) -> None:
+            rows, in_flight[slot] = in_flight[slot], None
+            if rows is not None:
+                requests[slot].wait()
+                out[rows] = requests[slot].get_output_tensor(0).data.reshape((len(rows), *out.shape[1:]))
+
+        try:
+            for i, (rows, inputs) in enumerate(batches):
+                slot = i % len(requests)  # batches come longest first, so round-robin keeps streams even
+                collect(slot)
+                requests[slot].start_async(inputs)  # copies the inputs into the request's own tensors
+                in_flight[slot] = rows
+            for slot in range(len(requests)):
+                collect(slot)
+        except BaseException:  # no request may still be running when the error leaves (reused later)
+            for slot, rows in enumerate(in_flight):
+                if rows is not None:
+                    with contextlib.suppress(Exception):
+                        requests[slot].wait()
+            raise
+
+    def bulk_requests(self) -> list[Any]:
+        """This thread's infer requests on the throughput model, one per stream."""
+        reqs = getattr(self._local, "bulk", None)
+        if reqs is None:
+            reqs = self._local.bulk = [self.bulk.create_infer_request() for _ in range(self.threads)]
+        return reqs
+
     def single(self, length: int) -> Any:
         """The static [1, length] compilation (compiled now if it is not yet)."""
         compiled = self._single.get(length)
@@ -466,18 +508,7 @@ class OpenVINORuntime:
         if len(batches) == 1:
             out[batches[0][0]] = self._request().infer(batches[0][1])[0]
             return out
-        import openvino as ov
-
-        # Several batches: the throughput model, one request in flight per stream.
-        queue = ov.AsyncInferQueue(self.compiled.bulk, self.compiled.threads)
-
-        def done(request: Any, rows: np.ndarray) -> None:
-            out[rows] = request.get_output_tensor(0).data
-
-        queue.set_callback(done)
-        for rows, inputs in batches:
-            queue.start_async(inputs, rows)
-        queue.wait_all()
+        self.compiled.run_bulk(batches, out)  # several batches: the throughput model, one per stream
         return out
 
 
@@ -576,17 +607,7 @@ class OpenVINOPairScorer:
         if len(batches) == 1:
             out[batches[0][0]] = self._request().infer(batches[0][1])[0].reshape(-1)
             return out
-        import openvino as ov
-
-        queue = ov.AsyncInferQueue(self.compiled.bulk, self.compiled.threads)
-
-        def done(request: Any, rows: np.ndarray) -> None:
-            out[rows] = request.get_output_tensor(0).data.reshape(-1)
-
-        queue.set_callback(done)
-        for rows, inputs in batches:
-            queue.start_async(inputs, rows)
-        queue.wait_all()
+        self.compiled.run_bulk(batches, out)
         return out
 
 

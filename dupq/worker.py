@@ -20,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="dupq training worker (started by the service)")
     ap.add_argument("--job", required=True)
     ap.add_argument("--settings", required=True, help="the service's settings as JSON (Settings.for_worker)")
+    ap.add_argument("--parent-pid", type=int, help="die with this process (a node on a shared store)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    if args.parent_pid is not None and not _die_with_parent(args.parent_pid):
+        logging.warning("the node that started job %s is gone: leaving the job to another node", args.job)
+        return 0
     # The entry point owns the process environment. The worker shares the CPU with the web process: OpenMP
     # threads that spin-wait for a busy core made training 3x slower under contention (docs/benchmarks.md);
     # passive waiting avoids that. Set before torch is imported.
@@ -39,6 +43,22 @@ def main(argv: list[str] | None = None) -> int:
                          open_index=backend.open_index).run(args.job)
     finally:
         backend.close()
+
+
+def _die_with_parent(parent_pid: int) -> bool:
+    """Be killed when the starting node dies (Linux ``PR_SET_PDEATHSIG``); False if it died already.
+
+    A dead node's job must not be finished by an orphan: after its lease another node takes it over.
+    """
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the lease still hands the job to another node once the orphan's work is refused
+    return os.getppid() == parent_pid  # checked after the prctl: a parent that died before it is seen here
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,8 +19,9 @@ from typing import Any
 import click
 
 from dupq.config import DEFAULT_K, Settings, SettingsError
-from dupq.energy import Energy
 from dupq.errors import DupQError
+from dupq.models.energy import Energy
+from dupq.training.progress import phase_printer
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,6 +171,17 @@ def reindex(ctx: click.Context) -> None:
         click.echo(f"indexed {n} questions for model {svc.version}")
 
 
+def _version_configs(svc: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each registered version's record and dupq.json (for the report's training curves); gone folders skipped."""
+    out = []
+    for record in svc.versions():
+        try:
+            out.append((record, svc.version_config(record["version"])))
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def _open_for_reading(ctx: click.Context):
     """The service, read-only beside a running server (as ``search`` does)."""
     from dupq.errors import BusyError
@@ -236,8 +248,8 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
     recipe (README, "Training and evaluation").
     """
     from dupq.data import read_pairs, read_pairs_by_source
-    from dupq.distributed import Launch, check_launch
     from dupq.training import TrainConfig, split_by_labels
+    from dupq.training.distributed import Launch, check_launch
 
     if start and base:
         raise click.UsageError("give either --from VERSION or --base PATH, not both")
@@ -264,24 +276,20 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
         positive_only += pos
     dev_pairs = read_pairs(dev).pairs if dev else None
     if launch.distributed:
-        from dupq.distributed import train_version
-
-        # Node 0 holds the home's writer lock while its ranks train (they never open the home) and registers the
-        # version once all of them are done; another node only needs to read its start version.
+        # Node 0 owns the home (writer lock) and registers the version; another node only reads its start version.
         with open_service(ctx) if node_rank == 0 else _open_for_reading(ctx) as svc:
-            new = train_version(svc.registry, train_pairs, config, launch, start=start or "current", base=base,
-                                dev_pairs=dev_pairs, positive_only=positive_only, show_progress_bar=progress,
-                                progress=progress, logs_dir=ctx.obj.logs_dir)
+            new = svc.train_data_parallel(train_pairs, config, launch, start=start or "current", base=base,
+                                          dev_pairs=dev_pairs, positive_only=positive_only,
+                                          show_progress_bar=progress, logs_dir=ctx.obj.logs_dir)
             if new is None:
                 click.echo(f"node {node_rank}: its {nproc} process(es) are done; node 0 saves the version")
                 return
-            svc.registry.register(new.version, parent=new.parent)
             _report_training(svc, new, base, promote, progress, launch)
         return
     with open_service(ctx) as svc:
         new = svc.train_version(train_pairs, config, start=start or "current", base=base, dev_pairs=dev_pairs,
                                 positive_only=positive_only, show_progress_bar=progress,
-                                progress=_phase_printer(config) if progress else None)
+                                progress=phase_printer(config) if progress else None)
         _report_training(svc, new, base, promote, progress, launch)
 
 
@@ -332,30 +340,6 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
         click.echo(f"not promoted; serve it with: dupq models promote {version}")
 
 
-def _phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
-    """A progress callback that prints a line when a training phase starts (the trainers draw the bars)."""
-    seen: set[str] = set()
-    titles = {
-        "budget": "[-] timing a few training steps of each model on this machine (the time budget)",
-        "cross-encoder": f"[1/3] cross-encoder: {config.cross_epochs:g} epoch(s) on the labelled pairs",
-        "silver": "[-] silver pairs: the cross-encoder labels near neighbours of the training questions",
-        "mining": "[-] mining hard negatives (kept only where the cross-encoder says non-duplicate)",
-        "training": f"[2/3] twin encoder: {config.loss} + {config.ranking_loss} ranking loss",
-        "evaluating": "[3/3] dev evaluation and threshold calibration",
-    }
-
-    def show(event: dict[str, Any]) -> None:
-        phase = event.get("phase")
-        if phase == "budget" and event.get("message"):
-            click.echo(event["message"], err=True)
-            return
-        if phase == "evaluating" and event.get("total") is None:
-            return  # an in-training dev evaluation (checkpoint selection), not the final one
-        if phase in titles and phase not in seen:
-            seen.add(phase)
-            click.echo("\n" + titles[phase], err=True)  # after a progress bar still on its line
-
-    return show
 
 
 @main.command("eval")
@@ -376,9 +360,9 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
           rerank: bool, as_json: bool, report: Path | None = None) -> None:
     """Evaluate a model on labelled PAIRS (pair + retrieval metrics) or on a --beir folder (retrieval)."""
     from dupq import evaluation as ev
-    from dupq.cross import CROSS_DIR, CrossScorer, has_cross
     from dupq.data import read_pairs
-    from dupq.model import SiameseEncoder
+    from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross
+    from dupq.models.encoder import SiameseEncoder
 
     if (pairs is None) == (beir is None):
         raise click.UsageError("give either a PAIRS file or --beir DIR")
@@ -387,11 +371,13 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
     data = read_pairs(pairs).pairs if pairs else ev.load_beir(beir)
     if version and (Path(version) / "dupq.json").is_file():
         name, enc, folder = Path(version).name, SiameseEncoder.load(version), Path(version)
+        versions = []
     else:
         with _open_for_reading(ctx) as svc:
             name = version or svc.version
             enc = svc.load_version(name)
-            folder = svc.registry.path(name)
+            folder = svc.version_path(name)
+            versions = _version_configs(svc) if report else []
     if rerank:
         if not has_cross(folder):
             raise click.ClickException(f"model {name!r} has no cross-encoder (train it with the cross-encoder on)")
@@ -412,7 +398,7 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
     if baselines and "training" in enc.metadata:  # an untuned version is the base model already
         models["base (untuned)"] = SiameseEncoder.from_pretrained(backend=enc.backend)  # same runtime as the model
 
-    from dupq.plots import PairScoreRecorder
+    from dupq.evaluation.plots import PairScoreRecorder
 
     recorder = PairScoreRecorder(enc.encode) if report and pairs else None  # keeps the vectors for the report
 
@@ -426,9 +412,9 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
     if baselines:
         results["BM25"] = ev.evaluate_bm25(data) if pairs else ev.evaluate_bm25_on_task(data)
     if report:
-        from dupq.plots import write_eval_report
+        from dupq.evaluation.plots import write_eval_report
 
-        write_eval_report(report, ctx.obj, data_name=str(pairs or beir), model=name, encoder=enc, results=results,
+        write_eval_report(report, versions, data_name=str(pairs or beir), model=name, encoder=enc, results=results,
                           table=ev.format_results(results), pairs=data if pairs else None, recorder=recorder)
         click.echo(f"report: {report}", err=True)
     if as_json:
@@ -504,8 +490,8 @@ def db_start(data_dir: Path) -> None:
     """
     import time
 
-    from dupq.pg.db import Database
-    from dupq.pg.embedded import EmbeddedUnavailable, start
+    from dupq.storage.postgres.db import Database
+    from dupq.storage.postgres.embedded import EmbeddedUnavailable, start
 
     try:
         server, url = start(data_dir)
@@ -526,7 +512,7 @@ def db_start(data_dir: Path) -> None:
 @handle_errors
 def db_migrate(ctx: click.Context) -> None:
     """Apply the schema migrations the database lacks and print its schema version."""
-    from dupq.pg.db import Database
+    from dupq.storage.postgres.db import Database
 
     if not ctx.obj.database_url:
         raise click.UsageError("no database: set DUPQ_DATABASE_URL or pass --database URL")

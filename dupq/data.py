@@ -418,7 +418,7 @@ def read_pairs_by_source(path: str | Path) -> dict[str, list[Pair]]:
     """The pairs of :func:`read_pairs`, grouped by the file's ``source`` column (key: the file name without one).
 
     Training uses the groups to tell labelled data (a group with both labels) from positive-only data (a
-    group of duplicates only, such as QQP's paraphrase sources): see :func:`dupq.training.split_by_labels`.
+    group of duplicates only, such as QQP's paraphrase sources): see :func:`dupq.training.data.split_by_labels`.
 
     Example:
         >>> groups = read_pairs_by_source("qqp_pairs_train.tsv")  # doctest: +SKIP

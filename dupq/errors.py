@@ -27,7 +27,7 @@ class ValidationError(DupQError):
 
 class TrainingDataError(ValidationError, ValueError):
     """The pairs given to training leave nothing to train or to calibrate on (a ``ValueError`` too, as
-    :func:`dupq.training.train` documents), so the CLI and the retrain worker report it in one line."""
+    :func:`dupq.training.recipe.train` documents), so the CLI and the retrain worker report it in one line."""
 
     code = "invalid_training_data"
 

@@ -9,9 +9,9 @@
   on the stored pairs through :func:`train_new_version` (the same path ``dupq train`` takes), puts it through
   the evaluation gate, registers it and builds its complete index, then marks the job ``ready``.
 
-Every move goes through :meth:`dupq.jobs.JobStore.transition`, which refuses moves the state table does not
+Every move goes through :meth:`dupq.storage.jobs.JobStore.transition`, which refuses moves the state table does not
 allow. Every metric stored under a name is scored the same way: with the SentenceTransformer in fp32
-(``backend="torch"``), the reference the dev metrics of :func:`dupq.training.train` use too.
+(``backend="torch"``), the reference the dev metrics of :func:`dupq.training.recipe.train` use too.
 
 Example:
     >>> req = RetrainRequest.from_options({"max_steps": 20, "from": "base"})
@@ -31,22 +31,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dupq.config import Settings
 from dupq.data import Pair, dedupe_pairs, read_pairs, split_by_cluster
-from dupq.errors import NotFoundError, ValidationError
-from dupq.jobs import ACTIVE, IllegalTransition, Job, JobStore
-from dupq.registry import ModelRegistry, new_version_name
-from dupq.store import QuestionStore
+from dupq.errors import ValidationError
+from dupq.evaluation.gate import gate_decision, gate_reports
+from dupq.storage.jobs import ACTIVE, IllegalTransition, Job, JobStore
+from dupq.storage.sqlite.registry import ModelRegistry
+from dupq.storage.sqlite.store import QuestionStore
+from dupq.training.versions import CURRENT, NewVersion, resolve_start, train_new_version
 
 log = logging.getLogger(__name__)
 
 #: Fewest stored pairs (after de-duplication) a retrain accepts.
 MIN_PAIRS = 20
-#: The starting point that means "the version being served".
-CURRENT = "current"
 #: Backend every stored metric is scored with (the fp32 reference; see the module docstring).
 METRICS_BACKEND = "torch"
 
@@ -56,7 +55,7 @@ class RetrainRequest:
     """What a retrain job was asked to do: the training config and the version to start from.
 
     Args:
-        config: The validated :class:`dupq.training.TrainConfig`.
+        config: The validated :class:`dupq.training.config.TrainConfig`.
         start: A version name (``"base"`` = the packaged, untuned model) or ``"current"``.
     """
 
@@ -87,70 +86,10 @@ class RetrainRequest:
         return cls.from_options(data)
 
 
-def resolve_start(registry: ModelRegistry, start: str) -> str:
-    """The version name a run starts from (``"current"`` -> the served version); it must exist."""
-    version = registry.current() if start == CURRENT else start
-    if not registry.exists(version):
-        raise NotFoundError(f"unknown model version {version!r} to start from")
-    return version
 
 
-@dataclass(frozen=True)
-class NewVersion:
-    """A trained version folder, complete on disk but not registered yet."""
-
-    version: str
-    parent: str | None  # None: trained from a SentenceTransformer folder (``dupq train --base PATH``)
-    path: Path
-    result: Any  # dupq.training.TrainResult
 
 
-def train_new_version(
-    registry: ModelRegistry,
-    pairs: Sequence[Pair],
-    config: Any,
-    *,
-    start: str = CURRENT,
-    base: str | Path | None = None,
-    dev_pairs: Sequence[Pair] | None = None,
-    positive_only: Sequence[Pair] | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    show_progress_bar: bool = True,
-) -> NewVersion:
-    """Train a new version from ``start`` into a fresh ``models/<version>/`` folder: the one path to a version.
-
-    Used by ``dupq train`` and by the retrain worker. ``base``, a SentenceTransformer folder, replaces
-    ``start`` as the starting weights (the version then has no parent; dupq.json records the folder as its
-    ``base_model``). The folder appears complete or not at all (:func:`dupq.training.train`); the caller
-    registers it (``registry.register(v.version, parent=v.parent)``) once it wants it listed, or deletes it.
-    """
-    from dupq.training import train
-
-    if base is not None:
-        base = Path(base).resolve()  # recorded in dupq.json as the base model: absolute
-        if not (base / "modules.json").is_file() and not (base / "config.json").is_file():
-            raise NotFoundError(f"{base} is not a SentenceTransformer folder (no modules.json / config.json)")
-        parent = None
-    else:
-        parent = resolve_start(registry, start)
-    version = new_version_name()
-    while registry.path(version).exists():  # names have one-second resolution
-        time.sleep(1)
-        version = new_version_name()
-    result = train(
-        pairs,
-        config,
-        start=base if base is not None else registry.path(parent),
-        output_dir=registry.path(version),
-        dev_pairs=dev_pairs,
-        positive_only=positive_only,
-        parent=parent,
-        progress=progress,
-        should_stop=should_stop,
-        show_progress_bar=show_progress_bar,
-    )
-    return NewVersion(version, parent, registry.path(version), result)
 
 
 def stored_pairs(store: QuestionStore) -> list[Pair]:
@@ -161,53 +100,8 @@ def stored_pairs(store: QuestionStore) -> list[Pair]:
 # -- the evaluation gate ------------------------------------------------------------------------------------
 
 
-def gate_reports(
-    candidate: Any, current: Any, sets: Mapping[str, Sequence[Pair]], *, candidate_cross: Any = None
-) -> dict[str, Any]:
-    """Evaluate candidate and current encoder on the same pair sets (pair + retrieval metrics each).
-
-    With ``candidate_cross`` (the candidate's :class:`dupq.cross.CrossScorer`), each report also holds
-    ``"candidate_cross_encoder": {"pairs": ...}``: the re-ranking scorer's pair metrics beside the twin's
-    (reported only; :func:`gate_decision` judges the twin). A set without both labels cannot give an AP: it is
-    reported as skipped.
-    """
-    from dupq.evaluation import evaluate_encoder, pair_metrics
-
-    reports: dict[str, Any] = {}
-    for name, pairs in sets.items():
-        if {p.label for p in pairs} != {0, 1}:
-            reports[name] = {"skipped": "needs both duplicate and non-duplicate pairs"}
-            continue
-        reports[name] = {
-            role: evaluate_encoder(enc.encode, list(pairs), energy=enc.energy_name, threshold=enc.threshold)
-            for role, enc in (("candidate", candidate), ("current", current))
-        }
-        if candidate_cross is not None:
-            scores = candidate_cross.score([(p.question1, p.question2) for p in pairs], batch_size=64)
-            reports[name]["candidate_cross_encoder"] = {
-                "pairs": pair_metrics(scores, [p.label for p in pairs], threshold=candidate_cross.threshold)
-            }
-    return reports
 
 
-def gate_decision(reports: Mapping[str, Any], tolerance: float) -> tuple[bool, str]:
-    """Pass when, on every report, the candidate's AP is at most ``tolerance`` below the current model's.
-
-    Example:
-        >>> r = {"held_out": {"candidate": {"pairs": {"ap": 0.80}}, "current": {"pairs": {"ap": 0.81}}}}
-        >>> gate_decision(r, 0.02)[0], gate_decision(r, 0.005)[0]
-        (True, False)
-        >>> gate_decision({"held_out": {"skipped": "one label only"}}, 0.02)[0]
-        False
-    """
-    judged = {k: v for k, v in reports.items() if "skipped" not in v}
-    if not judged:
-        return False, "no gate report could be computed (need duplicate and non-duplicate held-out pairs)"
-    for name, r in judged.items():
-        cand, cur = r["candidate"]["pairs"]["ap"], r["current"]["pairs"]["ap"]
-        if cand < cur - tolerance:
-            return False, f"{name}: candidate AP {cand:.4f} < current AP {cur:.4f} - tolerance {tolerance}"
-    return True, "candidate AP within tolerance on " + ", ".join(judged)
 
 
 # -- the lifecycle ------------------------------------------------------------------------------------------
@@ -224,7 +118,7 @@ class Retrainer:
         promote: Makes a version current (the web process's :meth:`dupq.service.DupQ.promote`); only the
             web side needs it.
         open_index: Opens a version's index: ``(version, dim, energy) -> (index, intact)``
-            (:meth:`dupq.backends.Backend.open_index`); None: the embedded index under ``index/<version>/``.
+            (:meth:`dupq.storage.Backend.open_index`); None: the embedded index under ``index/<version>/``.
     """
 
     def __init__(
@@ -266,7 +160,7 @@ class Retrainer:
         return proc
 
     def tick(self) -> None:
-        """The job runner of a node on a shared store (called by :class:`dupq.pg.follow.Follower`).
+        """The job runner of a node on a shared store (called by :class:`dupq.storage.postgres.follow.Follower`).
 
         Jobs whose worker's lease ran out go back to the queue; a ``ready`` job whose promoter died is
         promoted here; a queued job is started here when this node has no worker running.
@@ -387,9 +281,9 @@ class Retrainer:
                 log.exception("job %s: lease renewal failed", job_id)
 
     def _run(self, job_id: str, job: Job, stop: dict[str, bool]) -> int:
-        from dupq.cross import CROSS_DIR, CrossScorer, has_cross
         from dupq.index import open_index, sync_index
-        from dupq.model import SiameseEncoder
+        from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross
+        from dupq.models.encoder import SiameseEncoder
         from dupq.training import TrainingCancelled
 
         new: NewVersion | None = None

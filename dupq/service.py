@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dupq.backends import open_backend
 from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
 from dupq.index import VectorIndex, sync_index
-from dupq.jobs import Job
-from dupq.model import SiameseEncoder
-from dupq.retrain import NewVersion, Retrainer, train_new_version
-from dupq.store import DuplicateIdError, NewQuestion, Question
+from dupq.models.encoder import SiameseEncoder
+from dupq.retrain import Retrainer
+from dupq.storage import open_backend
+from dupq.storage.jobs import Job
+from dupq.storage.sqlite.store import DuplicateIdError, NewQuestion, Question
 from dupq.text import normalize_question
+from dupq.training.versions import NewVersion, train_new_version
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Serving:
     version: str
     encoder: SiameseEncoder
     index: VectorIndex
-    cross: Any = None  # dupq.cross.CrossScorer
+    cross: Any = None  # dupq.models.cross.CrossScorer
 
 
 def clean_rerank(rerank: Any, default: bool) -> bool:
@@ -155,7 +156,7 @@ class DupQ:
                 # (on PostgreSQL: jobs whose lease ran out are taken over by the follower's job runner).
                 self.retrainer.recover()
             if self.shared and not read_only:
-                from dupq.pg.follow import Follower
+                from dupq.storage.postgres.follow import Follower
 
                 self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick,
                                           on_ready=self._prepare).start()
@@ -181,7 +182,7 @@ class DupQ:
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
         if getattr(self, "backend", None) is not None:
             if self.shared and not self.read_only:
-                from dupq.pg.nodes import leave
+                from dupq.storage.postgres.nodes import leave
 
                 leave(self.backend.db, self.node)
             self.backend.close()
@@ -268,7 +269,7 @@ class DupQ:
 
         ``rerank`` (None: the ``rerank`` setting): the twin retrieves ``max(k, rerank_top_n)`` candidates, the
         version's cross-encoder re-scores them (OpenVINO), and the top k by that score come back, with
-        ``score`` and ``duplicate`` from the re-ranking score (:meth:`dupq.cross.CrossScorer.rerank`: the
+        ``score`` and ``duplicate`` from the re-ranking score (:meth:`dupq.models.cross.CrossScorer.rerank`: the
         cross-encoder's logit fused with the twin's score when the version has a fusion, else the
         cross-encoder's own; each with its calibrated threshold) and the twin's score as ``twin_score``.
         ``scorer`` says which decided: ``"twin"``, ``"cross-encoder+twin"`` or ``"cross-encoder"``. A version
@@ -456,8 +457,8 @@ class DupQ:
     def _promote_shared(self, version: str, *, progress: bool, rollback: bool) -> None:
         """PostgreSQL: load the version and wait for the other live nodes to load it, without blocking writes;
         then catch up what was added meanwhile, flip the pointer (NOTIFY) and switch, under the write lock."""
-        from dupq.pg.db import JOBS_CHANNEL
-        from dupq.pg.nodes import wait_prepared
+        from dupq.storage.postgres.db import JOBS_CHANNEL
+        from dupq.storage.postgres.nodes import wait_prepared
 
         if version == self.version:
             return
@@ -472,7 +473,7 @@ class DupQ:
 
     def _beat(self) -> None:
         """Shared: report this node (what it serves, what it has loaded ahead) about once a second."""
-        from dupq.pg.nodes import report
+        from dupq.storage.postgres.nodes import report
 
         while not self._closed:
             try:
@@ -551,7 +552,7 @@ class DupQ:
         """Train and register a new version from ``start`` (``dupq train``); it is not served until promoted.
 
         ``base``: a SentenceTransformer folder to start from instead (``--base``); ``positive_only``: duplicate
-        pairs for the ranking loss (:func:`dupq.training.split_by_labels`); ``progress``: phase events.
+        pairs for the ranking loss (:func:`dupq.training.data.split_by_labels`); ``progress``: phase events.
         """
         self._check_writable()
         new = train_new_version(self.registry, pairs, config, start=start, base=base, dev_pairs=dev_pairs,
@@ -560,10 +561,32 @@ class DupQ:
         self.registry.register(new.version, parent=new.parent)
         return new
 
+    def train_data_parallel(self, pairs: Any, config: Any, launch: Any, *, start: str = "current",
+                            dev_pairs: Any = None, base: Any = None, positive_only: Any = None,
+                            show_progress_bar: bool = True, logs_dir: Any = None) -> NewVersion | None:
+        """``dupq train --nproc N [--nnodes M]``: train through torchrun (:mod:`dupq.training.distributed`).
+
+        Node 0 holds this home's writer lock while its ranks train (they never open the home) and registers the
+        version once all of them are done; another node only reads its start version and gets None back.
+        """
+        from dupq.training.distributed import train_version
+
+        new = train_version(self.registry, pairs, config, launch, start=start, base=base, dev_pairs=dev_pairs,
+                            positive_only=positive_only, show_progress_bar=show_progress_bar,
+                            progress=show_progress_bar, logs_dir=logs_dir)
+        if new is not None:
+            self._check_writable()
+            self.registry.register(new.version, parent=new.parent)
+        return new
+
+    def version_path(self, version: str) -> Path:
+        """The folder of ``version`` (its dupq.json, weights, cross-encoder)."""
+        return self.registry.path(version)
+
     def start_training(self, options: dict[str, Any] | None = None) -> Job:
         """Queue a retrain on the stored pairs in a worker process; returns the job (one at a time).
 
-        Options: those of :class:`dupq.training.TrainConfig` (loss, margin, epochs, max_steps, ...) plus
+        Options: those of :class:`dupq.training.config.TrainConfig` (loss, margin, epochs, max_steps, ...) plus
         ``from``: ``"current"`` (default: continue from the served version), ``"base"`` (the packaged model)
         or a version name.
         """

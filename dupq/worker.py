@@ -3,7 +3,7 @@
 Started by :meth:`dupq.retrain.Retrainer.request` as ``python -m dupq.worker --job ID --settings JSON``;
 the job's whole life is :meth:`dupq.retrain.Retrainer.run`. The worker never takes the home's writer lock
 (the web process holds it) and writes only: its job record, a new ``models/<version>/`` folder (written
-aside and renamed by :func:`dupq.training.train`) and the new version's ``index/<version>/`` folder, which
+aside and renamed by :func:`dupq.training.recipe.train`) and the new version's ``index/<version>/`` folder, which
 nothing serves until the web process promotes it.
 """
 
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from dupq.backends import open_backend
     from dupq.config import Settings
     from dupq.retrain import Retrainer
+    from dupq.storage import open_backend
 
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
     backend = open_backend(settings, pool_size=3)

@@ -3,7 +3,7 @@
 For N vectors (default 100k real QQP/AskUbuntu train questions, embedded by the served encoder; cached
 under ``--cache`` with scripts/bench_scale.py's file names, so both scripts share them):
 
-* import: questions into ``questions`` (binary COPY through :class:`dupq.pg.store.PgQuestionStore`), and
+* import: questions into ``questions`` (binary COPY through :class:`dupq.storage.postgres.store.PgQuestionStore`), and
   their vectors into a version's table (binary COPY, index built afterwards), per second;
 * build: HNSW build time and on-disk size, ``halfvec`` expression index vs ``vector`` (m=16,
   ef_construction=64), and dupq's usearch graph (:class:`dupq.index.AnnIndex`);
@@ -108,11 +108,11 @@ def main() -> int:
 
     from bench_scale import cached_embeddings, perturbed_bank, real_questions
 
-    from dupq.pg.db import Database
-    from dupq.pg.embedded import create_database, drop_database, start
-    from dupq.pg.index import PgVectorIndex
-    from dupq.pg.store import PgQuestionStore
-    from dupq.store import NewQuestion
+    from dupq.index.pgvector import PgVectorIndex
+    from dupq.storage.postgres.db import Database
+    from dupq.storage.postgres.embedded import create_database, drop_database, start
+    from dupq.storage.postgres.store import PgQuestionStore
+    from dupq.storage.sqlite.store import NewQuestion
 
     res: dict = {"n": args.n, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     dev, train = real_questions(args.data)

@@ -15,7 +15,7 @@ Usage:
 It trains exactly what ``dupq train ../shared/data/train/qqp_pairs_train.tsv
 ../shared/data/train/askubuntu_pairs_train.tsv --dev ../shared/data/dev/qqp_pairs_dev.tsv`` trains: the same
 ``TrainConfig`` defaults (only the flags above change them), the same routing of the two files
-(``dupq.data.read_pairs_by_source`` + ``dupq.training.split_by_labels``: QQP's labelled source and AskUbuntu
+(``dupq.data.read_pairs_by_source`` + ``dupq.training.data.split_by_labels``: QQP's labelled source and AskUbuntu
 to the contrastive loss and the cross-encoder, QQP's duplicate-only sources to the ranking loss), the same dev
 file. One difference, on purpose: 20% of AskUbuntu's duplicate clusters are held out of training
 (``split_by_cluster``, seed 0) so the no-forgetting check is honest; the command trains on all of it.
@@ -60,7 +60,7 @@ def sample(items: list[Any], n: int | None, seed: int) -> list[Any]:
 
 def torch_encode(path: str, energy: str) -> Any:
     """Encode with the SentenceTransformer itself in fp32: the reference, whatever backend dupq serves with."""
-    from dupq.model import load_sentence_transformer
+    from dupq.models.encoder import load_sentence_transformer
 
     model = load_sentence_transformer(path, cached=False)
     return lambda texts: model.encode(
@@ -169,9 +169,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from dupq.config import BASE_THRESHOLD
-    from dupq.cross import CROSS_DIR, CrossScorer, has_cross, sigmoid
     from dupq.evaluation import evaluate_bm25, evaluate_encoder, pair_metrics, pair_scores
-    from dupq.model import SiameseEncoder, packaged_model_path
+    from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross, sigmoid
+    from dupq.models.encoder import SiameseEncoder, packaged_model_path
     from dupq.training import TrainConfig, split_by_labels, train
 
     t_start = time.perf_counter()

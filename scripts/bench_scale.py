@@ -25,7 +25,7 @@ Sections (each row of the table):
             questions (never in the bank) as queries.
     rss     the production server's resident memory with the 1M bank loaded, after searches.
     libs    (not in the default list, printed only) usearch vs FAISS vs hnswlib on the 100k bank.
-    train   training pairs/s of ``dupq.training.train`` (bf16) vs a plain fp32 ``SentenceTransformerTrainer``,
+    train   training pairs/s of ``dupq.training.recipe.train`` (bf16) vs a plain fp32 ``SentenceTransformerTrainer``,
             same contrastive loss, batch size and pairs.
 
 Heavy artefacts (embeddings of the real questions, the 1M bank and its graph, the 100k home) are cached
@@ -61,7 +61,7 @@ from bench_serve import free_port, post  # noqa: E402  (scripts/ is on sys.path 
 
 from dupq.data import read_pairs  # noqa: E402
 from dupq.evaluation import pair_metrics  # noqa: E402
-from dupq.model import SiameseEncoder, load_sentence_transformer, packaged_model_path  # noqa: E402
+from dupq.models.encoder import SiameseEncoder, load_sentence_transformer, packaged_model_path  # noqa: E402
 
 ROWS: list[dict[str, str]] = []
 FACTS: dict[str, Any] = {}
@@ -454,7 +454,7 @@ def section_rss(args: argparse.Namespace) -> None:
     """A home whose store and index hold the cached 1M bank; the production server's RSS after searches."""
     from dupq.config import Settings
     from dupq.service import DupQ
-    from dupq.store import QuestionStore
+    from dupq.storage.sqlite.store import QuestionStore
 
     n = 20_000 if args.quick else 1_000_000
     bank = args.cache / f"ann_{n}"
@@ -516,7 +516,7 @@ def section_train(args: argparse.Namespace) -> None:
     try:
         from dupq.training import TrainConfig, build_loss, train
     except ImportError:
-        row("training pairs/s", "pending", "", "", "dupq/training.py is not available")
+        row("training pairs/s", "pending", "", "", "dupq/training/recipe.py is not available")
         return
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -530,7 +530,7 @@ def section_train(args: argparse.Namespace) -> None:
 
     random.Random(0).shuffle(labelled)
     dev = read_pairs(args.data / "dev/qqp_pairs_dev.tsv").pairs[:200]
-    print(f"[train] {steps} steps x {batch} pairs: dupq.training.train(bf16) vs plain fp32 trainer", flush=True)
+    print(f"[train] {steps} steps x {batch} pairs: dupq.training.recipe.train(bf16) vs plain fp32 trainer", flush=True)
 
     cfg = TrainConfig()
 
@@ -573,7 +573,7 @@ def section_train(args: argparse.Namespace) -> None:
     b, o = statistics.median(base_rates), statistics.median(our_rates)
     row(
         f"training, {steps} steps x batch {batch}, contrastive loss",
-        f"{o:.1f} pairs/s (dupq.training.train, bf16)",
+        f"{o:.1f} pairs/s (dupq.training.recipe.train, bf16)",
         f"{b:.1f} pairs/s (plain SentenceTransformerTrainer, fp32)",
         f"{o / b:.2f}x",
         "trainer time only (dupq's dev evaluations excluded); rounds: "

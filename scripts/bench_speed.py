@@ -25,7 +25,7 @@ Rows (targets of issue 11 in brackets):
    fp32 ``encode([q])`` of the same question in the baseline worker [<= 0.4x].
 2. One question encoded in process, p50: dupq's encoder (OpenVINO) vs torch fp32 [<= 2.5 ms, <= 0.25x],
    with the mean cosine between the two; and the same with the other thread count (1 vs 2: the design
-   choice, :data:`dupq.runtime.SINGLE_THREADS`).
+   choice, :data:`dupq.models.runtime.SINGLE_THREADS`).
 3. ``dupq search TEXT`` whole command on a warm home, wall p50 of ``--commands`` runs [<= 2.5 s].
 4. ``dupq serve --production`` on a warm home, from the process start to the first answered search [<= 4 s].
 5. ``dupq import`` of ``--import-n`` new questions (whole command, a copy of the warm home) vs plain
@@ -87,8 +87,8 @@ def worker_torch() -> None:
 def worker_dupq(home: str, threads: int) -> None:
     """dupq's encoder as a search uses it (cached OpenVINO export, warm buckets), alone in its process;
     ``threads`` > 0 overrides the one-question thread count (the design-check worker), 0 keeps dupq's."""
-    import dupq.runtime as runtime
-    from dupq.model import SiameseEncoder
+    import dupq.models.runtime as runtime
+    from dupq.models.encoder import SiameseEncoder
 
     if threads:
         runtime.SINGLE_THREADS = threads
@@ -287,7 +287,7 @@ def section_http(args: argparse.Namespace, home: Path, torch_w: Worker, question
 def section_encode(args: argparse.Namespace, home: Path, torch_w: Worker, questions: list[str]) -> None:
     import numpy as np
 
-    from dupq.runtime import SINGLE_THREADS
+    from dupq.models.runtime import SINGLE_THREADS
 
     other_threads = 1 if SINGLE_THREADS > 1 else 2
     fast = Worker("dupq", str(home), "0")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from dupq.data import read_pairs  # noqa: E402
 from dupq.evaluation import pair_metrics  # noqa: E402
-from dupq.model import SiameseEncoder  # noqa: E402
+from dupq.models.encoder import SiameseEncoder  # noqa: E402
 
 
 def main() -> int:

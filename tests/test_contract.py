@@ -8,9 +8,9 @@ import sys
 import pytest
 from conftest import ADMIN_TOKEN, AUTH
 
-from dupq.jobs import STATES
-from dupq.losses import LOSSES, RANKING_LOSSES
+from dupq.storage.jobs import STATES
 from dupq.training import TrainConfig
+from dupq.training.losses import LOSSES, RANKING_LOSSES
 from web import contract
 
 

@@ -1,4 +1,4 @@
-"""Data-parallel training (``dupq train --nproc N``, dupq/distributed.py): a real 2-process run (torchrun, gloo
+"""Data-parallel training (``dupq train --nproc N``, dupq/training/distributed.py): a real 2-process run (torchrun, gloo
 on the CPU) against the same few steps in one process, a failing rank, and the option checks.
 
 Every run is a real ``dupq train`` command in its own process, so torchrun, the ranks and the home are exactly what
@@ -83,7 +83,7 @@ def test_two_processes_train_one_version_as_one_process_does(tmp_path: Path) -> 
         folder = folder_home / "models" / version
         metas[folder_home.name] = json.loads((folder / "dupq.json").read_text())
         # Loadable, and it encodes (unit vectors: the cosine energy).
-        from dupq.model import SiameseEncoder
+        from dupq.models.encoder import SiameseEncoder
 
         vectors = SiameseEncoder.load(folder).encode(["How do I reverse a list in Python?", "Best way to boil eggs?"])
         assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from dupq.energy import Energy
+from dupq.models.energy import Energy
 
 A = np.array([[1.0, 0.0], [1.0, 1.0], [3.0, 4.0]], dtype=np.float32)
 B = np.array([[0.0, 1.0], [2.0, 2.0], [3.0, 4.0]], dtype=np.float32)
@@ -80,7 +80,7 @@ def test_training_and_index_settings() -> None:
 
 
 def test_encoder_holds_an_energy_and_keeps_its_name() -> None:
-    from dupq.model import SiameseEncoder
+    from dupq.models.encoder import SiameseEncoder
 
     enc = SiameseEncoder(model=None, energy="euclidean", threshold=1.0)
     assert enc.energy is Energy.EUCLIDEAN and enc.energy_name == "euclidean" and not enc.higher_is_better
@@ -88,7 +88,7 @@ def test_encoder_holds_an_energy_and_keeps_its_name() -> None:
 
 @pytest.mark.parametrize(
     ("module", "forbidden"),
-    [("dupq.losses", "dupq.training"), ("dupq.runtime", "dupq.model"), ("dupq.index", "dupq.runtime")],
+    [("dupq.training.losses", "dupq.training.recipe"), ("dupq.models.runtime", "dupq.models.encoder"), ("dupq.index", "dupq.models.runtime")],
 )
 def test_layering_has_no_cycles(module: str, forbidden: str) -> None:
     loaded = "sorted(m for m in sys.modules if m.startswith('dupq'))"

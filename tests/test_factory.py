@@ -114,7 +114,7 @@ def test_admin_session_holds_a_claim_not_the_token(client) -> None:
 def test_only_entry_points_touch_the_environment() -> None:
     """Below the CLI, the app factory and the worker's main, settings come in as arguments."""
     root = Path(__file__).resolve().parent.parent
-    # dupq/distributed.py is the data-parallel ranks' main (`python -m dupq.distributed`): torchrun speaks to it
+    # dupq/training/distributed.py is the data-parallel ranks' main (`python -m dupq.training.distributed`): torchrun speaks to it
     # through the environment (LOCAL_RANK, OMP_NUM_THREADS).
     entry_points = {root / "dupq" / "cli.py", root / "dupq" / "worker.py", root / "dupq" / "distributed.py",
                     root / "web" / "__init__.py"}

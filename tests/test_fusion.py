@@ -1,4 +1,4 @@
-"""The re-ranking fusion (dupq/fusion.py): a logistic regression on the twin's score and the cross-encoder's logit."""
+"""The re-ranking fusion (dupq/models/fusion.py): a logistic regression on the twin's score and the cross-encoder's logit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dupq.evaluation import pair_metrics
-from dupq.fusion import ScoreFusion
+from dupq.models.fusion import ScoreFusion
+from dupq.training.fusion import fit_fusion
 
 
 def noisy_scores(seed: int = 0, n: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -20,7 +21,7 @@ def noisy_scores(seed: int = 0, n: int = 2000) -> tuple[np.ndarray, np.ndarray, 
 
 def test_fit_ranks_better_than_either_scorer_and_calibrates_a_threshold() -> None:
     twin, logits, y = noisy_scores()
-    fusion = ScoreFusion.fit(twin, logits, y)
+    fusion = fit_fusion(twin, logits, y)
     assert fusion.twin_weight > 0 and fusion.cross_weight > 0
     fused = fusion.score(twin, logits)
     assert np.all((fused >= 0) & (fused <= 1))
@@ -36,18 +37,18 @@ def test_fit_ranks_better_than_either_scorer_and_calibrates_a_threshold() -> Non
 
 def test_a_distance_gets_a_negative_weight() -> None:
     twin, logits, y = noisy_scores()
-    fusion = ScoreFusion.fit(2.0 - twin, logits, y, higher_is_better=False)  # lower = more duplicate
+    fusion = fit_fusion(2.0 - twin, logits, y, higher_is_better=False)  # lower = more duplicate
     assert fusion.twin_weight < 0 < fusion.cross_weight
     assert fusion.metrics["twin"]["ap"] == pytest.approx(pair_metrics(twin, y)["ap"])
 
 
 def test_round_trip_and_bad_input() -> None:
     twin, logits, y = noisy_scores(n=200)
-    fusion = ScoreFusion.fit(twin, logits, y)
+    fusion = fit_fusion(twin, logits, y)
     again = ScoreFusion.from_dict(fusion.to_dict())
     assert again == fusion
     np.testing.assert_allclose(again.score(twin, logits), fusion.score(twin, logits))
     with pytest.raises(ValueError, match="both labels"):
-        ScoreFusion.fit(twin, logits, np.ones_like(y))
+        fit_fusion(twin, logits, np.ones_like(y))
     with pytest.raises(ValueError, match="differ in length"):
-        ScoreFusion.fit(twin[:-1], logits, y)
+        fit_fusion(twin[:-1], logits, y)

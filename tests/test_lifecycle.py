@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dupq.errors import ValidationError
-from dupq.jobs import ACTIVE, TERMINAL, TRANSITIONS, IllegalTransition, JobStore, can_move
-from dupq.retrain import RetrainRequest, gate_decision
-from dupq.store import QuestionStore
+from dupq.evaluation.gate import gate_decision
+from dupq.retrain import RetrainRequest
+from dupq.storage.jobs import ACTIVE, TERMINAL, TRANSITIONS, IllegalTransition, JobStore, can_move
+from dupq.storage.sqlite.store import QuestionStore
 
 
 @pytest.fixture

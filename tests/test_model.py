@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dupq.config import BASE_THRESHOLD
-from dupq.model import SiameseEncoder
+from dupq.models.encoder import SiameseEncoder
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ def test_a_trained_version_reranks_without_torch(tmp_path) -> None:
     """A trained version (twin + cross-encoder) serves and re-ranks from its cached exports."""
     import tiny_version
 
-    from dupq.cross import has_cross
+    from dupq.models.cross import has_cross
     from dupq.service import DupQ
 
     home = tmp_path / "home"

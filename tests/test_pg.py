@@ -19,16 +19,16 @@ import pytest
 from conftest import SMALL_BANK
 
 from dupq.config import Settings, SettingsError
-from dupq.energy import Energy
 from dupq.errors import ConflictError
 from dupq.index import ExactIndex, VectorLog
-from dupq.jobs import IllegalTransition
-from dupq.store import NewQuestion
+from dupq.models.energy import Energy
+from dupq.storage.jobs import IllegalTransition
+from dupq.storage.sqlite.store import NewQuestion
 
 
 @pytest.fixture
 def db(pg_database):
-    from dupq.pg.db import Database
+    from dupq.storage.postgres.db import Database
 
     d = Database(pg_database, max_size=4)
     yield d
@@ -37,13 +37,13 @@ def db(pg_database):
 
 @pytest.fixture
 def store(db):
-    from dupq.pg.store import PgQuestionStore
+    from dupq.storage.postgres.store import PgQuestionStore
 
     return PgQuestionStore(db)
 
 
 def test_migrations_are_versioned_and_refuse_a_newer_schema(db, pg_database) -> None:
-    from dupq.pg.db import Database, DatabaseError, migrations
+    from dupq.storage.postgres.db import Database, DatabaseError, migrations
 
     assert db.schema_version() == len(migrations()) >= 1
     Database(pg_database, max_size=1).close()  # re-opening applies nothing
@@ -72,7 +72,7 @@ def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["halfvec", "vector"])
 def test_pgvector_index_matches_exact_search_and_follows_deletes(db, store, kind) -> None:
-    from dupq.pg.index import PgVectorIndex
+    from dupq.index.pgvector import PgVectorIndex
 
     n, dim = 3000, 32
     vecs = _clustered(n, dim)
@@ -99,7 +99,7 @@ def test_pgvector_index_matches_exact_search_and_follows_deletes(db, store, kind
 
 
 def test_pgvector_euclidean_and_replacing_vectors(db, store) -> None:
-    from dupq.pg.index import PgVectorIndex
+    from dupq.index.pgvector import PgVectorIndex
 
     store.add([NewQuestion("a?", "a"), NewQuestion("b?", "b")])
     idx, _ = PgVectorIndex.open(db, "e", 2, Energy.EUCLIDEAN)
@@ -113,7 +113,7 @@ def test_pgvector_euclidean_and_replacing_vectors(db, store) -> None:
 
 
 def test_jobs_claim_once_lease_takeover_and_fence(db) -> None:
-    from dupq.pg.jobs import PgJobStore
+    from dupq.storage.postgres.jobs import PgJobStore
 
     a, b = PgJobStore(db, lease_s=30), PgJobStore(db, lease_s=30)
     job = a.create({"max_steps": 1})
@@ -149,7 +149,7 @@ def test_jobs_claim_once_lease_takeover_and_fence(db) -> None:
 
 
 def test_version_files_travel_through_the_database(db, store, tmp_path) -> None:
-    from dupq.pg.registry import PgModelRegistry
+    from dupq.storage.postgres.registry import PgModelRegistry
 
     one = PgModelRegistry(store, tmp_path / "a" / "models")
     v = tmp_path / "a" / "models" / "v2"

@@ -9,8 +9,8 @@ from pathlib import Path
 import tiny_version
 from conftest import AUTH, FIXTURES
 
-from dupq import plots
-from dupq.model import SiameseEncoder
+from dupq.evaluation import plots
+from dupq.models.encoder import SiameseEncoder
 
 
 def _svg_text(svg: str) -> str:

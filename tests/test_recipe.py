@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from dupq.config import Settings, SettingsError
-from dupq.cross import CROSS_DIR, CrossScorer, has_cross
 from dupq.data import Pair, read_pairs, read_pairs_by_source
 from dupq.errors import ConflictError, ValidationError
+from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross
 from dupq.training import TrainConfig, prepare_data, split_by_labels
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,7 +84,7 @@ def test_train_sends_each_dataset_to_its_loss(tmp_path: Path, monkeypatch: pytes
     import sentence_transformers
     from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, OnlineContrastiveLoss
 
-    from dupq.model import packaged_model_path
+    from dupq.models.encoder import packaged_model_path
     from dupq.training import train
 
     seen: dict[str, Any] = {}
@@ -251,7 +251,7 @@ def test_eval_rerank_needs_a_cross_encoder(runner) -> None:
 
 def test_train_from_a_sentence_transformer_folder(runner, tmp_path: Path, home: Path) -> None:
     from dupq.cli import main
-    from dupq.model import load_sentence_transformer, packaged_model_path
+    from dupq.models.encoder import load_sentence_transformer, packaged_model_path
 
     folder = tmp_path / "my-st"
     load_sentence_transformer(packaged_model_path()).save(str(folder))

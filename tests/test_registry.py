@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dupq.errors import NotFoundError
-from dupq.model import PACKAGED, SiameseEncoder
-from dupq.registry import BASE_VERSION
+from dupq.models.encoder import PACKAGED, SiameseEncoder
 from dupq.service import DupQ
+from dupq.storage.sqlite.registry import BASE_VERSION
 
 
 def add_version(svc: DupQ, name: str, energy: str = "euclidean", threshold: float = 0.7) -> None:
@@ -54,8 +54,8 @@ def test_current_version_survives_restart_and_missing_index_is_rebuilt(svc: DupQ
 
 
 def test_registry_passes_backend_and_shared_cache_to_every_load(tmp_path) -> None:
-    from dupq.registry import ModelRegistry
-    from dupq.store import QuestionStore
+    from dupq.storage.sqlite.registry import ModelRegistry
+    from dupq.storage.sqlite.store import QuestionStore
 
     store = QuestionStore(tmp_path / "s.sqlite3")
     reg = ModelRegistry(store, tmp_path / "models", backend="torch", shared_export_cache=tmp_path / "ov")

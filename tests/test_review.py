@@ -9,7 +9,7 @@ import pytest
 from conftest import ADMIN_TOKEN, AUTH
 
 from dupq.review import RecentSearches, uncertain_pairs
-from dupq.store import pair_key
+from dupq.storage.sqlite.store import pair_key
 
 JSON = {"Accept": "application/json", **AUTH}
 ROOT = Path(__file__).resolve().parents[1]

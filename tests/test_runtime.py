@@ -14,8 +14,8 @@ import pytest
 
 from dupq.bank import bank_groups, load_default_bank
 from dupq.config import Settings
-from dupq.model import PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
-from dupq.runtime import EXPORT_META, cached_key
+from dupq.models.encoder import PACKAGED, SiameseEncoder, load_sentence_transformer, packaged_model_path
+from dupq.models.runtime import EXPORT_META, cached_key
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_unknown_backend_is_rejected() -> None:
 
 def test_one_question_path_agrees_with_fp32_on_the_bank(torch_enc, fast_enc, bank) -> None:
     """Each bank question alone, as a search encodes it: padded to its static bucket, one thread."""
-    from dupq.runtime import bucket_for
+    from dupq.models.runtime import bucket_for
 
     texts = [r["text"] for r in bank]
     ref = torch_enc.encode(texts)
@@ -150,7 +150,7 @@ def test_one_question_path_agrees_with_fp32_on_the_bank(torch_enc, fast_enc, ban
 
 def test_longer_questions_past_the_warm_buckets_agree(fast_enc, torch_enc) -> None:
     """A bucket compiled on first use (33-48 word pieces) and a question past every bucket (dynamic graph)."""
-    from dupq.runtime import WARM_BUCKETS, bucket_for
+    from dupq.models.runtime import WARM_BUCKETS, bucket_for
 
     mid = "How do I " + " ".join(f"thing{i}" for i in range(14)) + " in Python?"
     long = "How do I " + " ".join(f"word{i}" for i in range(60)) + " in Python?"
@@ -166,7 +166,7 @@ def test_saved_tokenizer_matches_the_models(fast_enc, bank, tmp_path) -> None:
     """Serving reads the tokenizer saved beside the export; it must tokenise exactly as the model does."""
     from tokenizers import Tokenizer
 
-    from dupq.runtime import TOKENIZER
+    from dupq.models.runtime import TOKENIZER
 
     saved = Tokenizer.from_file(str(fast_enc.export_dir / TOKENIZER))
     st = fast_enc.model

@@ -6,7 +6,7 @@ import random
 
 from datasets import Dataset
 
-from dupq.samplers import GROUP_WINDOW, LengthGroupedBatchSampler, LengthGroupedNoDuplicatesBatchSampler
+from dupq.training.samplers import GROUP_WINDOW, LengthGroupedBatchSampler, LengthGroupedNoDuplicatesBatchSampler
 
 
 def _pairs(n: int, seed: int = 0) -> Dataset:

@@ -8,7 +8,7 @@ import pytest
 
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
 from dupq.service import DupQ
-from dupq.store import NewQuestion
+from dupq.storage.sqlite.store import NewQuestion
 
 #: Every test here runs on SQLite and on PostgreSQL (tests/conftest.py).
 BOTH_BACKENDS = True
@@ -58,8 +58,8 @@ def test_missing_index_is_rebuilt_and_reindex_works(settings) -> None:
     with DupQ(settings) as svc:
         ids = svc.store.ids()
     if settings.database_url:  # the index is the version's vector table
-        from dupq.pg.db import Database
-        from dupq.pg.index import drop_vectors
+        from dupq.index.pgvector import drop_vectors
+        from dupq.storage.postgres.db import Database
 
         db = Database(settings.database_url, max_size=1)
         drop_vectors(db, "base")

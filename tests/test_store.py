@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from dupq.store import DuplicateIdError, NewQuestion, QuestionStore
+from dupq.storage.sqlite.store import DuplicateIdError, NewQuestion, QuestionStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path):
-    """The same store interface on SQLite and on PostgreSQL (dupq.pg.store)."""
+    """The same store interface on SQLite and on PostgreSQL (dupq.storage.postgres.store)."""
     if request.param == "sqlite":
         s = QuestionStore(tmp_path / "db.sqlite3")
         yield s
         s.close()
         return
-    from dupq.pg.db import Database
-    from dupq.pg.store import PgQuestionStore
+    from dupq.storage.postgres.db import Database
+    from dupq.storage.postgres.store import PgQuestionStore
 
     db = Database(request.getfixturevalue("pg_database"), max_size=2)
     yield PgQuestionStore(db)
@@ -82,7 +82,7 @@ def test_iter_texts_pages_through_everything(store: QuestionStore) -> None:
 
 
 def test_set_states_writes_several_keys_at_once(tmp_path) -> None:
-    from dupq.store import QuestionStore
+    from dupq.storage.sqlite.store import QuestionStore
 
     store = QuestionStore(tmp_path / "s.sqlite3")
     store.set_states({"current_model": "v2", "history": '["base", "v2"]'})

@@ -17,9 +17,8 @@ import pytest
 import torch
 
 from dupq.data import Pair, duplicate_clusters, read_pairs
-from dupq.energy import Energy
-from dupq.mining import mine_negatives, negatives_needed
-from dupq.model import SiameseEncoder, packaged_model_path
+from dupq.models.encoder import SiameseEncoder, packaged_model_path
+from dupq.models.energy import Energy
 from dupq.training import (
     DEFAULT_MARGIN,
     ONLINE_MARGIN,
@@ -27,12 +26,13 @@ from dupq.training import (
     TrainingCancelled,
     average_weights,
     build_loss,
-    calibrate_thresholds,
     prepare_data,
-    ranking_parts,
     split_by_labels,
     train,
 )
+from dupq.training.data import ranking_parts
+from dupq.training.mining import mine_negatives, negatives_needed
+from dupq.training.recipe import calibrate_thresholds
 
 FIXTURES = Path(__file__).parent / "fixtures" / "train"
 PAIRS = read_pairs(FIXTURES / "pairs.tsv").pairs
@@ -112,7 +112,7 @@ def test_contrastive_loss_equals_hadsell_formula(energy: str, margin: float, exp
 def test_online_contrastive_uses_the_energy_distance() -> None:
     from sentence_transformers.sentence_transformer.losses import OnlineContrastiveLoss, SiameseDistanceMetric
 
-    from dupq.losses import ContrastiveRankingLoss
+    from dupq.training.losses import ContrastiveRankingLoss
 
     margin = Energy.EUCLIDEAN.default_margin
     kw = {"loss": "online-contrastive", "energy": Energy.EUCLIDEAN, "margin": margin}
@@ -126,7 +126,7 @@ def test_online_contrastive_uses_the_energy_distance() -> None:
 
 
 def test_ranking_term_adds_symmetric_in_batch_loss_over_the_duplicates() -> None:
-    from dupq.losses import ContrastiveRankingLoss
+    from dupq.training.losses import ContrastiveRankingLoss
 
     loss = build_loss(base_model(), loss="contrastive", energy=Energy.COSINE, margin=0.5, ranking_weight=0.5)
     assert isinstance(loss, ContrastiveRankingLoss)
@@ -235,7 +235,7 @@ def test_mining_never_returns_a_question_of_the_anchor_cluster() -> None:
 
 
 def test_neighbour_pairs_are_new_pairs_of_close_questions() -> None:
-    from dupq.mining import label_silver, neighbour_pairs
+    from dupq.training.mining import label_silver, neighbour_pairs
 
     clusters = duplicate_clusters(PAIRS)
     known = {frozenset((p.question1, p.question2)) for p in PAIRS}

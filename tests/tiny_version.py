@@ -16,7 +16,7 @@ NAME = "v20260101-000000"
 @functools.lru_cache(maxsize=1)
 def _trained() -> Path:
     from dupq.data import read_pairs
-    from dupq.model import packaged_model_path
+    from dupq.models.encoder import packaged_model_path
     from dupq.training import TrainConfig, train
 
     root = Path(tempfile.mkdtemp(prefix="dupq-tiny-"))

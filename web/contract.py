@@ -37,7 +37,7 @@ from pydantic_core import PydanticCustomError
 from dupq import __version__
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_ID_CHARS, MAX_K, MAX_PAGE, MAX_QUESTION_CHARS
 from dupq.errors import ValidationError
-from dupq.jobs import STATES
+from dupq.storage.jobs import STATES
 
 #: Every character ``str.split()`` treats as whitespace (``str.isspace``), as a regex class; a question must have
 #: a character outside it. Spelled out so that every regex engine (JSON Schema's, pydantic's Rust one, Python's)
@@ -145,7 +145,7 @@ _Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 
 
 class TrainRequest(Request):
-    """Options of a retrain: the :class:`dupq.training.TrainConfig` fields (same bounds; absent: its default) and
+    """Options of a retrain: the :class:`dupq.training.config.TrainConfig` fields (same bounds; absent: its default) and
     ``from``. ``tests/test_contract.py`` keeps the two field lists equal."""
 
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)

@@ -1,10 +1,10 @@
-"""The admin page's plots as SVG images under ``/admin/plots/<name>.svg`` (admin sign-in), drawn by dupq.plots.
+"""The admin page's plots as SVG images under ``/admin/plots/<name>.svg`` (admin sign-in), drawn by dupq.evaluation.plots.
 
 - ``training.svg``: training loss and dev AP over steps of each trained version;
 - ``pr.svg`` / ``scores.svg``: the serving version's precision-recall curve with its threshold marked, and the
   score histograms of duplicates and non-duplicates, from the dev sample stored at training time
   (``dev_scores``); a version without one (the untuned base) is shown on the stored labelled pairs instead,
-  scored by it (latest label wins, at most :data:`dupq.plots.DEV_SCORE_SAMPLE`);
+  scored by it (latest label wins, at most :data:`dupq.evaluation.plots.DEV_SCORE_SAMPLE`);
 - ``versions.svg``: dev AP, best F1 and nDCG@10 of each version.
 
 Images are cached per (plot, serving version, versions, stored pairs), so the page costs one render per change.
@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort
 
-from dupq import plots
+from dupq.evaluation import plots
 from web.auth import check_admin
 from web.service import get_service
 

@@ -14,7 +14,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 
 from dupq.errors import DupQError
 from dupq.review import uncertain_pairs
-from web.auth import check_admin
+from web.auth import check_admin, signed_in
 from web.errors import error_response
 from web.pages import wants_json
 from web.service import get_service, recent_searches
@@ -25,19 +25,13 @@ bp = Blueprint("review", __name__)
 QUEUE_SIZE = 20
 
 
-def _signed_in() -> bool:
-    from web.admin import signed_in  # web.admin registers this blueprint: import it late
-
-    return signed_in()
-
-
 def queue(limit: int = QUEUE_SIZE) -> list[dict[str, Any]]:
     return uncertain_pairs(get_service(), recent_searches(), limit=limit)
 
 
 @bp.get("/review")
 def page():
-    if not _signed_in():
+    if not signed_in():
         return redirect(url_for("admin.index"))
     svc = get_service()
     return render_template(

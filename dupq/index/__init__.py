@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dupq.energy import Energy
 from dupq.index.ann import GRAPH_META, AnnIndex, AnnParams
 from dupq.index.base import Hit, VectorIndex
 from dupq.index.exact import ExactIndex
 from dupq.index.storage import VectorLog
 from dupq.index.sync import sync_index
+from dupq.models.energy import Energy
 
 __all__ = [
     "AnnIndex",
@@ -42,7 +42,7 @@ def open_index(
     Args:
         path: The version's index folder (None: in memory only).
         dim: Vector dimension of the model.
-        energy: The model's energy (an :class:`~dupq.energy.Energy` or its name).
+        energy: The model's energy (an :class:`~dupq.models.energy.Energy` or its name).
         ann_min_size: Bank size from which searches go through an HNSW graph (built in the background,
             then kept up to date), normally ``Settings.ann_min_size``; None gives a plain :class:`ExactIndex`.
         read_only: Never write the folder (a reader beside the serving process): a saved graph is used,

@@ -54,10 +54,10 @@ from typing import Any
 import numpy as np
 
 from dupq.config import ANN_REBUILD_DEAD_FRACTION
-from dupq.energy import Energy
 from dupq.index.base import Hit
 from dupq.index.exact import ExactIndex, top_hits
 from dupq.index.storage import VectorLog, write_atomic
+from dupq.models.energy import Energy
 from dupq.system import cpu_threads
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class AnnParams:
         expansion_search: Candidate list while searching ("ef").
         candidates: Graph hits re-ranked exactly per query (at least k).
         dtype: Scalar type of the graph's own vector copy; None: the energy's
-            (:attr:`dupq.energy.Energy.graph_dtype`: ``i8`` for cosine, ``f16`` for Euclidean).
+            (:attr:`dupq.models.energy.Energy.graph_dtype`: ``i8`` for cosine, ``f16`` for Euclidean).
     """
 
     connectivity: int = 16

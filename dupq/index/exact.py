@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dupq.energy import Energy
 from dupq.index.base import Hit
 from dupq.index.storage import VectorLog
+from dupq.models.energy import Energy
 
 
 def top_hits(scores: np.ndarray, rows: np.ndarray, row_ids: Sequence[str], k: int, energy: Energy) -> list[Hit]:

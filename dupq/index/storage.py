@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dupq.energy import Energy
+from dupq.models.energy import Energy
 
 MANIFEST = "manifest.json"
 

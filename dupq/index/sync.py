@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class QuestionSource(Protocol):
-    """What syncing reads from a store (:class:`dupq.store.QuestionStore` is one)."""
+    """What syncing reads from a store (:class:`dupq.storage.sqlite.store.QuestionStore` is one)."""
 
     def revision(self) -> int: ...
 
@@ -39,7 +39,7 @@ class QuestionSource(Protocol):
 
 
 class TextEncoder(Protocol):
-    """What syncing needs of an encoder (:class:`dupq.model.SiameseEncoder` is one)."""
+    """What syncing needs of an encoder (:class:`dupq.models.encoder.SiameseEncoder` is one)."""
 
     def encode(self, texts: Sequence[str], *, batch_size: int = ...) -> np.ndarray: ...
 
@@ -70,7 +70,7 @@ def sync_index(
     """
     revision = store.revision()  # before reading: a write meanwhile leaves the index marked stale
     fill = getattr(index, "fill", None)
-    if fill is not None:  # a database index joins the store itself (dupq.pg.index): no id sets in memory
+    if fill is not None:  # a database index joins the store itself (dupq.index.pgvector): no id sets in memory
         bar = _progress(0, f"indexing {label}".strip(), progress)
         n = fill(encoder.encode, batch_size=batch_size, progress=bar.update)
         bar.close()

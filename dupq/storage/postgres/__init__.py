@@ -1,0 +1,1 @@
+"""The shared backend: PostgreSQL + pgvector, for several stateless nodes (``DUPQ_DATABASE_URL``)."""

@@ -1,0 +1,152 @@
+"""PgModelRegistry: model versions whose files live in the database, cached under each node's ``DUPQ_HOME``.
+
+Nodes share no disk. :meth:`register` stores the version folder (weights, dupq.json, cross/, and the
+OpenVINO export once :meth:`publish` adds it) as chunked ``bytea`` rows of ``model_files`` in the same
+transaction as the version record, so a version is listed only with all its files. A node that needs a
+version it has not got (:meth:`path`, :meth:`exists`, :meth:`load`) fetches it into a staging folder and
+renames it into ``models/<version>/``. ``base`` is the packaged model, built locally by every node.
+The pointer flip and its ``NOTIFY`` are one transaction (:meth:`set_current`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dupq.errors import NotFoundError, ValidationError
+from dupq.models.encoder import SiameseEncoder
+from dupq.storage.postgres.db import CURRENT_CHANNEL
+from dupq.storage.postgres.store import PgQuestionStore
+from dupq.storage.sqlite.registry import _VERSION_RE, BASE_VERSION, ModelRegistry
+
+#: Bytes per ``model_files`` row.
+CHUNK = 4 << 20
+
+
+class PgModelRegistry(ModelRegistry):
+    """The :class:`~dupq.storage.sqlite.registry.ModelRegistry` over :class:`PgQuestionStore` (see the module)."""
+
+    store: PgQuestionStore
+
+    def __init__(self, store: PgQuestionStore, models_dir: str | Path, **kwargs: Any) -> None:
+        self._fetch_lock = threading.Lock()
+        super().__init__(store, models_dir, **kwargs)
+
+    def register(self, version: str, *, parent: str | None) -> None:
+        """Record a version whose local folder is complete, with its files, in one transaction."""
+        if not _VERSION_RE.match(version):
+            raise ValidationError(f"invalid version name {version!r}")
+        local = self.models_dir / version
+        config = SiameseEncoder.read_config(local)
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self.store.db.transaction() as c:
+            c.execute(
+                "INSERT INTO models(version, path, parent, created_at, config) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (version) DO UPDATE SET parent=excluded.parent, config=excluded.config",
+                (version, version, parent, created, json.dumps(config)),
+            )
+            if version != BASE_VERSION:  # every node builds base from the packaged weights
+                _upload(c, version, local)
+
+    def publish(self, version: str) -> None:
+        """Store the files added to the local folder since :meth:`register` (the OpenVINO export)."""
+        with self.store.db.transaction() as c:
+            _upload(c, version, self.models_dir / version)
+
+    def _fetch(self, version: str) -> bool:
+        """Bring the files of a registered version into the local cache; False when it has none stored."""
+        dest = self.models_dir / version
+        with self._fetch_lock:
+            if (dest / "dupq.json").is_file():
+                return True
+            stage = self.models_dir / f".fetch-{version}-{os.getpid()}"
+            shutil.rmtree(stage, ignore_errors=True)
+            n = 0
+            with self.store.db.connection() as c:
+                with c.transaction():
+                    cur = c.cursor(name="dupq_fetch")  # server-side: one chunk in memory at a time
+                    cur.itersize = 2
+                    cur.execute("SELECT path, data FROM model_files WHERE version=%s ORDER BY path, chunk",
+                                (version,))
+                    f = None
+                    current = None
+                    for path, data in cur:
+                        if path != current:
+                            if f is not None:
+                                f.close()
+                            target = stage / path
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            f = open(target, "wb")
+                            current = path
+                            n += 1
+                        f.write(data)
+                    if f is not None:
+                        f.close()
+            if n == 0 or not (stage / "dupq.json").is_file():
+                shutil.rmtree(stage, ignore_errors=True)
+                return False
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(stage, dest)
+            return True
+
+    def path(self, version: str) -> Path:
+        """The local folder of ``version``, fetched from the database first if it is registered but not cached."""
+        local = self.models_dir / version
+        if version != BASE_VERSION and not (local / "dupq.json").is_file() and self._row(version) is not None:
+            self._fetch(version)
+        return local
+
+    def exists(self, version: str) -> bool:
+        return self._row(version) is not None and (self.path(version) / "dupq.json").is_file()
+
+    def set_current(self, version: str, *, rollback: bool = False) -> None:
+        """Point every node at ``version``: pointer, history and the NOTIFY in one transaction."""
+        if not self.exists(version):
+            raise NotFoundError(f"unknown model version {version!r}")
+        with self.store.db.transaction() as c:
+            rows = dict(c.execute(
+                "SELECT key, value FROM state WHERE key IN ('current_model', 'history') FOR UPDATE").fetchall())
+            hist = json.loads(rows.get("history") or "[]") or [rows.get("current_model") or BASE_VERSION]
+            if rollback:
+                while hist and hist[-1] != version:
+                    hist.pop()
+            elif hist[-1] != version:
+                hist.append(version)
+            for key, value in (("current_model", version), ("history", json.dumps(hist[-100:]))):
+                c.execute("INSERT INTO state(key, value) VALUES (%s, %s) "
+                          "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
+            c.execute("SELECT pg_notify(%s, %s)", (CURRENT_CHANNEL, version))
+
+    def delete(self, version: str) -> None:
+        """Remove a version that is not current: its record, files (cascade) and vector table."""
+        from dupq.index.pgvector import drop_vectors
+
+        super().delete(version)
+        drop_vectors(self.store.db, version)
+
+
+def _upload(c: Any, version: str, folder: Path) -> None:
+    have = {r[0] for r in c.execute("SELECT DISTINCT path FROM model_files WHERE version=%s", (version,))}
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file():
+            continue
+        rel = f.relative_to(folder).as_posix()
+        if rel in have and rel != "dupq.json":
+            continue
+        c.execute("DELETE FROM model_files WHERE version=%s AND path=%s", (version, rel))
+        with open(f, "rb") as fh:
+            chunk = 0
+            while True:
+                data = fh.read(CHUNK)
+                if not data and chunk:
+                    break
+                c.execute("INSERT INTO model_files(version, path, chunk, data) VALUES (%s, %s, %s, %s)",
+                          (version, rel, chunk, data))
+                chunk += 1
+                if not data:
+                    break

@@ -1,0 +1,313 @@
+"""Fit a training run into a wall-time budget (``TrainConfig.time_budget_minutes``).
+
+The recipe's sizes are fixed (every labelled pair through the cross-encoder, 10,000 positive-only pairs
+through the twin's ranking loss), so its wall time is the machine's: the recommended command took 28 min on a
+2-core AVX512-BF16 CPU and 55 min on a 2-core AVX2-only one, in fp32 (docs/benchmarks.md). With a budget,
+:func:`dupq.training.recipe.train` first times a few real optimiser steps of each model on this machine (the
+trainers themselves, on pairs of the data's mean length: :class:`StepTimer`, :func:`probe_sample`), predicts
+the run (:func:`plan_run`), and when it would not fit trains fewer steps: the cross-encoder gives way first,
+down to :data:`MIN_CROSS_SHARE` of its steps (it adds about one AP point, through the fused re-ranking score;
+the twin is the headline model), then both shrink together. After the cross-encoder the twin is planned again
+from the time actually left (:func:`plan_twin`), so a misprediction of the first phase is not carried into
+the second. The plan is a forecast and the budget a bound: when the twin's steps run slower than its probe
+said, a :class:`Deadline` stops it early, keeping the time the final evaluation needs
+(:func:`reserve_after_twin`). A run that fits at any plausible speed (:func:`surely_fits`) is not probed at
+all.
+
+Example:
+    >>> costs = StepCosts(cross=1.0, twin=1.2, ranking=1.5, batch_size=32)
+    >>> plan = plan_run(costs, budget_s=900, elapsed_s=0, cross_steps=300, twin_steps=400,
+    ...                 twin_ranking_share=0.25, dev_pairs=1000)
+    >>> plan.cut, plan.cross_steps < 300, plan.twin_steps <= 400
+    (True, True, True)
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dupq.errors import ValidationError
+
+__all__ = [
+    "MIN_CROSS_SHARE",
+    "BudgetError",
+    "Deadline",
+    "Plan",
+    "StepCosts",
+    "StepTimer",
+    "plan_run",
+    "plan_twin",
+    "probe_sample",
+    "reserve_after_twin",
+    "surely_fits",
+]
+
+#: The cross-encoder keeps at least this share of its steps before the twin is cut (20,000 of the ~34,000
+#: labelled pairs gave cross-encoder dev AP 0.792 against 0.809 for all of them: docs/benchmarks.md).
+MIN_CROSS_SHARE = 0.5
+#: Seconds per training pair no CPU this runs on is expected to exceed (fp32 on a 2-core AVX2 CPU: 0.04;
+#: batch 32 twin step 1.32 s): a run within the budget even at this speed is not probed.
+PESSIMISTIC_PAIR_SECONDS = 0.2
+#: Loading, checkpoint saves, the final save and the fusion fit: not steps, not evaluation (a few seconds each).
+FIXED_SECONDS = 30.0
+#: Optimiser steps timed per probe; the first is a warm-up (allocation, kernel selection) and is not counted.
+PROBE_STEPS = 6
+#: A forward pass costs about a third of a training step (the backward pass is about twice the forward).
+FORWARD_SHARE = 1 / 3
+
+
+class BudgetError(ValidationError, ValueError):
+    """The time budget cannot fit even a minimal run of this data on this machine."""
+
+    code = "time_budget_too_short"
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Seconds per optimiser step on this machine, measured by the probes.
+
+    Attributes:
+        cross: One cross-encoder step (``batch_size`` pairs, concatenated).
+        twin: One twin step on labelled pairs (contrastive loss, both columns).
+        ranking: One twin step on positive-only pairs (the ranking loss; GIST also runs its guide).
+        batch_size: Pairs per step the costs were measured at.
+        probe_seconds: Wall time the probes took.
+    """
+
+    cross: float
+    twin: float
+    ranking: float
+    batch_size: int
+    probe_seconds: float = 0.0
+
+    def twin_step(self, ranking_share: float) -> float:
+        """Predicted seconds of an average twin step when ``ranking_share`` of the steps are ranking-loss ones."""
+        return (1 - ranking_share) * self.twin + ranking_share * self.ranking
+
+    def encode_seconds(self, texts: int) -> float:
+        """Predicted seconds to embed ``texts`` questions with the twin (forward only)."""
+        return texts * self.twin * FORWARD_SHARE / (2 * self.batch_size)
+
+    def score_seconds(self, pairs: int) -> float:
+        """Predicted seconds to score ``pairs`` pairs with the cross-encoder (forward only)."""
+        return pairs * self.cross * FORWARD_SHARE / self.batch_size
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a budget decided: planned and full step counts, and the predictions behind them (JSON-friendly)."""
+
+    budget_s: float
+    cross_steps: int
+    cross_full_steps: int
+    twin_steps: int
+    twin_full_steps: int
+    predicted_s: float
+    predicted_full_s: float
+    costs: dict[str, float]
+
+    @property
+    def cut(self) -> bool:
+        return self.cross_steps < self.cross_full_steps or self.twin_steps < self.twin_full_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cut": self.cut}
+
+    def describe(self) -> str:
+        """One line for the CLI and the logs."""
+        minutes = self.budget_s / 60
+        costs = self.costs
+        head = (f"time budget {minutes:g} min: steps on this machine take {costs['cross']:.2f} s (cross-encoder), "
+                f"{costs['twin']:.2f} s / {costs['ranking']:.2f} s (twin contrastive / ranking); the full recipe "
+                f"is predicted at {self.predicted_full_s / 60:.1f} min")
+        if not self.cut:
+            return head + ": it fits, nothing cut"
+        return (head + f", so this run trains {self.cross_steps} of {self.cross_full_steps} cross-encoder steps "
+                f"and {self.twin_steps} of {self.twin_full_steps} twin steps (predicted {self.predicted_s / 60:.1f} "
+                "min; --time-budget 0 trains the full recipe)")
+
+
+def surely_fits(budget_s: float, *, cross_steps: int, twin_steps: int, batch_size: int, dev_pairs: int,
+                evals: int, eval_pairs: int) -> bool:
+    """Whether the run fits ``budget_s`` even at :data:`PESSIMISTIC_PAIR_SECONDS` (then nothing is probed).
+
+    Example:
+        >>> surely_fits(2400, cross_steps=6, twin_steps=6, batch_size=8, dev_pairs=50, evals=4, eval_pairs=50)
+        True
+        >>> surely_fits(2400, cross_steps=1057, twin_steps=1548, batch_size=32, dev_pairs=7901, evals=4,
+        ...             eval_pairs=2000)
+        False
+    """
+    pair_s = PESSIMISTIC_PAIR_SECONDS
+    steps = (cross_steps + twin_steps) * batch_size * pair_s
+    evaluation = (3 * dev_pairs + 2 * evals * eval_pairs) * pair_s * FORWARD_SHARE
+    return FIXED_SECONDS + steps + evaluation <= budget_s
+
+
+def plan_run(costs: StepCosts, *, budget_s: float, elapsed_s: float, cross_steps: int, twin_steps: int,
+             twin_ranking_share: float, dev_pairs: int, evals: int = 4, eval_pairs: int = 2000) -> Plan:
+    """Plan both phases to fit ``budget_s`` (``elapsed_s`` of it already spent on loading and preparing).
+
+    Args:
+        costs: Measured step costs.
+        budget_s: The whole :func:`dupq.training.recipe.train` call's budget, in seconds.
+        elapsed_s: Seconds already spent.
+        cross_steps: The cross-encoder's full step count (0: no cross-encoder).
+        twin_steps: The twin's full step count.
+        twin_ranking_share: Share of the twin's steps that are ranking-loss steps.
+        dev_pairs: Dev pairs (scored by the cross-encoder, embedded for the final evaluation).
+        evals: Dev evaluations during the twin's training; eval_pairs: pairs in each.
+
+    Raises:
+        BudgetError: Not even one twin step fits after the evaluations.
+    """
+    cross_eval = costs.score_seconds(dev_pairs) if cross_steps else 0.0
+    final_eval = costs.encode_seconds(2 * dev_pairs)
+    twin_evals = evals * costs.encode_seconds(2 * eval_pairs)
+    twin_per_step = costs.twin_step(twin_ranking_share)
+    fixed = FIXED_SECONDS + cross_eval + final_eval + twin_evals
+    full = fixed + cross_steps * costs.cross + twin_steps * twin_per_step
+    available = budget_s - elapsed_s
+    planned_cross, planned_twin = cross_steps, twin_steps
+    if full > available:
+        excess = full - available
+        reducible = cross_steps * (1 - MIN_CROSS_SHARE) * costs.cross
+        if excess <= reducible:
+            planned_cross = math.floor(cross_steps - excess / costs.cross)
+        else:  # the cross-encoder at its floor, then both shrink by the same factor
+            floor_cross = cross_steps * MIN_CROSS_SHARE
+            room = available - fixed
+            scale = room / (floor_cross * costs.cross + twin_steps * twin_per_step)
+            planned_cross = math.floor(floor_cross * scale)
+            planned_twin = math.floor(twin_steps * scale)
+        if planned_twin < 1 or (cross_steps and planned_cross < 1):
+            raise BudgetError(
+                f"a time budget of {budget_s / 60:g} min cannot fit this run on this machine: its evaluations "
+                f"and fixed costs alone are predicted at {fixed / 60:.1f} min and the full recipe at "
+                f"{full / 60:.1f} min; give a larger --time-budget (or 0 for none)"
+            )
+    predicted = fixed + planned_cross * costs.cross + planned_twin * twin_per_step
+    return Plan(
+        budget_s=budget_s,
+        cross_steps=planned_cross,
+        cross_full_steps=cross_steps,
+        twin_steps=planned_twin,
+        twin_full_steps=twin_steps,
+        predicted_s=round(elapsed_s + predicted, 1),
+        predicted_full_s=round(elapsed_s + full, 1),
+        costs={k: round(v, 4) for k, v in asdict(costs).items()},
+    )
+
+
+def plan_twin(plan: Plan, costs: StepCosts, *, elapsed_s: float, twin_steps: int, twin_ranking_share: float,
+              dev_pairs: int, evals: int = 4, eval_pairs: int = 2000) -> Plan:
+    """Plan the twin again after the cross-encoder, from the time actually left.
+
+    ``twin_steps`` is the twin's full step count now (mining or silver pairs may have added data since
+    :func:`plan_run`). The cross-encoder's actual seconds are in ``elapsed_s``, so its misprediction is
+    absorbed here; the twin's own step cost is not corrected by it (in the measured runs the cross-encoder's
+    probe was about a third low while the twin's was within 3%: docs/benchmarks.md). The twin never gets more
+    than its full steps, nor fewer than one.
+    """
+    fixed = FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs) + evals * costs.encode_seconds(2 * eval_pairs)
+    per_step = costs.twin_step(twin_ranking_share)
+    steps = max(1, min(twin_steps, math.floor((plan.budget_s - elapsed_s - fixed) / per_step)))
+    predicted = elapsed_s + fixed + steps * per_step
+    return Plan(**{**asdict(plan), "twin_steps": steps, "twin_full_steps": twin_steps,
+                   "predicted_s": round(predicted, 1)})
+
+
+def reserve_after_twin(costs: StepCosts, *, dev_pairs: int, eval_pairs: int = 2000) -> float:
+    """Seconds the run needs after the twin's last step: the evaluation the stop triggers, the final one on every
+    dev pair, and the fixed costs (saving, the fusion fit).
+
+    Example:
+        >>> reserve_after_twin(StepCosts(cross=1.0, twin=1.2, ranking=1.5, batch_size=32), dev_pairs=7901)
+        153.8
+    """
+    return round(FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs) + costs.encode_seconds(2 * eval_pairs), 1)
+
+
+class Deadline:
+    """Stops a trainer at the first optimiser step that ends after ``at`` (a ``time.perf_counter()`` time).
+
+    The step that crosses the deadline is evaluated and saved like a scheduled one, so with
+    ``load_best_model_at_end`` the best of the evaluated checkpoints, this last one included, is what remains.
+    The learning-rate schedule is not shortened: a run stopped at 90% of its steps ends at about a tenth of the
+    peak rate, where the linear decay would have been.
+
+    Attributes:
+        stopped_at: The step the deadline stopped training at (``None``: it never did).
+
+    Example:
+        >>> deadline = Deadline(at=time.perf_counter() + 3600)  # doctest: +SKIP
+        >>> trainer = SentenceTransformerTrainer(..., callbacks=[deadline.callback])  # doctest: +SKIP
+    """
+
+    def __init__(self, at: float) -> None:
+        from transformers import TrainerCallback
+
+        self.at = at
+        self.stopped_at: int | None = None
+        deadline = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if state.global_step >= state.max_steps or time.perf_counter() < deadline.at:
+                    return
+                deadline.stopped_at = state.global_step
+                control.should_training_stop = True
+                if str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no":
+                    control.should_evaluate = True
+                if str(getattr(args.save_strategy, "value", args.save_strategy)) != "no":
+                    control.should_save = True
+
+        self.callback = _Callback()
+
+
+def probe_sample(rows: Sequence[Any], n: int, length: Callable[[Any], int]) -> list[Any]:
+    """The ``n`` rows whose ``length`` is closest to the mean: batches of them cost what an average batch does.
+
+    The trainers group batches by length (:mod:`dupq.training.samplers`), so a batch costs about what its rows' own
+    length costs, and the mean batch costs what rows of the mean length do. ``length`` is the one the trainer's
+    sampler groups by (the longest text of a twin row, the sum of a cross-encoder pair).
+
+    Example:
+        >>> probe_sample(["a", "abc", "abcdefghij", "ab", "abcd"], 2, len)
+        ['abc', 'abcd']
+    """
+    if len(rows) <= n:
+        return list(rows)
+    mean = statistics.fmean(length(r) for r in rows)
+    order = sorted(range(len(rows)), key=lambda i: (abs(length(rows[i]) - mean), i))
+    return [rows[i] for i in sorted(order[:n])]
+
+
+class StepTimer:
+    """Wall seconds between consecutive optimiser steps of a trainer (a ``transformers`` callback).
+
+    The first step is a warm-up (allocation, kernel selection), so the median interval after it is the cost
+    of one step, collation and optimiser included.
+    """
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                timer.ends.append(time.perf_counter())
+
+        self.ends: list[float] = []
+        self.callback = _Callback()
+
+    def seconds_per_step(self) -> float:
+        if len(self.ends) < 2:
+            raise RuntimeError("a probe needs at least two optimiser steps to time one")
+        return statistics.median(b - a for a, b in zip(self.ends, self.ends[1:], strict=False))

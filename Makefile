@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test install install-dev lint clean
+.PHONY: run test test-fast install install-dev lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,8 +29,14 @@ run: install
 lint: install-dev
 	$(BIN)/ruff check .
 
+# The whole suite, as CI runs it (.ci/run): unit, integration and system tests (browser, cluster, crash, fuzzing).
 test: install-dev lint
 	$(BIN)/python -m pytest -q
+
+# The loop a developer runs all day: everything that needs no training run, no browser and no multi-process
+# cluster (tests marked system or training are deselected; docs/development.md).
+test-fast: install-dev lint
+	$(BIN)/python -m pytest -q -m "not system and not training"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

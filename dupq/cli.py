@@ -20,7 +20,7 @@ import click
 
 from dupq.config import DEFAULT_K, Settings, SettingsError
 from dupq.errors import DupQError
-from dupq.models.energy import Energy
+from dupq.training.config import Option, options
 from dupq.training.progress import phase_printer
 
 
@@ -110,18 +110,52 @@ def serve(ctx: click.Context, host: str, port: int, debug: bool, production: boo
 
 
 @main.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["stackexchange", "github"]),
+              help="Read PATH as this export (default: recognised: a folder holding Posts.xml, GitHub issues JSON).")
+@click.option("--site", help="Site or repository of an export's ids (default: the folder's name, e.g. askubuntu.com; "
+              "GitHub: each issue's repository).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.pass_context
 @handle_errors
-def import_(ctx: click.Context, file: Path, progress: bool) -> None:
-    """Import questions from FILE (TSV, CSV, JSONL, plain text; a pair file gives both columns)."""
+def import_(ctx: click.Context, path: Path, fmt: str | None, site: str | None, progress: bool) -> None:
+    """Import questions from PATH: a question file (TSV, CSV, JSONL, plain text; a pair file gives both columns),
+    a Stack Exchange site folder (Posts.xml, PostLinks.xml) or GitHub issues (.json / .jsonl from the REST API)."""
+    from dupq.sources import detect
+
+    fmt = fmt or detect(path)
+    if fmt is None and not path.is_dir() and site is not None:
+        raise click.UsageError("--site applies to an export (a Stack Exchange folder or GitHub issues), not to "
+                               f"the question file {path}")
     with open_service(ctx) as svc:
-        report = svc.import_file(file, progress=progress)
-        click.echo(
-            f"read {report.read}, added {report.added}, skipped {report.skipped} (already stored or repeated), "
-            f"invalid {report.invalid}, in {report.seconds:.1f}s; {svc.count()} questions stored"
-        )
+        if fmt is None and not path.is_dir():
+            report = svc.import_file(path, progress=progress)
+            click.echo(
+                f"read {report.read}, added {report.added}, skipped {report.skipped} (already stored or repeated), "
+                f"invalid {report.invalid}, in {report.seconds:.1f}s; {svc.count()} questions stored"
+            )
+            return
+        r = svc.import_export(path, fmt=fmt, site=site, progress=progress).to_dict()
+        github = r["format"] == "github"
+        skipped = f"{r['pull_requests']} pull requests" if github else f"{r['other_posts']} answers and other posts"
+        lines = [
+            f"{r['format']} export {path} ({r['site'] or 'sites from the issues'}): read {r['questions']} questions, "
+            f"added {r['added']}, skipped {r['existing']} already stored and {r['same_text']} whose text is stored "
+            f"under another id; {skipped} skipped",
+            f"malformed rows skipped: {r['malformed']}",
+            *(f"  {m}" for m in r["malformed_samples"]),
+            f"duplicate links: {r['links']} -> {r['pairs_added']} labelled pairs added ({r['pairs_existing']} "
+            f"already labelled, {r['pairs_self']} of one text); {r['links_missing']} to posts the export lacks",
+            *(f"  {a} -> {b}" for a, b in r["missing_samples"]),
+            f"in {r['seconds']:.1f}s; {svc.count()} questions stored",
+        ]
+        if r["duplicates_unnamed"]:
+            lines.insert(-1, f"{r['duplicates_unnamed']} issues marked duplicate name no issue of their repository")
+        if r["links_unstored"]:
+            lines.insert(-1, f"{r['links_unstored']} links skipped: a question they name is no longer stored")
+        if r["links_reopened"]:
+            lines.insert(-1, f"{r['links_reopened']} links dropped: the question was reopened (PostHistory.xml)")
+        click.echo("\n".join(lines))
 
 
 @main.command("import-pairs")
@@ -192,36 +226,74 @@ def _open_for_reading(ctx: click.Context):
         return open_service(ctx, read_only=True)
 
 
+def _shown(value: Any) -> str:
+    """A default as help text shows it: ``5e-05`` -> ``5e-5``, ``40.0`` -> ``40``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).replace("e-0", "e-").replace("e+0", "e+")
+
+
+def _option_type(option: Option) -> click.ParamType | None:
+    """The click type of a :class:`TrainConfig` field (None: a ``--x/--no-x`` flag); a type the command line
+    cannot take raises ``TypeError`` (``tests/unit/test_train_options.py`` names the field)."""
+    if bool in option.types:
+        return None
+    if float in option.types:
+        return click.FLOAT
+    if int in option.types:
+        return click.INT
+    if option.choices:
+        return click.Choice(option.choices)
+    if str in option.types:
+        return click.STRING
+    raise TypeError(f"TrainConfig.{option.name}: no command-line type for {option.types}")
+
+
+def option_help(option: Option) -> str:
+    """The help of a :class:`TrainConfig` field's flag: its declared help and default (``None``: what it means)."""
+    if bool in option.types and option.default is not None:
+        on, _, off = option.cli[0].partition("/")
+        default = (on if option.default else off) or ("on" if option.default else "off")
+    elif option.default is None:
+        default = option.none or "none"
+    else:
+        default = _shown(option.default)
+    if option.cli_none is not None:
+        default += f"; {_shown(option.cli_none)} = {option.none or 'none'}"
+    return option.described(f"default {default}")
+
+
+def train_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per :class:`dupq.training.config.TrainConfig` field, made from the field's declaration (flag
+    ``--name-with-dashes`` or its ``cli``, type, choices, help and default); the command gets the options given as
+    ``config_options`` (the ``cli_none`` value, e.g. ``--time-budget 0``, as None). A new field is a new option."""
+    declared: list[tuple[Option, click.ParamType | None]] = []
+    for option in options():
+        try:
+            declared.append((option, _option_type(option)))
+        except TypeError:
+            continue  # not on the command line: the test that the CLI exposes every field names it
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        given = {}
+        for option, _ in declared:
+            value = kwargs.pop(option.name)
+            if value is not None:  # None: not given
+                given[option.name] = None if option.cli_none is not None and value == option.cli_none else value
+        return fn(*args, config_options=given, **kwargs)
+
+    for option, kind in reversed(declared):
+        typed = {"type": kind} if kind is not None else {}
+        command = click.option(*option.cli, option.name, default=None, help=option_help(option), **typed)(command)
+    return command
+
+
 @main.command()
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--dev", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Dev pairs for checkpoint selection and threshold calibration (default: a cluster split).")
-@click.option("--loss", help="Contrastive loss of the labelled pairs: online-contrastive (default) or contrastive.")
-@click.option("--margin", type=float, help="Contrastive margin, in the energy's distance (default per energy).")
-@click.option("--energy", type=click.Choice(Energy.names()), help="Energy (default cosine).")
-@click.option("--epochs", type=float, help="Passes over the training pairs (default 1).")
-@click.option("--max-steps", type=int, help="Optimiser steps; overrides --epochs.")
-@click.option("--batch-size", type=int, help="Pairs per step (default 32).")
-@click.option("--learning-rate", "--lr", "learning_rate", type=float, help="Peak learning rate (default 5e-5).")
-@click.option("--ranking-loss", type=click.Choice(["gist", "mnrl", "none"]),
-              help="Loss of the positive-only pairs (default gist; none: they join the contrastive loss).")
-@click.option("--max-positive-only", type=int, help="Most positive-only pairs used (default 10000).")
-@click.option("--negatives-per-positive", type=float,
-              help="Mined hard negatives ratio, filtered by the cross-encoder (default 0: no mining).")
-@click.option("--ranking-weight", type=float,
-              help="Weight of the in-batch ranking term added to the contrastive loss (0 = contrastive only).")
-@click.option("--base-weight", type=float,
-              help="Share of the starting weights averaged back into the result (WiSE-FT; default 0.5, 0 = none).")
-@click.option("--cross-encoder/--no-cross-encoder", "cross_encoder", default=None,
-              help="Train the version's cross-encoder (teacher and re-ranker; default on).")
-@click.option("--cross-epochs", type=float, help="Cross-encoder passes over the labelled pairs (default 1).")
-@click.option("--silver-pairs", type=int,
-              help="Augmented-SBERT pairs the cross-encoder labels among near neighbours (default 0: none).")
-@click.option("--bf16/--fp32", "bf16", default=None, help="Mixed precision (default: see README).")
-@click.option("--time-budget", "time_budget_minutes", type=float,
-              help="Minutes the training may take (default 40; 0 = no budget). On a machine too slow for the full "
-              "recipe in that time, fewer steps are trained (the cross-encoder's first), and the run says so.")
-@click.option("--seed", type=int, help="Random seed (default 0).")
+@train_config_options
 @click.option("--from", "start", help="Version to fine-tune (default: the current one; 'base' = untuned).")
 @click.option("--base", "base", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A SentenceTransformer folder to start from instead of a version (not with --from).")
@@ -240,7 +312,7 @@ def _open_for_reading(ctx: click.Context):
 @handle_errors
 def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: str | None, base: Path | None,
           promote: bool, progress: bool, nproc: int, nnodes: int, node_rank: int, master_addr: str | None,
-          master_port: int | None, **options: Any) -> None:
+          master_port: int | None, config_options: dict[str, Any]) -> None:
     """Fine-tune on labelled PAIRS files into a new model version (not served until promoted).
 
     Within each file, a ``source`` with both labels is labelled data (contrastive loss, cross-encoder); a
@@ -261,19 +333,18 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
         raise click.UsageError(str(e)) from None
     if promote and node_rank > 0:
         raise click.UsageError("--promote belongs on node 0, which saves and registers the version")
-    config_options = {k: v for k, v in options.items() if v is not None}  # None: the option was not given
-    if config_options.get("time_budget_minutes") == 0:
-        config_options["time_budget_minutes"] = None  # 0 = no budget
     try:
         config = TrainConfig(**config_options)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     train_pairs: list[Any] = []
     positive_only: list[Any] = []
+    sources: dict[str, list[Any]] = {}  # by file: the per-source checks of the recipe's selection
     for f in pairs:  # malformed files fail before any model work
         labelled, pos = split_by_labels(read_pairs_by_source(f))
         train_pairs += labelled
         positive_only += pos
+        sources.setdefault(f.name, []).extend([*labelled, *pos])
     dev_pairs = read_pairs(dev).pairs if dev else None
     if launch.distributed:
         # Node 0 owns the home (writer lock) and registers the version; another node only reads its start version.
@@ -288,9 +359,37 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
         return
     with open_service(ctx) as svc:
         new = svc.train_version(train_pairs, config, start=start or "current", base=base, dev_pairs=dev_pairs,
-                                positive_only=positive_only, show_progress_bar=progress,
+                                positive_only=positive_only, sources=sources, show_progress_bar=progress,
                                 progress=phase_printer(config) if progress else None)
         _report_training(svc, new, base, promote, progress, launch)
+
+
+def selection_lines(selection: dict[str, Any] | None) -> list[str]:
+    """How the version's recipe was chosen on dev (dupq.json's ``"selection"``), in a few lines."""
+    if not selection:
+        return []
+    st, wise, rr, th = selection["steps"], selection["base_weight"], selection["reranker"], selection["threshold"]
+    lines = [f"selection on {selection['dev']['pairs']} dev pairs"
+             + ("" if selection["dev"]["given"] else f" (a cluster split, {selection['dev']['dev_fraction']:g} "
+                "of the questions)") + ":",
+             f"  steps: {st['trained']} of {st['planned']} trained"
+             + (", stopped early (dev AP stopped improving)" if st["stopped_early"] else "")
+             + f"; {st['reason']}"]
+    cands = wise.get("candidates") or []
+    if cands:
+        shown = "; ".join(
+            f"{c['base_weight']:g}: AP {c['checks']['dev']['ap']:.4f} nDCG@10 {c['checks']['dev']['ndcg@10']:.4f}"
+            + ("" if c.get("meets_constraint") else " (nDCG@10 below the start)") for c in cands)
+        start = wise["start"].get("dev", {})
+        lines.append(f"  WiSE-FT weight {wise['chosen']:g}: {wise['reason']}; starting model AP "
+                     f"{start.get('ap', float('nan')):.4f} nDCG@10 {start.get('ndcg@10', float('nan')):.4f}; "
+                     f"candidates {shown}")
+    else:
+        lines.append(f"  WiSE-FT weight {wise['chosen']:g}: {wise['reason']}")
+    lines.append(f"  re-ranker: {rr['reason']}")
+    lines.append(f"  threshold {th['threshold']:.4f} for {th['policy']}: dev precision {th['precision']:.3f}, "
+                 f"recall {th['recall']:.3f}")
+    return lines
 
 
 def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progress: bool, launch: Any) -> None:
@@ -309,7 +408,8 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
     )
     click.echo(
         f"twin dev: AP {pm['ap']:.4f}, best F1 {pm['best_f1']:.4f}, nDCG@10 {rm['ndcg@10']:.4f}; served "
-        f"threshold {result.thresholds['f1']:.4f} (max F1; max-accuracy {result.thresholds['accuracy']:.4f})"
+        f"threshold {pm['threshold']:.4f} ({(result.selection or {}).get('threshold', {}).get('policy', 'max_f1')}; "
+        f"max-F1 {result.thresholds['f1']:.4f}, max-accuracy {result.thresholds['accuracy']:.4f})"
     )
     if result.cross:
         cp = result.cross["metrics"]["dev"]["pairs"]
@@ -325,7 +425,11 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
                 f"{fm['best_f1']:.4f}; threshold {fusion['threshold']:.4f}"
             )
     else:
-        click.echo("cross-encoder: not trained (rerank is unavailable for this version)")
+        trained = ((result.selection or {}).get("reranker") or {}).get("trained")
+        click.echo(f"cross-encoder: {'removed' if trained else 'not trained'} (rerank is unavailable for this "
+                   "version)")
+    for line in selection_lines(result.selection):
+        click.echo(line)
     click.echo("time per phase: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.phase_seconds.items()))
     if result.budget and (result.budget["cut"] or result.budget.get("twin_stopped_at")):
         b = result.budget
@@ -436,19 +540,27 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
     """Show the model versions with their dev metrics; * marks the current one."""
     with _open_for_reading(ctx) as svc:
         versions = svc.versions()
+        for v in versions:  # the operating point the threshold was calibrated for (dupq.json; older: max_f1)
+            if "threshold_policy" not in v:
+                try:
+                    v["threshold_policy"] = svc.version_config(v["version"]).get("threshold_policy")
+                except (FileNotFoundError, OSError, ValueError):
+                    v["threshold_policy"] = None
     if as_json:
         click.echo(json.dumps(versions, indent=2))
         return
-    click.echo(f"  {'version':<20} {'parent':<20} {'energy':<9} {'threshold':>9} {'dev AP':>7} {'nDCG@10':>7}  created")
+    click.echo(f"  {'version':<20} {'parent':<20} {'energy':<9} {'threshold':>9} {'dev AP':>7} {'nDCG@10':>7}  "
+               f"{'policy':<14} created")
     for v in versions:
         dev = v["metrics"].get("dev", {})
         ap = dev.get("pairs", {}).get("ap")
         ndcg = dev.get("retrieval", {}).get("ndcg@10")
         threshold = v["threshold"]
+        policy = v.get("threshold_policy") or ("max_f1" if v["metrics"] else "-")
         click.echo(
             f"{'*' if v['current'] else ' '} {v['version']:<20} {v['parent'] or '-':<20} {v['energy'] or '-':<9} "
             f"{'-' if threshold is None else f'{threshold:.4f}':>9} {'-' if ap is None else f'{ap:.4f}':>7} "
-            f"{'-' if ndcg is None else f'{ndcg:.4f}':>7}  {v['created_at']}"
+            f"{'-' if ndcg is None else f'{ndcg:.4f}':>7}  {policy:<14} {v['created_at']}"
         )
 
 

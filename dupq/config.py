@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -246,9 +246,6 @@ class Settings:
             return cls(**dict(data))
         except TypeError as e:
             raise SettingsError(f"invalid {source}: {e}") from None
-
-    def with_home(self, home: str | Path) -> Settings:
-        return replace(self, home=Path(home))
 
     def for_worker(self) -> dict[str, Any]:
         """What a training worker needs, as JSON-ready values: everything but the secrets."""

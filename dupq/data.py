@@ -5,8 +5,8 @@ starts with ``file:line:`` so the user can jump straight to the bad row. Questio
 get the API's normal form (:func:`dupq.text.normalize_question`: whitespace collapsed),
 so a pair from a file and the same pair from the API have one :func:`dupq.text.pair_key`.
 A question over the length limit is not a malformed file: a pair file's row with one is
-dropped and counted (:attr:`PairSet.invalid`), a question file's is passed on for the
-importer to count as invalid.
+dropped and counted (:attr:`PairSet.invalid`); a question file's row with one, or with an
+id the API would refuse, is read as None for the importer to count as invalid.
 
 Example:
     >>> pairs = read_pairs("pairs.tsv")  # doctest: +SKIP
@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from dupq.errors import ValidationError
-from dupq.text import normalize_question, pair_key
+from dupq.text import clean_id, normalize_question, pair_key
 
 __all__ = [
     "DataError",
     "Pair",
     "PairSet",
+    "QuestionFile",
     "QuestionRecord",
     "Split",
-    "count_lines",
     "dedupe_pairs",
     "detect_format",
     "duplicate_clusters",
@@ -167,67 +168,29 @@ def detect_format(path: str | Path) -> str:
         ) from None
 
 
-def is_pair_file(path: str | Path) -> bool:
-    """Whether a TSV/CSV file has ``question1`` and ``question2`` columns (two questions per line)."""
-    fmt = detect_format(path)
-    return fmt in ("tsv", "csv") and {"question1", "question2"} <= set(_table_header(Path(path), fmt))
-
-
-def count_lines(path: str | Path) -> int:
-    """Count data lines cheaply (header excluded for TSV/CSV), for a progress-bar total.
-
-    The count includes blank lines, and a pair file yields two records per line, so
-    treat it as an estimate of the records :func:`iter_questions` yields.
-
-    Example:
-        >>> count_lines("questions.txt")  # doctest: +SKIP
-        1000
-    """
-    lines = 0
-    last = b"\n"
-    with open(path, "rb") as f:
-        # Fixed-size binary chunks: no decoding and constant memory on large files.
-        while chunk := f.read(1 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if last != b"\n":
-        lines += 1  # final line without a trailing newline
-    if detect_format(path) in ("tsv", "csv"):
-        lines = max(lines - 1, 0)
-    return lines
-
-
 # --- low-level row readers -------------------------------------------------------------
 
 
-def _open_table(path: Path, fmt: str) -> tuple[Any, Iterator[list[str]]]:
-    f = open(path, encoding="utf-8-sig", newline="")  # callers close it with a `with f:` block
+def _csv_reader(f: Any, fmt: str) -> Iterator[list[str]]:
     # TSV files carry raw quotes inside questions, so quoting is off; CSV uses standard quoting.
     if fmt == "tsv":
-        return f, csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
     # strict: a stray or unclosed quote is an error rather than silently merging rows.
-    return f, csv.reader(f, strict=True)
+    return csv.reader(f, strict=True)
 
 
-def _table_header(path: Path, fmt: str) -> list[str]:
-    """Read and strip the header row of a TSV/CSV file."""
-    f, reader = _open_table(path, fmt)
-    with f:
-        try:
-            header = next(reader, None)
-        except csv.Error as exc:
-            raise DataError(path, 1, f"malformed header: {exc}") from None
+def _table_rows(path: Path, f: Any, fmt: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The stripped header of an open TSV/CSV file and a lazy iterator of its ``(line, row)`` data rows."""
+    reader = _csv_reader(f, fmt)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise DataError(path, 1, f"malformed header: {exc}") from None
     if not header:
         raise DataError(path, 1, "empty file: expected a header row")
-    return [name.strip() for name in header]
+    header = [name.strip() for name in header]
 
-
-def _table_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """Lazily yield ``(line, row)`` for each data row of a TSV/CSV file."""
-    header = _table_header(path, fmt)
-    f, reader = _open_table(path, fmt)
-    with f:
-        next(reader)
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
         while True:
             # A quoted CSV field can span lines, so a record starts after the last one read.
             line = reader.line_num + 1
@@ -247,31 +210,31 @@ def _table_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, str]]]:
                 )
             yield line, dict(zip(header, fields, strict=True))
 
+    return header, rows()
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line, object)`` for each non-blank line of a JSON-lines file."""
-    with open(path, encoding="utf-8-sig") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, line, f"invalid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise DataError(path, line, f"expected a JSON object, got {type(obj).__name__}")
-            yield line, obj
+
+def _jsonl_rows(path: Path, f: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line, object)`` for each non-blank line of an open JSON-lines file."""
+    for line, raw in enumerate(f, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, line, f"invalid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, line, f"expected a JSON object, got {type(obj).__name__}")
+        yield line, obj
 
 
 class _TooLong(Exception):
     """A question over the length limit: the row is invalid, the file is not malformed."""
 
 
-def _text(path: Path, line: int, name: str, value: Any, *, keep_long: bool = False) -> str:
+def _text(path: Path, line: int, name: str, value: Any) -> str:
     """Validate one question text and return its normal form (:func:`normalize_question`).
 
-    Over the length limit: raises :class:`_TooLong`, or with ``keep_long`` returns the stripped text
-    for the caller's own validation to reject and count.
+    Over the length limit: raises :class:`_TooLong` (the caller drops and counts the row).
     """
     if value is None:
         raise DataError(path, line, f"missing {name}")
@@ -282,8 +245,6 @@ def _text(path: Path, line: int, name: str, value: Any, *, keep_long: bool = Fal
     except ValidationError as e:
         if e.code != "question_too_long":
             raise DataError(path, line, f"{name} is empty") from None
-        if keep_long:
-            return value.strip()
         raise _TooLong(str(e)) from None
 
 
@@ -333,24 +294,25 @@ def _iter_raw_sourced(path: Path) -> Iterator[tuple[Pair | None, str | None]]:
     fmt = detect_format(path)
     if fmt == "txt":
         raise DataError(path, None, "pair files must be .tsv, .csv or .jsonl, not .txt")
-    if fmt == "jsonl":
-        for line, obj in _iter_jsonl(path):
-            label_key = next((k for k in _LABEL_COLUMNS if k in obj), None)
-            if label_key is None:
-                raise DataError(path, line, "missing key 'is_duplicate' (or 'label')")
-            source = obj.get("source")
-            pair = _pair(path, line, obj.get("question1"), obj.get("question2"), obj[label_key])
-            yield pair, None if source is None else str(source)
-        return
-    header = _table_header(path, fmt)
-    label_col = next((c for c in _LABEL_COLUMNS if c in header), None)
-    _require(
-        path,
-        header,
-        ["question1", "question2"] + ([] if label_col else ["is_duplicate"]),
-    )
-    for line, row in _table_rows(path, fmt):
-        yield _pair(path, line, row["question1"], row["question2"], row[label_col]), row.get("source")
+    with open(path, encoding="utf-8-sig", newline="" if fmt != "jsonl" else None) as f:
+        if fmt == "jsonl":
+            for line, obj in _jsonl_rows(path, f):
+                label_key = next((k for k in _LABEL_COLUMNS if k in obj), None)
+                if label_key is None:
+                    raise DataError(path, line, "missing key 'is_duplicate' (or 'label')")
+                source = obj.get("source")
+                pair = _pair(path, line, obj.get("question1"), obj.get("question2"), obj[label_key])
+                yield pair, None if source is None else str(source)
+            return
+        header, rows = _table_rows(path, f, fmt)
+        label_col = next((c for c in _LABEL_COLUMNS if c in header), None)
+        _require(
+            path,
+            header,
+            ["question1", "question2"] + ([] if label_col else ["is_duplicate"]),
+        )
+        for line, row in rows:
+            yield _pair(path, line, row["question1"], row["question2"], row[label_col]), row.get("source")
 
 
 def dedupe_pairs(pairs: Iterable[Pair]) -> PairSet:
@@ -449,8 +411,29 @@ def _optional_id(path: Path, line: int, value: Any) -> str | None:
     return str(value).strip() or None
 
 
-def iter_questions(path: str | Path) -> Iterator[QuestionRecord]:
-    """Stream questions to import from a text, JSONL, TSV or CSV file.
+def _question(path: Path, line: int, name: str, text: Any, qid: Any, meta: dict[str, Any]) -> QuestionRecord | None:
+    """The one validator of an imported question: its text in normal form, its id as the API takes it.
+
+    None: a valid row that is not a valid question (over the length limit, or an id the API refuses), for
+    the importer to count; a malformed row (a missing or empty text, an id of the wrong type) raises.
+    """
+    try:
+        normal: str | None = _text(path, line, name, text)
+    except _TooLong:
+        normal = None
+    qid = _optional_id(path, line, qid)
+    if normal is None:
+        return None
+    try:
+        return QuestionRecord(normal, clean_id(qid), meta)
+    except ValidationError:
+        return None
+
+
+class QuestionFile:
+    """A question file to import, read in one pass (one open, each row validated once by :func:`_question`).
+
+    Iterating yields a :class:`QuestionRecord` per question, or None for a row that is not a valid question:
 
     * ``.txt``: one question per line; blank lines are skipped.
     * ``.jsonl``: objects with ``text`` (or ``question``), optional ``id`` and optional
@@ -460,46 +443,71 @@ def iter_questions(path: str | Path) -> Iterator[QuestionRecord]:
       a ``text`` (or ``question``) column, an optional ``id`` column, and all other
       columns go to ``meta``.
 
+    :attr:`size` and :attr:`bytes_read` measure the progress of a walk without reading the file twice.
+
+    Example:
+        >>> [q.text for q in QuestionFile("questions.txt")]  # doctest: +SKIP
+        ['How do I learn Python?', 'What is BM25?']
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.size = self.path.stat().st_size
+        self.format = detect_format(self.path)
+        self._raw: Any = None
+
+    @property
+    def bytes_read(self) -> int:
+        """How much of the file the walk has read so far (read ahead in blocks)."""
+        if self._raw is None:
+            return 0
+        return self.size if self._raw.closed else min(self._raw.tell(), self.size)
+
+    def __iter__(self) -> Iterator[QuestionRecord | None]:
+        table = self.format in ("tsv", "csv")
+        with open(self.path, "rb") as self._raw, io.TextIOWrapper(
+            self._raw, encoding="utf-8-sig", newline="" if table else None
+        ) as f:
+            yield from self._records(f)
+
+    def _records(self, f: Any) -> Iterator[QuestionRecord | None]:
+        path = self.path
+        if self.format == "txt":
+            for line, raw in enumerate(f, start=1):
+                if raw.strip():
+                    yield _question(path, line, "text", raw, None, {})
+        elif self.format == "jsonl":
+            for line, obj in _jsonl_rows(path, f):
+                text_key = next((k for k in _TEXT_COLUMNS if k in obj), "text")
+                meta = obj.get("meta") or {}
+                if not isinstance(meta, dict):
+                    raise DataError(path, line, f"meta must be an object, got {type(meta).__name__}")
+                extras = {k: v for k, v in obj.items() if k not in (text_key, "id", "meta")}
+                # the explicit meta object wins over loose keys
+                yield _question(path, line, text_key, obj.get(text_key), obj.get("id"), {**extras, **meta})
+        else:
+            header, rows = _table_rows(path, f, self.format)
+            if "question1" in header and "question2" in header:
+                for line, row in rows:
+                    yield _question(path, line, "question1", row["question1"], None, {})
+                    yield _question(path, line, "question2", row["question2"], None, {})
+                return
+            text_col = next((c for c in _TEXT_COLUMNS if c in header), None)
+            if text_col is None:
+                raise DataError(path, 1, f"missing column 'text' (or 'question'); header is {header}")
+            for line, row in rows:
+                meta = {k: v for k, v in row.items() if k not in (text_col, "id")}
+                yield _question(path, line, text_col, row[text_col], row.get("id"), meta)
+
+
+def iter_questions(path: str | Path) -> Iterator[QuestionRecord | None]:
+    """Stream the questions of a file to import (:class:`QuestionFile`; None: an invalid row).
+
     Example:
         >>> [q.text for q in iter_questions("questions.txt")]  # doctest: +SKIP
         ['How do I learn Python?', 'What is BM25?']
     """
-    path = Path(path)
-    fmt = detect_format(path)
-    if fmt == "txt":
-        with open(path, encoding="utf-8-sig") as f:
-            for raw in f:
-                if text := raw.strip():
-                    yield QuestionRecord(text)
-    elif fmt == "jsonl":
-        for line, obj in _iter_jsonl(path):
-            text_key = next((k for k in _TEXT_COLUMNS if k in obj), "text")
-            meta = obj.get("meta") or {}
-            if not isinstance(meta, dict):
-                raise DataError(path, line, f"meta must be an object, got {type(meta).__name__}")
-            extras = {k: v for k, v in obj.items() if k not in (text_key, "id", "meta")}
-            yield QuestionRecord(
-                _text(path, line, text_key, obj.get(text_key), keep_long=True),
-                _optional_id(path, line, obj.get("id")),
-                {**extras, **meta},  # the explicit meta object wins over loose keys
-            )
-    else:
-        header = _table_header(path, fmt)
-        rows = _table_rows(path, fmt)
-        if "question1" in header and "question2" in header:
-            for line, row in rows:
-                yield QuestionRecord(_text(path, line, "question1", row["question1"], keep_long=True))
-                yield QuestionRecord(_text(path, line, "question2", row["question2"], keep_long=True))
-            return
-        text_col = next((c for c in _TEXT_COLUMNS if c in header), None)
-        if text_col is None:
-            raise DataError(path, 1, f"missing column 'text' (or 'question'); header is {header}")
-        for line, row in rows:
-            yield QuestionRecord(
-                _text(path, line, text_col, row[text_col], keep_long=True),
-                _optional_id(path, line, row.get("id")),
-                {k: v for k, v in row.items() if k not in (text_col, "id")},
-            )
+    return iter(QuestionFile(path))
 
 
 # --- clusters and splits -------------------------------------------------------------

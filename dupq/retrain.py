@@ -1,16 +1,19 @@
 """Retraining: one owner for a job, from the request to the promotion of the version it built.
 
-:class:`Retrainer` is used on both sides of a job:
+Two classes, one for each side of a job:
 
-* In the web process (the home's one writer): :meth:`Retrainer.request` validates the options into a
-  :class:`RetrainRequest`, records a queued job and starts a worker process; when the worker exits,
-  :meth:`Retrainer.finish` promotes a ``ready`` candidate or records how the job ended.
-* In the worker process (``python -m dupq.worker``): :meth:`Retrainer.run` claims the job, trains a candidate
-  on the stored pairs through :func:`train_new_version` (the same path ``dupq train`` takes), puts it through
-  the evaluation gate, registers it and builds its complete index, then marks the job ``ready``.
+* :class:`Retrainer`, in the serving process (the home's one writer, or each node on PostgreSQL):
+  :meth:`Retrainer.request` validates the options into a :class:`RetrainRequest`, records a queued job and
+  starts a worker process; when the worker exits, :meth:`Retrainer.finish` promotes a ``ready`` candidate or
+  records how the job ended. On PostgreSQL its :meth:`~Retrainer.tick` also takes over dead nodes' jobs.
+* :class:`JobWorker`, in the worker process (``python -m dupq.worker``): :meth:`JobWorker.run` claims the job,
+  trains a candidate on the stored pairs through :func:`train_new_version` (the same path ``dupq train``
+  takes), puts it through the evaluation gate, registers it and builds its complete index, then marks the
+  job ``ready``.
 
-Every move goes through :meth:`dupq.storage.jobs.JobStore.transition`, which refuses moves the state table does not
-allow. Every metric stored under a name is scored the same way: with the SentenceTransformer in fp32
+Both work on a :class:`dupq.storage.Backend` and never ask which one it is. Every move goes through
+:meth:`dupq.storage.jobs.JobRecords.transition`, which refuses moves the state table does not allow.
+Every metric stored under a name is scored the same way: with the SentenceTransformer in fp32
 (``backend="torch"``), the reference the dev metrics of :func:`dupq.training.recipe.train` use too.
 
 Example:
@@ -37,9 +40,8 @@ from dupq.config import Settings
 from dupq.data import Pair, dedupe_pairs, read_pairs, split_by_cluster
 from dupq.errors import ValidationError
 from dupq.evaluation.gate import gate_decision, gate_reports
-from dupq.storage.jobs import ACTIVE, IllegalTransition, Job, JobStore
-from dupq.storage.sqlite.registry import ModelRegistry
-from dupq.storage.sqlite.store import QuestionStore
+from dupq.storage import Backend, Store
+from dupq.storage.jobs import ACTIVE, IllegalTransition, Job
 from dupq.training.versions import CURRENT, NewVersion, resolve_start, train_new_version
 
 log = logging.getLogger(__name__)
@@ -86,62 +88,31 @@ class RetrainRequest:
         return cls.from_options(data)
 
 
-
-
-
-
-
-
-def stored_pairs(store: QuestionStore) -> list[Pair]:
+def stored_pairs(store: Store) -> list[Pair]:
     """The stored pairs as training data: conflicting labels resolved by "latest wins" (dupq.data)."""
     return dedupe_pairs(Pair(p.question1, p.question2, p.label) for p in store.pairs()).pairs
-
-
-# -- the evaluation gate ------------------------------------------------------------------------------------
-
-
-
-
 
 
 # -- the lifecycle ------------------------------------------------------------------------------------------
 
 
 class Retrainer:
-    """Owns retrain jobs of one home, from request to promotion.
+    """Owns the retrain jobs of a serving process, from request to promotion.
 
     Args:
-        settings: The process's settings (gate, batch sizes, paths).
-        store: The home's store (pairs, questions).
-        registry: Model versions and the current-version pointer.
-        jobs: The job records.
-        promote: Makes a version current (the web process's :meth:`dupq.service.DupQ.promote`); only the
-            web side needs it.
-        open_index: Opens a version's index: ``(version, dim, energy) -> (index, intact)``
-            (:meth:`dupq.storage.Backend.open_index`); None: the embedded index under ``index/<version>/``.
+        backend: The process's store, job store, registry and settings (gate, batch sizes, paths).
+        promote: Makes a version current (:meth:`dupq.service.DupQ.promote`).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: QuestionStore,
-        registry: ModelRegistry,
-        jobs: JobStore,
-        *,
-        promote: Callable[[str], None] | None = None,
-        open_index: Callable[..., Any] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.registry = registry
-        self.jobs = jobs
+    def __init__(self, backend: Backend, *, promote: Callable[[str], None]) -> None:
+        self.settings = backend.settings
+        self.store = backend.store
+        self.registry = backend.registry
+        self.jobs = backend.jobs
         self._promote = promote
-        self._open_index = open_index
         self._closed = False
-        self.shared = bool(getattr(jobs, "shared", False))
         self._workers: dict[str, subprocess.Popen] = {}  # job -> this process's live worker
 
-    # -- web side ---------------------------------------------------------------------------------------
     def request(self, options: Mapping[str, Any] | None = None) -> Job:
         """Validate, record a queued job (one active job at a time: ``ConflictError``) and start its worker."""
         req = RetrainRequest.from_options(options)
@@ -152,20 +123,19 @@ class Retrainer:
 
     def launch(self, job_id: str) -> subprocess.Popen:
         """Start a worker process for queued job ``job_id`` and watch it (:meth:`finish` when it exits)."""
-        proc = spawn_worker(self.settings, job_id, die_with_parent=self.shared)
+        proc = spawn_worker(self.settings, job_id, die_with_parent=self.jobs.worker_dies_with_parent)
         self._workers[job_id] = proc
-        if not self.shared:  # shared: the worker's claim records its pid (another node's may win the claim)
-            self.jobs.update(job_id, pid=proc.pid)
+        self.jobs.record_worker(job_id, proc.pid)
         threading.Thread(target=self._watch, args=(job_id, proc), name=f"job-{job_id}", daemon=True).start()
         return proc
 
     def tick(self) -> None:
-        """The job runner of a node on a shared store (called by :class:`dupq.storage.postgres.follow.Follower`).
+        """The job runner of a node on a shared store (called about once a second by :class:`dupq.storage.Nodes`).
 
         Jobs whose worker's lease ran out go back to the queue; a ``ready`` job whose promoter died is
         promoted here; a queued job is started here when this node has no worker running.
         """
-        if self._closed or not self.shared:
+        if self._closed:
             return
         self.jobs.requeue_expired()
         jid = self.jobs.expired_ready()
@@ -192,12 +162,12 @@ class Retrainer:
     def finish(self, job_id: str, returncode: int, *, pid: int | None = None) -> Job:
         """After the worker exited: promote a ``ready`` candidate, or record how the job ended.
 
-        Shared store: only for a job that worker ``pid`` claimed (another node's worker may have won the
+        Only for a job that worker ``pid`` holds (on a shared store another node's worker may have won the
         claim). The promotion flips the shared pointer; the other nodes, which started loading the version
         when it became ``ready``, follow it.
         """
         job = self.jobs.get(job_id)
-        if self.shared and (pid is None or not self.jobs.is_owner(job_id, pid)):
+        if not self.jobs.is_owner(job_id, pid):
             return job
         if job.state == "ready":
             return self._promote_ready(job)
@@ -209,7 +179,7 @@ class Retrainer:
         return job
 
     def _promote_ready(self, job: Job) -> Job:
-        assert self._promote is not None and job.version
+        assert job.version
         try:
             self._promote(job.version)  # its index is complete: only questions added since are embedded
         except Exception as e:  # noqa: BLE001 - the job records why; the old version keeps serving
@@ -223,11 +193,9 @@ class Retrainer:
     def recover(self) -> None:
         """On start-up: finish what a dead web process left. ``ready`` jobs are promoted, the rest failed.
 
-        Shared store: other nodes' jobs are alive; those whose lease ran out are taken over by :meth:`tick`.
+        On a shared store the job store reports none: other nodes' jobs are alive, and those whose lease
+        ran out are taken over by :meth:`tick`.
         """
-        if self.shared:
-            self.remove_partial_versions()
-            return
         for job in self.jobs.interrupted():
             if job.state == "ready" and self.registry.exists(job.version or ""):
                 self._promote_ready(job)
@@ -252,36 +220,39 @@ class Retrainer:
     def close(self) -> None:
         self._closed = True
 
-    # -- worker side ------------------------------------------------------------------------------------
+
+class JobWorker:
+    """Runs one retrain job in a worker process (``python -m dupq.worker``), up to ``ready`` or a final state.
+
+    Args:
+        backend: The worker's own connection to the store, job store and registry.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.settings = backend.settings
+        self.store = backend.store
+        self.registry = backend.registry
+        self.jobs = backend.jobs
+
     def run(self, job_id: str) -> int:
-        """Run one job in this (worker) process up to ``ready`` or a final state. Returns the exit code."""
+        """Claim job ``job_id`` and run it. Returns the exit code."""
         job = self.jobs.claim(job_id, pid=os.getpid())
         if job is None:
             return 0  # cancelled (or taken) while queued
         stop = {"flag": False}
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(flag=True))
-        done = threading.Event()
-        if self.shared:  # renew the lease while this process works; a lost lease stops it
-            threading.Thread(target=self._heartbeat, args=(job_id, done, stop), daemon=True).start()
-        try:
-            return self._run(job_id, job, stop)
-        finally:
-            done.set()
 
-    def _heartbeat(self, job_id: str, done: threading.Event, stop: dict[str, bool]) -> None:
-        while not done.wait(self.jobs.lease_s / 4):
-            try:
-                if not self.jobs.renew(job_id):
-                    log.warning("job %s: lease lost (taken over); stopping", job_id)
-                    stop["flag"] = True
-                    if not done.wait(10):  # fenced out already; do not hold the CPU another worker needs
-                        os._exit(75)
-                    return
-            except Exception:  # noqa: BLE001 - the database is briefly away: retry at the next beat
-                log.exception("job %s: lease renewal failed", job_id)
+        def lost(finished: threading.Event) -> None:  # another worker took the job over: stop
+            stop["flag"] = True
+            if not finished.wait(10):  # fenced out already; do not hold the CPU another worker needs
+                os._exit(75)
+
+        with self.jobs.holding(job_id, lost):
+            return self._run(job_id, job, stop)
 
     def _run(self, job_id: str, job: Job, stop: dict[str, bool]) -> int:
-        from dupq.index import open_index, sync_index
+        from dupq.index import sync_index
         from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross
         from dupq.models.encoder import SiameseEncoder
         from dupq.training import TrainingCancelled
@@ -327,19 +298,11 @@ class Retrainer:
                 return 0
             self.registry.register(new.version, parent=new.parent)
             self.jobs.transition(job_id, "indexing", metrics=metrics)
-            if self._open_index is not None:
-                index, _ = self._open_index(new.version, candidate.dim, candidate.energy)
-            else:
-                index, _ = open_index(
-                    self.settings.index_dir / new.version,
-                    candidate.dim,
-                    candidate.energy,
-                    ann_min_size=self.settings.ann_min_size,
-                )
+            index, _ = self.backend.open_index(new.version, candidate.dim, candidate.energy)
             served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
-            if self.shared and has_cross(new.path):  # export the re-ranker as it will serve: no node has to
+            if has_cross(new.path):  # export the re-ranker as it will serve: no serving process has to
                 CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend).score([("warm", "up")])
             self.registry.publish(new.version)  # the exports made here: nodes fetch them, never redo them
             self.jobs.transition(job_id, "ready")  # shared: every node starts loading the version now
@@ -407,6 +370,7 @@ def _throttled(fn: Callable[[dict[str, Any]], None], every: float = 0.5) -> Call
 
 __all__ = [
     "CURRENT",
+    "JobWorker",
     "MIN_PAIRS",
     "NewVersion",
     "RetrainRequest",

@@ -27,7 +27,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from dupq.storage.sqlite.store import pair_key
+from dupq.text import pair_key
 
 #: Searches remembered for the queue (per process, in memory: a restart forgets them).
 RECENT_SEARCHES = 500

@@ -12,11 +12,7 @@ Example:
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -24,29 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dupq.config import DEFAULT_HOME, MAX_ID_CHARS, MAX_K, Settings
+from dupq.config import DEFAULT_HOME, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
 from dupq.index import VectorIndex, sync_index
 from dupq.models.encoder import SiameseEncoder
 from dupq.retrain import Retrainer
 from dupq.storage import open_backend
 from dupq.storage.jobs import Job
-from dupq.storage.sqlite.store import DuplicateIdError, NewQuestion, Question
-from dupq.text import normalize_question
+from dupq.storage.records import DuplicateIdError, NewQuestion, Question
+from dupq.text import clean_id, normalize_question
 from dupq.training.versions import NewVersion, train_new_version
 
 log = logging.getLogger(__name__)
-
-
-def clean_id(qid: Any) -> str | None:
-    """Validate an explicit question id (None: one is generated)."""
-    if qid is None:
-        return None
-    if not isinstance(qid, str):
-        raise ValidationError("id must be a string", code="invalid_type")
-    if not qid or len(qid) > MAX_ID_CHARS or any(c.isspace() or not c.isprintable() for c in qid):
-        raise ValidationError(f"id must be 1-{MAX_ID_CHARS} printable characters without whitespace", code="invalid_id")
-    return qid
 
 
 def clean_k(k: Any) -> int:
@@ -78,6 +63,39 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
+class ExportReport:
+    """What ``import_export`` did: the reader's counts (``parsed``: :meth:`dupq.sources.ImportReport.to_dict`),
+    the questions added or skipped (``existing``: id already stored; ``same_text``: text stored under another id),
+    and the duplicate links turned into labelled pairs (``pairs_existing``: the pair already had a label;
+    ``pairs_self``: both ends have one text; ``links_unstored``: an end is no longer stored)."""
+
+    parsed: dict[str, Any]
+    added: int
+    existing: int
+    same_text: int
+    pairs_added: int
+    pairs_existing: int
+    pairs_self: int
+    links_unstored: int
+    seconds: float
+    embedded: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.parsed,
+            "added": self.added,
+            "existing": self.existing,
+            "same_text": self.same_text,
+            "pairs_added": self.pairs_added,
+            "pairs_existing": self.pairs_existing,
+            "pairs_self": self.pairs_self,
+            "links_unstored": self.links_unstored,
+            "embedded": self.embedded,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass(frozen=True)
 class Serving:
     """What answers searches: a model version, its encoder, its index and its cross-encoder (None: the
     version has none, e.g. ``base``). Swapped as one object."""
@@ -97,31 +115,6 @@ def clean_rerank(rerank: Any, default: bool) -> bool:
     return rerank
 
 
-class HomeLock:
-    """An exclusive advisory lock on ``$DUPQ_HOME`` so that only one process writes its store and indexes."""
-
-    def __init__(self, home: Path) -> None:
-        home.mkdir(parents=True, exist_ok=True)
-        self.path = home / ".lock"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            raise BusyError(
-                f"{home} is in use by another dupq process (pid {holder}); stop it first, or use its HTTP API"
-            ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
-
-
 class DupQ:
     """The duplicate-question service over one dupq home.
 
@@ -135,32 +128,25 @@ class DupQ:
         self.settings = settings
         self.read_only = read_only
         self._closed = False
-        # On PostgreSQL no process owns the state: any number of nodes share it, so there is no home lock.
-        self.shared = bool(settings.database_url)
-        self._lock = None if read_only or self.shared else HomeLock(settings.home)
         self._write = threading.RLock()  # serialises writers; searches never take it
-        self._follower = None
-        self._prepared: dict[str, Serving] = {}  # shared: versions loaded ahead of their promotion
-        self.node = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._prepared: dict[str, Serving] = {}  # versions loaded ahead of their promotion (by the nodes)
+        self.nodes = None
+        # The writer of a SQLite home holds its lock; on PostgreSQL any number of nodes share the state.
+        self.backend = open_backend(settings, writer=not read_only)
         try:
-            self.backend = open_backend(settings)
             self.store = self.backend.store
             self.registry = self.backend.registry
             self.jobs = self.backend.jobs
-            self.retrainer = Retrainer(settings, self.store, self.registry, self.jobs, promote=self.promote,
-                                       open_index=self.backend.open_index)
+            self.nodes = self.backend.nodes()
+            self.retrainer = Retrainer(self.backend, promote=self.promote)
             self._serving = self._load_serving(self.registry.current())
             if not read_only:
                 self._seed()
                 # A job left behind by a dead web process: promote it if it got to "ready", else fail it
-                # (on PostgreSQL: jobs whose lease ran out are taken over by the follower's job runner).
+                # (on PostgreSQL: jobs whose lease ran out are taken over by the nodes' job runner).
                 self.retrainer.recover()
-            if self.shared and not read_only:
-                from dupq.storage.postgres.follow import Follower
-
-                self._follower = Follower(self.backend.db, self._follow, self.retrainer.tick,
-                                          on_ready=self._prepare).start()
-                threading.Thread(target=self._beat, name="dupq-node", daemon=True).start()
+                self.nodes.start(on_current=self._follow, on_ready=self._prepare, on_tick=self.retrainer.tick,
+                                 status=lambda: (self._serving.version, next(iter(self._prepared), None)))
         except BaseException:
             self.close()
             raise
@@ -172,24 +158,17 @@ class DupQ:
 
     def close(self) -> None:
         self._closed = True
-        if getattr(self, "_follower", None) is not None:
-            self._follower.stop()
-            self._follower = None
+        if self.nodes is not None:
+            self.nodes.close()
+            self.nodes = None
         if getattr(self, "retrainer", None) is not None:
             self.retrainer.close()
         serving = getattr(self, "_serving", None)
         if serving is not None:
             serving.index.close()  # an ANN index saves its graph if it changed since its last save
-        if getattr(self, "backend", None) is not None:
-            if self.shared and not self.read_only:
-                from dupq.storage.postgres.nodes import leave
-
-                leave(self.backend.db, self.node)
-            self.backend.close()
+        if self.backend is not None:
+            self.backend.close()  # and the home's writer lock
             self.backend = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def __enter__(self) -> DupQ:
         return self
@@ -210,9 +189,6 @@ class DupQ:
     def version(self) -> str:
         return self._serving.version
 
-    def index_path(self, version: str) -> Path:
-        return self.settings.index_dir / version
-
     def _load_serving(self, version: str, *, progress: bool = False) -> Serving:
         encoder = self.load_version(version)
         # Export (or read the cached export of) the fast runtime now, not in the first search; compiling
@@ -223,8 +199,7 @@ class DupQ:
             _ = cross.runtime  # export the re-ranker here too (torch backend: nothing to do)
         index, intact = self.backend.open_index(version, encoder.dim, encoder.energy_name, read_only=self.read_only)
         serving = Serving(version, encoder, index, cross)
-        # Shared: other nodes write too, so the revision says little; the catch-up is one anti-join.
-        if not intact or self.shared or index.revision != self.store.revision():
+        if not intact or not self.backend.index_in_step(index):
             self._sync(serving, progress=progress)
         return serving
 
@@ -331,15 +306,17 @@ class DupQ:
         if self.read_only:
             raise BusyError("opened read-only: another dupq process owns this home")
 
-    def _add(self, items: list[NewQuestion], *, skip_existing: bool) -> list[Question]:
-        """Store then index one batch; the index catches up from the store if this is interrupted."""
+    def _add(self, items: list[NewQuestion], *, skip_existing: bool, embed: bool = True) -> list[Question]:
+        """Store then index one batch; the index catches up from the store if this is interrupted.
+
+        ``embed=False`` stores only: the index stays behind the store until the next open syncs it."""
         self._check_writable()
         with self._write:
             try:
                 added = self.store.add(items, skip_existing=skip_existing)
             except DuplicateIdError as e:
                 raise ConflictError(str(e), code="duplicate_id") from None
-            if added:
+            if added and embed:
                 serving = self._serving
                 try:
                     vecs = serving.encoder.encode([q.text for q in added], batch_size=self.settings.encode_batch_size)
@@ -392,100 +369,181 @@ class DupQ:
 
         Questions already stored (same text or id) and repeats are skipped; questions over the length limit
         or with an invalid id are counted as invalid and skipped (a malformed file raises ``DataError`` naming
-        the line). Each batch is one transaction, so an interrupted import keeps what it committed.
+        the line). The file is read once (:class:`dupq.data.QuestionFile` validates each row); each batch is
+        one transaction, so an interrupted import keeps what it committed.
         """
-        from dupq.data import count_lines, is_pair_file, iter_questions
+        from dupq.data import QuestionFile
 
         self._check_writable()
         t0 = time.perf_counter()
-        path = Path(path)
+        file = QuestionFile(path)
         read = added = invalid = 0
-        total = count_lines(path) * (2 if is_pair_file(path) else 1)  # a pair line holds two questions
-        bar = _progress(total, f"importing {path.name}", progress, unit="q")
-        for batch in _batched(iter_questions(path), self.settings.import_batch_size):
-            items = []
-            for r in batch:
-                try:
-                    text = normalize_question(r.text)
-                    items.append(NewQuestion(text, clean_id(r.id), {"source": "import", **r.meta}))
-                except ValidationError:
-                    invalid += 1
+        bar = _progress(file.size, f"importing {file.path.name}", progress, unit="B")
+        for batch in _batched(file, self.settings.import_batch_size):
+            items = [NewQuestion(r.text, r.id, {"source": "import", **r.meta}) for r in batch if r is not None]
+            invalid += len(batch) - len(items)
             read += len(batch)
             added += len(self._add(items, skip_existing=True))
-            bar.update(len(batch))
+            bar.update(file.bytes_read - bar.n)
             bar.set_postfix(added=added, skipped=read - added - invalid, refresh=False)
         bar.close()
         return ImportReport(read, added, read - added - invalid, invalid, time.perf_counter() - t0)
 
-    def reindex(self, *, progress: bool = True) -> int:
-        """Rebuild the current version's index from scratch; returns the number of vectors.
+    def import_export(
+        self,
+        path: str | Path,
+        *,
+        fmt: str | None = None,
+        site: str | None = None,
+        progress: bool = False,
+        embed: bool = True,
+    ) -> ExportReport:
+        """Import a community's export (:mod:`dupq.sources`): a Stack Exchange site folder or GitHub issues.
 
-        On PostgreSQL the table other nodes are searching is re-embedded in place (rows replaced)."""
+        Questions go in with their stable ids (``site:PostId``, ``owner/repo#N``) and the export's ``meta`` (plus
+        ``source: "import"``), in batches of ``import_batch_size``, each one transaction, encoded and indexed as
+        :meth:`import_file` does. A question whose id is already stored is skipped and left exactly as it is (a
+        re-import of the same or a newer dump adds only what is new); one whose text is stored under another id
+        is skipped too (the store's rule). Then each duplicate link becomes a labelled pair (label 1, source
+        ``stackexchange`` / ``github``, the two questions' stored texts), unless that pair already has a label
+        from any source: a re-import adds none, and a person's label is never outvoted by an import.
+
+        Nothing is half-imported when the export turns out unreadable (``DataError``): a GitHub file, whose JSON
+        array can break off after questions were read, is read through once before anything is stored; a Stack
+        Exchange dump raises only before its first question (a broken row is counted as malformed and skipped,
+        never raised); and should an error still come after a batch was stored, the questions this import added
+        are deleted again before it is raised. Malformed rows are skipped and counted with their file and line.
+        An interruption (Ctrl-C, a crash) keeps the batches committed; importing again finishes the job.
+
+        Args:
+            path: The site folder (or its ``Posts.xml``), or a GitHub issues ``.json`` / ``.jsonl``.
+            fmt: ``"stackexchange"`` or ``"github"``; default: :func:`dupq.sources.detect`.
+            site: The site or repository of the ids; default: the folder's name / each issue's repository.
+            progress: Show a progress bar (bytes read).
+            embed: False: store only, without encoding (bulk loads, measuring the store); the index is left
+                behind the store and is synced the next time the service opens.
+
+        Raises:
+            DataError: The path is no readable export (no ``Posts.xml``, not JSON, an unknown format).
+        """
+        from dupq.data import DataError
+        from dupq.sources import read_export
+
+        self._check_writable()
+        t0 = time.perf_counter()
+        export = read_export(path, fmt=fmt, site=site, progress=progress)
+        if export.format == "github":  # its JSON can break off mid-file: read it through before storing anything
+            for _ in read_export(path, fmt="github", site=site).questions():
+                pass
+        added: list[str] = []  # what this import stored, to take back on a late DataError
+        same_text: dict[str, str] = {}  # new ids skipped because their text is stored under another id
+        existing = 0
+        try:
+            for batch in _batched(export.questions(), self.settings.import_batch_size):
+                stored = self.store.existing_ids([r.id for r in batch])
+                new = [NewQuestion(r.text, r.id, {"source": "import", **r.meta}) for r in batch if r.id not in stored]
+                existing += len(batch) - len(new)
+                done = self._add(new, skip_existing=True, embed=embed) if new else []
+                added.extend(q.id for q in done)
+                if len(done) < len(new):
+                    kept = {q.id for q in done}
+                    same_text.update((q.id, q.text) for q in new if q.id not in kept and q.id not in same_text)
+        except DataError:
+            self._take_back(added)
+            raise
+        pairs = self._link_pairs(export.links(), same_text, source=export.format)
+        return ExportReport(
+            parsed=export.report.to_dict(),
+            added=len(added),
+            existing=existing,
+            same_text=len(same_text),
+            seconds=time.perf_counter() - t0,
+            embedded=embed,
+            **pairs,
+        )
+
+    def _link_pairs(self, links: list[Any], same_text: dict[str, str], *, source: str) -> dict[str, int]:
+        """Store an export's duplicate links as labelled pairs (label 1) of their stored texts, once each."""
+        from dupq.text import pair_key
+
+        ids = sorted({qid for link in links for qid in link})
+        text = {qid: q.text for qid, q in self.store.get_many(ids).items()}
+        labelled = self.store.labelled_keys()
+        rows: list[tuple[str, str, int]] = []
+        counts = {"pairs_existing": 0, "pairs_self": 0, "links_unstored": 0}
+        for link in links:
+            a = text.get(link.question_id) or same_text.get(link.question_id)
+            b = text.get(link.canonical_id) or same_text.get(link.canonical_id)
+            if a is None or b is None:  # deleted since it was stored (or a concurrent writer's)
+                counts["links_unstored"] += 1
+            elif a == b:  # both ends have one text: nothing to learn
+                counts["pairs_self"] += 1
+            elif pair_key(a, b) in labelled:
+                counts["pairs_existing"] += 1
+            else:
+                labelled.add(pair_key(a, b))
+                rows.append((a, b, 1))
+        if rows:
+            self._check_writable()
+            self.store.add_pairs(rows, source=source)
+        return {"pairs_added": len(rows), **counts}
+
+    def _take_back(self, ids: list[str]) -> None:
+        """Delete the questions an import added (it failed part-way), from the store and the index."""
+        if not ids:
+            return
+        with self._write:
+            for qid in ids:
+                self.store.delete(qid)
+            self._serving.index.remove(ids)
+            self._serving.index.save(self.store.revision())
+        log.warning("import failed part-way: took back the %d questions it had added", len(ids))
+
+    def reindex(self, *, progress: bool = True) -> int:
+        """Re-embed every stored question into the current version's index; returns the number of vectors.
+
+        SQLite: into a new index (the folder is rebuilt from scratch); PostgreSQL: into the table other nodes
+        are searching, in place (rows replaced) (:meth:`dupq.storage.Backend.index_to_rebuild`)."""
         self._check_writable()
         with self._write:
-            if self.shared:
-                serving = self._serving
-                for batch in self.store.iter_texts():
-                    serving.index.add([i for i, _ in batch],
-                                      serving.encoder.encode([t for _, t in batch],
-                                                             batch_size=self.settings.encode_batch_size))
-                serving.index.save(self.store.revision())
-                return len(serving.index)
-            shutil.rmtree(self.index_path(self.version), ignore_errors=True)
-            self._serving = self._load_serving(self.version, progress=progress)
-            return len(self._serving.index)
+            old = self._serving
+            index = self.backend.index_to_rebuild(old.version, old.index, old.encoder.dim, old.encoder.energy_name)
+            revision = self.store.revision()  # read first: a write meanwhile leaves the index marked stale
+            bar = _progress(self.store.count(), f"indexing {old.version}", progress)
+            for batch in self.store.iter_texts():
+                vectors = old.encoder.encode([t for _, t in batch], batch_size=self.settings.encode_batch_size)
+                index.add([i for i, _ in batch], vectors)
+                bar.update(len(batch))
+            bar.close()
+            index.save(revision)
+            self._serving = Serving(old.version, old.encoder, index, old.cross)
+            return len(index)
 
     # -- model versions --------------------------------------------------------------------------
     def promote(self, version: str, *, progress: bool = False, rollback: bool = False) -> None:
         """Make ``version`` current: build its index completely, then switch model + index in one step.
 
         Searches keep being answered by the old version until the switch (they never take the write lock);
-        the registry pointer changes only after the new index is complete and saved.
+        the registry pointer changes only after the new index is complete and saved. While the version
+        loads, the home's one writer (SQLite) holds writes back, so nothing is left to catch up; nodes sharing
+        a database (PostgreSQL) let writes go on, have the other live nodes load the version too (the switch is
+        then instant everywhere) and catch up what was added meanwhile (:class:`dupq.storage.Nodes`).
         """
         self._check_writable()
-        if self.shared:
-            self._promote_shared(version, progress=progress, rollback=rollback)
-            return
-        with self._write:
+        with self.nodes.loading(self._write):
             if version == self.version:
                 return
-            serving = self._load_serving(version, progress=progress)  # embeds every stored question
+            serving = self._prepared.pop(version, None) or self._load_serving(version, progress=progress)
             self._warm(serving)  # the swapped-in model answers its first searches at full speed
-            self.registry.set_current(version, rollback=rollback)
-            self._serving = serving  # one reference assignment: atomic for readers
-
-    def _promote_shared(self, version: str, *, progress: bool, rollback: bool) -> None:
-        """PostgreSQL: load the version and wait for the other live nodes to load it, without blocking writes;
-        then catch up what was added meanwhile, flip the pointer (NOTIFY) and switch, under the write lock."""
-        from dupq.storage.postgres.db import JOBS_CHANNEL
-        from dupq.storage.postgres.nodes import wait_prepared
-
-        if version == self.version:
-            return
-        serving = self._prepared.pop(version, None) or self._load_serving(version, progress=progress)
-        self.store.set_state("preparing", version)  # also a promotion without a job, and a rollback
-        self.backend.db.notify(JOBS_CHANNEL, f"ready:{version}")
-        wait_prepared(self.backend.db, version, exclude=self.node, timeout=self.settings.switch_wait_s)
-        with self._write:
-            self._sync(serving)  # one anti-join: the questions added while it loaded
-            self.registry.set_current(version, rollback=rollback)
-            self._serving = serving
-
-    def _beat(self) -> None:
-        """Shared: report this node (what it serves, what it has loaded ahead) about once a second."""
-        from dupq.storage.postgres.nodes import report
-
-        while not self._closed:
-            try:
-                report(self.backend.db, self.node, self._serving.version, next(iter(self._prepared), None))
-            except Exception:  # noqa: BLE001 - the database is briefly away, or the service is closing
-                if self._closed:
-                    return
-                log.warning("node report failed", exc_info=True)
-            time.sleep(1.0)
+            self.nodes.announce(version)
+            with self._write:
+                if not self.backend.index_in_step(serving.index):
+                    self._sync(serving)  # the questions added while it loaded
+                self.registry.set_current(version, rollback=rollback)
+                self._serving = serving  # one reference assignment: atomic for readers
 
     def _prepare(self, version: str) -> None:
-        """Shared: load a version that became ``ready`` (files, model, warm-up, vectors) before its switch."""
+        """Nodes: load a version that became ``ready`` (files, model, warm-up, vectors) before its switch."""
         if self._closed or version == self._serving.version or version in self._prepared:
             return
         if not self.registry.exists(version):
@@ -548,7 +606,7 @@ class DupQ:
     # -- new versions and retraining jobs ------------------------------------------------------------
     def train_version(self, pairs: Any, config: Any, *, start: str = "current", dev_pairs: Any = None,
                       show_progress_bar: bool = True, base: Any = None, positive_only: Any = None,
-                      progress: Any = None) -> NewVersion:
+                      progress: Any = None, sources: Any = None) -> NewVersion:
         """Train and register a new version from ``start`` (``dupq train``); it is not served until promoted.
 
         ``base``: a SentenceTransformer folder to start from instead (``--base``); ``positive_only``: duplicate
@@ -556,7 +614,7 @@ class DupQ:
         """
         self._check_writable()
         new = train_new_version(self.registry, pairs, config, start=start, base=base, dev_pairs=dev_pairs,
-                                positive_only=positive_only, progress=progress,
+                                positive_only=positive_only, progress=progress, sources=sources,
                                 show_progress_bar=show_progress_bar)
         self.registry.register(new.version, parent=new.parent)
         return new
@@ -702,4 +760,5 @@ def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
 def _progress(total: int | None, desc: str, enabled: bool, unit: str = "q") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+    scaled = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, **scaled)

@@ -1,4 +1,5 @@
-"""Question text rules shared by every way in (API, import, pair files, training): one normal form, one pair key.
+"""Question text rules shared by every way in (API, import, pair files, training): one normal form, one pair key,
+one rule for explicit question ids.
 
 Example:
     >>> normalize_question("  How do I\\tboil an egg?\\n")
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dupq.config import MAX_QUESTION_CHARS
+from dupq.config import MAX_ID_CHARS, MAX_QUESTION_CHARS
 from dupq.errors import ValidationError
 
-__all__ = ["normalize_question", "pair_key"]
+__all__ = ["clean_id", "normalize_question", "pair_key"]
 
 #: Separates the two texts of a pair key; never part of a normalised question (control character).
 _SEP = "\x1f"
@@ -52,6 +53,26 @@ def normalize_question(text: Any, *, field: str = "question") -> str:
             f"{field} is {len(text)} characters; the limit is {MAX_QUESTION_CHARS}", code="question_too_long"
         )
     return text
+
+
+def clean_id(qid: Any) -> str | None:
+    """Validate an explicit question id (None: one is generated).
+
+    Example:
+        >>> clean_id("q-1"), clean_id(None)
+        ('q-1', None)
+        >>> clean_id("two words")
+        Traceback (most recent call last):
+        ...
+        dupq.errors.ValidationError: id must be 1-... printable characters without whitespace
+    """
+    if qid is None:
+        return None
+    if not isinstance(qid, str):
+        raise ValidationError("id must be a string", code="invalid_type")
+    if not qid or len(qid) > MAX_ID_CHARS or any(c.isspace() or not c.isprintable() for c in qid):
+        raise ValidationError(f"id must be 1-{MAX_ID_CHARS} printable characters without whitespace", code="invalid_id")
+    return qid
 
 
 def pair_key(q1: str, q2: str) -> str:

@@ -1,7 +1,7 @@
 """The training worker's entry point: one process per retrain job, so searches are never blocked by it.
 
 Started by :meth:`dupq.retrain.Retrainer.request` as ``python -m dupq.worker --job ID --settings JSON``;
-the job's whole life is :meth:`dupq.retrain.Retrainer.run`. The worker never takes the home's writer lock
+the job's whole life is :meth:`dupq.retrain.JobWorker.run`. The worker never takes the home's writer lock
 (the web process holds it) and writes only: its job record, a new ``models/<version>/`` folder (written
 aside and renamed by :func:`dupq.training.recipe.train`) and the new version's ``index/<version>/`` folder, which
 nothing serves until the web process promotes it.
@@ -33,14 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from dupq.config import Settings
-    from dupq.retrain import Retrainer
+    from dupq.retrain import JobWorker
     from dupq.storage import open_backend
 
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
     backend = open_backend(settings, pool_size=3)
     try:
-        return Retrainer(settings, backend.store, backend.registry, backend.jobs,
-                         open_index=backend.open_index).run(args.job)
+        return JobWorker(backend).run(args.job)
     finally:
         backend.close()
 

@@ -258,6 +258,9 @@ def train_plain(pairs: Sequence[Pair], *, epochs: float, seed: int, work: Path, 
         dataloader_num_workers=0,
         **warmup,
     )
+    card = getattr(model, "model_card_data", None)
+    if card is not None and hasattr(card, "set_widget_examples"):
+        card.set_widget_examples = lambda dataset: None  # model-card widget only: a progress bar, no training effect
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=data, loss=OnlineContrastiveLoss(model, margin=PLAIN["margin"])
     )
@@ -506,8 +509,9 @@ def curve_table(name: str, curve: dict[str, Any], methods: list[str], plain_epoc
 
 
 def active_table(active: dict[str, Any]) -> str:
-    lines = [f"### active learning: Quora pool {active['pool']} pairs, {active['method']} recipe"
-             f"{' (%g epochs)' % active['epochs'] if active['method'] == 'plain' else ''}, scored on dev; "
+    epochs = f" ({active['epochs']:g} epochs)" if active["method"] == "plain" else ""
+    lines = [f"### active learning: Quora pool {active['pool']} pairs, {active['method']} recipe{epochs}, "
+             "scored on dev; "
              f"uncertainty = nearest the {active['threshold']} threshold among "
              f"{active['pool_sample'] or 'all'} unlabelled pool pairs per round",
              "cells: AP / nDCG@10 (duplicates among the labels; wall s)", "",

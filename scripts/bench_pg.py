@@ -112,7 +112,7 @@ def main() -> int:
     from dupq.storage.postgres.db import Database
     from dupq.storage.postgres.embedded import create_database, drop_database, start
     from dupq.storage.postgres.store import PgQuestionStore
-    from dupq.storage.sqlite.store import NewQuestion
+    from dupq.storage.records import NewQuestion
 
     res: dict = {"n": args.n, "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     dev, train = real_questions(args.data)

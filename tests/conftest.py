@@ -16,10 +16,7 @@ from flask.testing import FlaskClient
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SMALL_BANK = FIXTURES / "small_bank.jsonl"
-ADMIN_TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+from support import ADMIN_TOKEN, FIXTURES, SMALL_BANK  # noqa: F401  (shared with the test modules)
 
 
 class CsrfClient(FlaskClient):
@@ -146,3 +143,19 @@ def runner(home: Path, db_url):
     if db_url:
         env["DUPQ_DATABASE_URL"] = db_url
     return CliRunner(env=env)
+
+
+#: Test modules whose tests fine-tune a real model (train() or the tiny trained version): `make test-fast`
+#: deselects them with the system tests. A module that starts training must be listed (or mark its tests).
+TRAINING_MODULES = {"test_budget", "test_cli_train", "test_recipe", "test_training", "test_plots", "test_no_torch",
+                    "test_feedback", "test_selection", "test_selection_cli"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its scope (its folder) and, for the training modules, ``training``."""
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.parent.name in ("unit", "integration", "system") and path.parent.parent.name == "tests":
+            item.add_marker(path.parent.name)
+        if path.stem in TRAINING_MODULES:
+            item.add_marker("training")

@@ -27,9 +27,9 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
@@ -38,6 +38,8 @@ from dupq import __version__
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_ID_CHARS, MAX_K, MAX_PAGE, MAX_QUESTION_CHARS
 from dupq.errors import ValidationError
 from dupq.storage.jobs import STATES
+from dupq.training.config import Option
+from dupq.training.config import options as train_options
 
 #: Every character ``str.split()`` treats as whitespace (``str.isspace``), as a regex class; a question must have
 #: a character outside it. Spelled out so that every regex engine (JSON Schema's, pydantic's Rust one, Python's)
@@ -139,44 +141,39 @@ class ListQuery(BaseModel):
     limit: int = Field(50, ge=1, le=MAX_PAGE)
 
 
-_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-_NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-_Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+def _train_option(option: Option) -> tuple[Any, Any]:
+    """A :class:`dupq.training.config.TrainConfig` field as a request field: its type with the choices and bounds
+    its declaration states (those ``TrainConfig`` checks), its default and its help."""
+    kinds: list[Any] = []
+    for kind in option.types:
+        if kind is int:
+            kinds.append(JsonInt(**option.bounds))
+        elif kind is float:
+            kinds.append(Annotated[float, Field(**option.bounds, allow_inf_nan=False)])
+        elif kind is str and option.choices:
+            kinds.append(Literal[option.choices])
+        else:  # bool, str, None: as they are
+            kinds.append(kind)
+    description = option.described(f"null: {option.none}") if option.nullable and option.none else option.help
+    return Union[tuple(kinds)], Field(option.default, description=description)  # noqa: UP007 (built at run time)
 
 
-class TrainRequest(Request):
-    """Options of a retrain: the :class:`dupq.training.config.TrainConfig` fields (same bounds; absent: its default) and
-    ``from``. ``tests/test_contract.py`` keeps the two field lists equal."""
-
+class _TrainFrom(Request):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
 
     from_: str = Field("current", alias="from", min_length=1,
                        description="current (the served version), base (the packaged model) or a version name")
-    loss: Literal["contrastive", "online-contrastive"] = "online-contrastive"
-    margin: _Positive | None = None
-    energy: Literal["cosine", "euclidean"] = "cosine"
-    epochs: _Positive = 1.0
-    max_steps: JsonInt(ge=1) | None = None
-    batch_size: JsonInt(ge=1) = 32
-    learning_rate: _Positive = 5e-5
-    warmup_ratio: _Fraction = 0.1
-    seed: JsonInt(ge=0) = 0
-    ranking_loss: Literal["gist", "mnrl", "none"] = "gist"
-    max_positive_only: JsonInt(ge=0) | None = 10_000
-    negatives_per_positive: _NonNegative = 0.0
-    ranking_weight: _NonNegative = 0.0
-    base_weight: _Fraction = 0.5
-    cross_encoder: bool = True
-    cross_epochs: _Positive = 1.0
-    cross_learning_rate: _Positive = 5e-5
-    cross_max_steps: JsonInt(ge=1) | None = None
-    cross_max_pairs: JsonInt(ge=1) | None = 40_000
-    silver_pairs: JsonInt(ge=0) = 0
-    bf16: bool = True
-    eval_steps: JsonInt(ge=1) | None = None
-    dev_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.1
-    time_budget_minutes: _Positive | None = Field(40.0, description="minutes the training may take (null: no "
-                                                  "budget); a slower machine trains fewer steps to fit")
+
+
+#: Options of a retrain: ``from`` and one field per :class:`dupq.training.config.TrainConfig` field, made from its
+#: declaration, so a new training option is in the API and its document without an edit here.
+TrainRequest = create_model(
+    "TrainRequest",
+    __base__=_TrainFrom,
+    __module__=__name__,
+    __doc__="Options of a retrain: the version to start from and the training options (absent: the default).",
+    **{option.name: _train_option(option) for option in train_options()},
+)
 
 
 # -- responses -----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The admin page's plots as SVG images under ``/admin/plots/<name>.svg`` (admin sign-in), drawn by dupq.evaluation.plots.
+"""The admin page's plots as SVG images under ``/admin/plots/<name>.svg`` (admin sign-in), drawn by
+dupq.evaluation.plots.
 
 - ``training.svg``: training loss and dev AP over steps of each trained version;
 - ``pr.svg`` / ``scores.svg``: the serving version's precision-recall curve with its threshold marked, and the
@@ -83,6 +84,7 @@ def render(name: str) -> str:
                 threshold=enc.threshold,
                 higher_is_better=enc.higher_is_better,
                 title=f"Precision–recall of {svc.version}\non {d['source']}",
+                policy=enc.metadata.get("threshold_policy"),
             )
         else:
             svg = plots.score_histograms(

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["calibrate_threshold", "pair_metrics", "retrieval_metrics"]
+__all__ = ["THRESHOLD_POLICIES", "calibrate_threshold", "pair_metrics", "parse_threshold_policy", "retrieval_metrics"]
 
 Objective = Literal["f1", "accuracy"]
 
@@ -108,26 +108,86 @@ def _average_precision(sweep: _Sweep) -> float:
     return float(np.sum(recall_gain * precision))
 
 
+#: The operating points a version's threshold can be calibrated for (``TrainConfig.threshold_policy``).
+THRESHOLD_POLICIES = ("max_f1", "precision:P", "recall:R")
+
+
+def parse_threshold_policy(policy: str) -> tuple[str, float | None]:
+    """``"max_f1"`` -> ``("max_f1", None)``; ``"precision:0.9"`` -> ``("precision", 0.9)``; ``"recall:R"`` alike.
+
+    The target must be a number in (0, 1]; anything else is a ``ValueError``.
+
+    Example:
+        >>> parse_threshold_policy("precision:0.95"), parse_threshold_policy("max_f1")
+        (('precision', 0.95), ('max_f1', None))
+    """
+    if not isinstance(policy, str):
+        raise ValueError(f"threshold_policy must be a string, got {policy!r}")
+    text = policy.strip().lower()
+    if text in ("max_f1", "f1"):
+        return "max_f1", None
+    kind, sep, target = text.partition(":")
+    if sep and kind in ("precision", "recall"):
+        try:
+            value = float(target)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and 0.0 < value <= 1.0:
+            return kind, value
+    raise ValueError(f"threshold_policy must be max_f1, precision:P or recall:R with 0 < P, R <= 1; got {policy!r}")
+
+
+def _policy_cut(sweep: _Sweep, policy: str) -> tuple[int, bool]:
+    """Index of the cut a precision/recall policy picks, and whether its target is met."""
+    kind, target = parse_threshold_policy(policy)
+    assert target is not None
+    precision = sweep.tp / (sweep.tp + sweep.fp)
+    recall = sweep.tp / max(sweep.positives, 1)
+    if kind == "precision":  # the lowest cut (most recall) whose precision reaches P
+        ok = np.flatnonzero(precision >= target - 1e-12)
+        if ok.size:
+            return int(ok[-1]), True
+        best = precision.max()  # unreachable: the most precise cut, the one with most recall among ties
+        return int(np.flatnonzero(precision == best)[-1]), False
+    ok = np.flatnonzero(recall >= target - 1e-12)  # the highest cut (most precision) whose recall reaches R
+    return int(ok[0]), True
+
+
 def calibrate_threshold(
     scores: ArrayLike,
     labels: ArrayLike,
     *,
     higher_is_better: bool = True,
-    objective: Objective = "f1",
+    objective: Objective | str = "f1",
 ) -> float:
-    """Return the threshold that maximises F1 or accuracy on labelled pairs.
+    """Return the threshold of an operating point on labelled pairs: max F1, max accuracy, or a policy.
 
-    Duplicate means ``score >= threshold`` (``<=`` for distances, i.e.
-    ``higher_is_better=False``). The threshold is the midpoint between the two distinct
-    scores it separates, so it does not sit on any observed score.
+    ``objective`` is ``"f1"`` (= ``"max_f1"``), ``"accuracy"``, ``"precision:P"`` (the lowest threshold
+    whose precision is at least P, i.e. the most recall at that precision; where no cut reaches P, the most
+    precise one) or ``"recall:R"`` (the highest threshold whose recall is at least R). Duplicate means
+    ``score >= threshold`` (``<=`` for distances, i.e. ``higher_is_better=False``). The threshold is the
+    midpoint between the two distinct scores it separates, so it does not sit on any observed score.
+    :func:`pair_metrics` at the returned threshold gives the precision and recall reached.
 
     Example:
         >>> calibrate_threshold([0.9, 0.8, 0.3], [1, 1, 0])
         0.55
+        >>> round(calibrate_threshold([0.9, 0.8, 0.6, 0.3], [1, 0, 1, 0], objective="precision:1.0"), 4)
+        0.85
+        >>> round(calibrate_threshold([0.9, 0.8, 0.6, 0.3], [1, 0, 1, 0], objective="recall:1.0"), 4)
+        0.45
     """
     s, y = _check_pairs(scores, labels)
     sign = 1.0 if higher_is_better else -1.0
-    return sign * _best(_sweep(sign * s, y), objective)[1]
+    sweep = _sweep(sign * s, y)
+    if objective in ("f1", "accuracy", "max_f1"):
+        return sign * _best(sweep, "f1" if objective == "max_f1" else objective)[1]  # type: ignore[arg-type]
+    try:
+        j, _ = _policy_cut(sweep, objective)
+    except ValueError:
+        raise ValueError(f"objective must be 'f1', 'accuracy', 'max_f1', 'precision:P' or 'recall:R', "
+                         f"got {objective!r}") from None
+    return sign * float(sweep.thresholds[j])
 
 
 def pair_metrics(

@@ -129,8 +129,10 @@ def pr_curve(
     threshold: float | None,
     higher_is_better: bool = True,
     title: str = "Precision–recall",
+    policy: str | None = None,
 ) -> str:
-    """The precision-recall curve of ``(score, label)`` pairs with the served threshold marked."""
+    """The precision-recall curve of ``(score, label)`` pairs with the served threshold marked (and the
+    operating point it was calibrated for, ``policy``: ``max_f1``, ``precision:P`` or ``recall:R``)."""
     s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
     fig, ax = _figure(5.2, 3.8)
     if len(s) == 0 or y.sum() == 0 or y.sum() == len(y):
@@ -148,7 +150,7 @@ def pr_curve(
             markersize=9,
             color=_COLORS[1],
             zorder=5,
-            label=f"served threshold {threshold:.3f}: P {p:.2f}, R {r:.2f}",
+            label=f"served threshold {threshold:.3f}" + (f" ({policy})" if policy else "") + f": P {p:.2f}, R {r:.2f}",
         )
     ax.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
@@ -330,6 +332,7 @@ def write_eval_report(
                     threshold=encoder.threshold,
                     higher_is_better=encoder.higher_is_better,
                     title=f"Precision–recall of {model}",
+                    policy=encoder.metadata.get("threshold_policy"),
                 ),
             )
         )

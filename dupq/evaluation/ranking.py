@@ -183,13 +183,16 @@ def evaluate_encoder(
     energy: Energy | str = Energy.COSINE,
     threshold: float | None = None,
     ks: Sequence[int] = (1, 10),
+    distractors: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Pair and retrieval metrics of an encoder on labelled pairs.
 
     Each unique question is encoded once. Pair scores are ``energy``'s pair energy (an
     :class:`Energy` or its name: cosine similarity, or Euclidean distance, lower = more
     duplicate) of the two embeddings, fed to :func:`pair_metrics` with ``threshold``.
-    Retrieval uses :func:`retrieval_task_from_pairs` and the same embeddings.
+    Retrieval uses :func:`retrieval_task_from_pairs` and the same embeddings; ``distractors``
+    (questions relevant to no query, e.g. a bank's other questions) join its corpus, so that
+    retrieval on a few dev pairs is not ranked among a handful of candidates only.
 
     Example:
         >>> from sentence_transformers import SentenceTransformer  # doctest: +SKIP
@@ -201,6 +204,11 @@ def evaluate_encoder(
     energy = Energy.from_name(energy)
     pairs = list(pairs)
     task = retrieval_task_from_pairs(pairs)
+    if distractors:
+        known = set(task.corpus.values())
+        extra = [t for t in dict.fromkeys(distractors) if t not in known]
+        task = RetrievalTask({**task.corpus, **{f"d{i}": t for i, t in enumerate(extra)}}, task.queries,
+                             task.qrels, exclude_self=task.exclude_self)
     texts = list(task.corpus.values())  # every unique question, in corpus-id order
     row = {text: i for i, text in enumerate(texts)}
     embeddings = _encode(encode, texts)

@@ -145,10 +145,6 @@ class VectorLog:
             if len(rows):
                 yield rows, self.get_rows(rows)
 
-    def row_of(self, qid: str) -> int | None:
-        """The row holding ``qid``'s vector, or None."""
-        return self._row.get(qid)
-
     @property
     def alive(self) -> np.ndarray:
         return self._alive[: self._n]

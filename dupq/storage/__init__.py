@@ -1,21 +1,26 @@
 """Backend selection: the embedded default (SQLite + in-process index) or PostgreSQL + pgvector.
 
 ``Settings.database_url`` (``DUPQ_DATABASE_URL``, ``--database``) picks PostgreSQL; without it nothing
-changes. Both backends implement the same interfaces, stated here as protocols where the service, the
-retrainer and the worker meet them: :class:`Store` (questions, pairs, state, model records),
-:class:`Jobs` (job records) and :class:`dupq.index.VectorIndex`.
+changes. :func:`open_backend` is the one place that chooses; everything the two backends do differently is
+behind the :class:`Backend` it returns, so the service, the retrainer and the worker never ask which one
+they hold. Both implement the same interfaces, stated here as protocols: :class:`Store` (questions, pairs,
+state, model records), :class:`Jobs` (job records), :class:`Nodes` (how a serving process lives beside the
+others that share its state) and :class:`dupq.index.VectorIndex`.
 
 Example:
     >>> from dupq.config import Settings
     >>> b = open_backend(Settings(home="/tmp/dq-doc", seed_bank=None))
-    >>> b.shared, type(b.store).__name__
-    (False, 'QuestionStore')
+    >>> b.shared, type(b.store).__name__, type(b.jobs).__name__
+    (False, 'QuestionStore', 'JobStore')
     >>> b.close()
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,7 +28,7 @@ from dupq.config import Settings
 from dupq.index.base import VectorIndex
 from dupq.models.energy import Energy
 from dupq.storage.jobs import Job
-from dupq.storage.sqlite.store import NewQuestion, Question, StoredPair
+from dupq.storage.records import NewQuestion, Question, StoredPair
 
 
 @runtime_checkable
@@ -63,8 +68,10 @@ class Store(Protocol):
 
 @runtime_checkable
 class Jobs(Protocol):
-    """What dupq needs of a job store (:class:`~dupq.storage.jobs.JobStore`,
-    :class:`~dupq.storage.postgres.jobs.PgJobStore`)."""
+    """What dupq needs of a job store (:class:`~dupq.storage.sqlite.jobs.JobStore`,
+    :class:`~dupq.storage.postgres.jobs.PgJobStore`; the rules: :class:`~dupq.storage.jobs.JobRecords`)."""
+
+    worker_dies_with_parent: bool
 
     def create(self, options: dict[str, Any]) -> Job: ...
     def get(self, jid: str) -> Job: ...
@@ -76,11 +83,45 @@ class Jobs(Protocol):
     def request_cancel(self, jid: str) -> Job: ...
     def interrupted(self) -> list[Job]: ...
     def stop_worker(self, job: Job) -> None: ...
+    def record_worker(self, jid: str, pid: int) -> None: ...
+    def is_owner(self, jid: str, pid: int | None) -> bool: ...
+    def holding(self, jid: str, on_lost: Callable[[threading.Event], None]) -> AbstractContextManager[None]: ...
+    def requeue_expired(self) -> list[str]: ...
+    def expired_ready(self) -> str | None: ...
+    def next_queued(self) -> str | None: ...
+
+
+@runtime_checkable
+class Nodes(Protocol):
+    """How a serving process lives beside the others that share its state (:class:`Backend.nodes`).
+
+    SQLite (:class:`~dupq.storage.sqlite.home.OneWriter`): the process is its home's one writer; nothing to
+    follow, nobody to tell. PostgreSQL (:class:`~dupq.storage.postgres.nodes.SharedNodes`): every node follows
+    the shared pointer, runs jobs of dead nodes and reports what it serves; a promotion waits for the others.
+    """
+
+    def start(self, *, on_current: Callable[[str], None], on_ready: Callable[[str], None],
+              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]]) -> None:
+        """Follow the others: ``on_current(version)`` when the shared pointer moved, ``on_ready(version)`` when
+        a version is about to be promoted, ``on_tick()`` about once a second; ``status()`` is what this
+        process serves and has loaded ahead."""
+        ...
+
+    def loading(self, write_lock: threading.RLock) -> AbstractContextManager[Any]:
+        """What a promotion holds while it loads the new version: the write lock where this process is the
+        only writer (nothing is then left to catch up), nothing where other nodes write anyway."""
+        ...
+
+    def announce(self, version: str) -> None:
+        """Before the switch to ``version``: tell the others and wait (bounded) until they have loaded it."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
 class Backend:
-    """The store, job store and model registry of one process, and how it opens a version's index.
+    """The store, job store and model registry of one process, and what its backend does its own way.
 
     Attributes:
         shared: True on PostgreSQL: several processes (nodes) share the state, none owns it.
@@ -91,40 +132,120 @@ class Backend:
     store: Any
     jobs: Any
     registry: Any
-    shared: bool
+    shared: bool = False
     db: Any = None
 
     def open_index(self, version: str, dim: int, energy: Energy | str, *,
                    read_only: bool = False) -> tuple[VectorIndex, bool]:
         """The index of ``version`` and whether it was found intact (False: fill it from the store)."""
-        if self.db is not None:
-            from dupq.index.pgvector import PgVectorIndex
+        raise NotImplementedError
 
-            return PgVectorIndex.open(self.db, version, dim, energy, kind=self.settings.pg_index)
+    def index_in_step(self, index: VectorIndex) -> bool:
+        """Whether ``index`` is known to hold exactly the stored questions (False: sync it)."""
+        raise NotImplementedError
+
+    def index_to_rebuild(self, version: str, index: VectorIndex, dim: int, energy: Energy | str) -> VectorIndex:
+        """The index that a reindex of ``version`` (served from ``index``) embeds every stored question into."""
+        raise NotImplementedError
+
+    def nodes(self) -> Nodes:
+        """This process's :class:`Nodes`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@dataclass
+class SqliteBackend(Backend):
+    """One home: a SQLite store, indexes in ``index/<version>/``, one writing process (the home lock)."""
+
+    lock: Any = None  # the home's writer lock (dupq.storage.sqlite.home.HomeLock), None for a reader
+
+    def open_index(self, version: str, dim: int, energy: Energy | str, *,
+                   read_only: bool = False) -> tuple[VectorIndex, bool]:
         from dupq.index import open_index
 
         return open_index(self.settings.index_dir / version, dim, energy, ann_min_size=self.settings.ann_min_size,
                           read_only=read_only)
 
+    def index_in_step(self, index: VectorIndex) -> bool:
+        """The store's revision says: this process writes both."""
+        return index.revision == self.store.revision()
+
+    def index_to_rebuild(self, version: str, index: VectorIndex, dim: int, energy: Energy | str) -> VectorIndex:
+        """A new, empty one: the folder is removed (its files rebuilt from scratch, corrupt ones too)."""
+        shutil.rmtree(self.settings.index_dir / version, ignore_errors=True)
+        return self.open_index(version, dim, energy)[0]
+
+    def nodes(self) -> Nodes:
+        from dupq.storage.sqlite.home import OneWriter
+
+        return OneWriter()
+
     def close(self) -> None:
-        self.store.close()
-        if self.db is not None:
-            self.db.close()
+        super().close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
-def open_backend(settings: Settings, *, pool_size: int = 8) -> Backend:
-    """Open the backend ``settings`` select (PostgreSQL when ``database_url`` is set)."""
-    from dupq.storage.jobs import JobStore
-    from dupq.storage.sqlite.registry import ModelRegistry
-    from dupq.storage.sqlite.store import QuestionStore
+@dataclass
+class PostgresBackend(Backend):
+    """A PostgreSQL database shared by every node: pgvector tables, version files in the database."""
+
+    def open_index(self, version: str, dim: int, energy: Energy | str, *,
+                   read_only: bool = False) -> tuple[VectorIndex, bool]:
+        from dupq.index.pgvector import PgVectorIndex
+
+        return PgVectorIndex.open(self.db, version, dim, energy, kind=self.settings.pg_index)
+
+    def index_in_step(self, index: VectorIndex) -> bool:
+        """Never known: other nodes write too, so the revision says little; the catch-up is one anti-join."""
+        return False
+
+    def index_to_rebuild(self, version: str, index: VectorIndex, dim: int, energy: Energy | str) -> VectorIndex:
+        """The table every node is searching: its rows are replaced in place."""
+        return index
+
+    def nodes(self) -> Nodes:
+        from dupq.storage.postgres.nodes import SharedNodes
+
+        return SharedNodes(self.db, self.store, switch_wait_s=self.settings.switch_wait_s)
+
+    def close(self) -> None:
+        super().close()
+        self.db.close()
+
+
+def open_backend(settings: Settings, *, writer: bool = False, pool_size: int = 8) -> Backend:
+    """Open the backend ``settings`` select (PostgreSQL when ``database_url`` is set).
+
+    ``writer``: the process that serves and writes the state (the web process, a CLI command), not a
+    reader or a training worker. On SQLite it takes the home's writer lock first (``BusyError`` when another
+    process holds it); on PostgreSQL any number of nodes write.
+    """
+    from dupq.storage.registry import ModelRegistry
 
     if not settings.database_url:
-        store = QuestionStore(settings.db_path)
+        from dupq.storage.sqlite.home import HomeLock
+        from dupq.storage.sqlite.jobs import JobStore
+        from dupq.storage.sqlite.store import QuestionStore
+
+        lock = HomeLock(settings.home) if writer else None
         try:
-            return Backend(settings, store, JobStore(store), ModelRegistry.from_settings(store, settings), False)
+            store = QuestionStore(settings.db_path)
         except BaseException:
-            store.close()
+            if lock is not None:
+                lock.release()
             raise
+        backend = SqliteBackend(settings, store, JobStore(store), None, lock=lock)
+        try:
+            backend.registry = ModelRegistry.from_settings(store, settings)
+        except BaseException:
+            backend.close()
+            raise
+        return backend
     from dupq.storage.postgres.db import Database
     from dupq.storage.postgres.jobs import PgJobStore
     from dupq.storage.postgres.registry import PgModelRegistry
@@ -135,7 +256,7 @@ def open_backend(settings: Settings, *, pool_size: int = 8) -> Backend:
         store = PgQuestionStore(db)
         registry = PgModelRegistry(store, settings.models_dir, backend=settings.backend,
                                    shared_export_cache=settings.export_cache)
-        return Backend(settings, store, PgJobStore(db, lease_s=settings.job_lease_s), registry, True, db)
+        return PostgresBackend(settings, store, PgJobStore(db, lease_s=settings.job_lease_s), registry, True, db)
     except BaseException:
         db.close()
         raise

@@ -1,6 +1,6 @@
 """Training jobs: records in the store, one worker process per job, one job at a time.
 
-A job's life is one table (:data:`TRANSITIONS`) and :meth:`JobStore.transition` refuses every other move::
+A job's life is one table (:data:`TRANSITIONS`) and :meth:`JobRecords.transition` refuses every other move::
 
     queued -> running -> evaluating -> indexing -> ready -> promoted
     evaluating -> rejected                 (the evaluation gate said no)
@@ -11,10 +11,13 @@ A job's life is one table (:data:`TRANSITIONS`) and :meth:`JobStore.transition` 
 the web process (the home's one writer) makes. The record is the only state shared by the web process and
 the worker (:mod:`dupq.retrain` owns the lifecycle, :mod:`dupq.worker` is the worker's entry point).
 
-The interface is deliberately narrow (create / claim / transition / set progress / get / list) so that a
-database backend can claim jobs with ``SELECT ... FOR UPDATE SKIP LOCKED`` behind the same methods.
+The rules are written once, here: the state table, and :class:`JobRecords`, which moves, updates and cancels
+jobs by them. A backend supplies only its SQL and its locking (:class:`dupq.storage.sqlite.jobs.JobStore`:
+one web process per home; :class:`dupq.storage.postgres.jobs.PgJobStore`: row locks, leases and fencing for
+workers on several nodes).
 
 Example:
+    >>> from dupq.storage.sqlite.jobs import JobStore
     >>> from dupq.storage.sqlite.store import QuestionStore
     >>> jobs = JobStore(QuestionStore(":memory:"))
     >>> job = jobs.create({"max_steps": 20})
@@ -31,13 +34,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from dupq.errors import ConflictError, NotFoundError
-from dupq.storage.sqlite.store import QuestionStore
+from dupq.storage.sql import SqlAccess
 
 #: Every legal move of a job; a state without an entry is final.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -52,6 +58,8 @@ ACTIVE = tuple(s for s in STATES if s in TRANSITIONS)
 TERMINAL = tuple(s for s in STATES if s not in TRANSITIONS)
 #: Fields a job record holds besides its state.
 FIELDS = ("progress", "metrics", "error", "version", "pid", "cancel")
+#: The columns a job is read from, in :class:`Job`'s order (:meth:`Job.from_row`).
+COLUMNS = "id, state, options, progress, metrics, error, version, pid, cancel, created_at, updated_at"
 
 
 class IllegalTransition(ConflictError):
@@ -84,6 +92,12 @@ class Job:
     created_at: str
     updated_at: str
 
+    @classmethod
+    def from_row(cls, r: Any) -> Job:
+        """The job of a row selected as :data:`COLUMNS` (JSON text in options, progress and metrics)."""
+        return cls(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7], bool(r[8]),
+                   r[9], r[10])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -98,96 +112,134 @@ class Job:
         }
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as a job record writes it (UTC, milliseconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-class JobStore:
-    """Job records in the ``jobs`` table of a :class:`QuestionStore` database (shared by web and worker)."""
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
 
-    def __init__(self, store: QuestionStore) -> None:
-        self.store = store
 
-    def create(self, options: dict[str, Any]) -> Job:
-        """A new queued job; :class:`ConflictError` if another job is still active (one at a time)."""
-        jid = uuid.uuid4().hex[:12]
-        now = _now()
-        with self.store.transaction() as c:
-            marks = ",".join("?" * len(ACTIVE))
-            active = c.execute(f"SELECT id FROM jobs WHERE state IN ({marks})", ACTIVE).fetchone()
-            if active:
-                raise ConflictError(f"training job {active[0]} is still active; one job at a time", code="job_active")
-            c.execute(
-                "INSERT INTO jobs(id, state, options, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?)",
-                (jid, json.dumps(options), now, now),
-            )
-        return self.get(jid)
+class JobRecords(SqlAccess):
+    """The job rules over a backend's ``jobs`` table: the moves, updates and cancels of every backend.
 
+    A backend supplies its :class:`~dupq.storage.sql.SqlAccess` (placeholder, transaction, query), :meth:`_lock`
+    (the row of a job, locked for the rest of the transaction), the methods
+    that differ in kind (``create``, ``claim``), and who holds a job: one home's serving process holds all of
+    them; on a shared database a worker holds a job by a lease that another node takes over when it runs out
+    (:meth:`is_owner`, :meth:`_fenced`, :meth:`holding`, the job runner's :meth:`requeue_expired`,
+    :meth:`expired_ready` and :meth:`next_queued`).
+    """
+
+    #: Whether a worker must die with the process that started it: on a store several nodes share, a dead
+    #: node's job is taken over after its lease rather than finished by an orphan.
+    worker_dies_with_parent: bool
+
+    # -- what a backend supplies besides its SqlAccess ---------------------------------------------------------
+    def _lock(self, c: Any, jid: str, *, active: bool = False) -> tuple[str, int] | None:
+        """``(state, attempt)`` of job ``jid`` (only while it is active, with ``active``), locked until the end
+        of the transaction ``c``; None when there is no such job."""
+        raise NotImplementedError
+
+    def _fenced(self, jid: str, attempt: int) -> bool:
+        """Whether this process lost job ``jid`` (another worker took it over at ``attempt``)."""
+        raise NotImplementedError
+
+    def _moved(self, c: Any, jid: str, to: str) -> None:
+        """Called in the transaction of a move to ``to`` (a backend announces what other processes wait for)."""
+
+    # -- what a backend supplies: who holds a job --------------------------------------------------------------
+    def is_owner(self, jid: str, pid: int | None) -> bool:
+        """Whether worker ``pid`` of this host holds (or last held) job ``jid``."""
+        raise NotImplementedError
+
+    def record_worker(self, jid: str, pid: int) -> None:
+        """The serving process started worker ``pid`` for ``jid``."""
+        raise NotImplementedError
+
+    def holding(self, jid: str, on_lost: Callable[[threading.Event], None]) -> AbstractContextManager[None]:
+        """Keep this process's hold on ``jid`` while the block runs; ``on_lost(finished)`` is called (in another
+        thread) when the job was taken over (``finished`` is set once the block ends)."""
+        raise NotImplementedError
+
+    def requeue_expired(self) -> list[str]:
+        """Put jobs whose worker's lease ran out back in the queue (a takeover); returns their ids."""
+        raise NotImplementedError
+
+    def expired_ready(self) -> str | None:
+        """A ``ready`` job whose promoting process died, claimed for this process; None if none."""
+        raise NotImplementedError
+
+    def next_queued(self) -> str | None:
+        """A queued job no process has started a worker for, reserved for a worker this process starts."""
+        raise NotImplementedError
+
+    def interrupted(self) -> list[Job]:
+        """The jobs a serving process that starts must end (left behind by one that died)."""
+        raise NotImplementedError
+
+    # -- the rules ------------------------------------------------------------------------------------------
     def get(self, jid: str) -> Job:
-        rows = self.store.query("SELECT * FROM jobs WHERE id=?", (jid,))
+        rows = self._rows(f"SELECT {COLUMNS} FROM jobs WHERE id={self.mark}", (jid,))
         if not rows:
             raise NotFoundError(f"no job with id {jid!r}")
-        return self._row(rows[0])
+        return Job.from_row(rows[0])
 
     def list(self, limit: int = 20) -> list[Job]:
-        return [self._row(r) for r in self.store.query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", (limit,))]
+        rows = self._rows(f"SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC LIMIT {self.mark}", (limit,))
+        return [Job.from_row(r) for r in rows]
 
     def active(self) -> Job | None:
-        marks = ",".join("?" * len(ACTIVE))
-        rows = self.store.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at DESC", ACTIVE)
-        return self._row(rows[0]) if rows else None
-
-    def claim(self, jid: str, *, pid: int) -> Job | None:
-        """Take queued job ``jid`` for the worker ``pid`` (queued -> running); None when it is not queued.
-
-        A database backend does the same with ``SELECT ... FOR UPDATE SKIP LOCKED``.
-        """
-        with self.store.transaction() as c:
-            n = c.execute(
-                "UPDATE jobs SET state='running', pid=?, updated_at=? WHERE id=? AND state='queued' AND cancel=0",
-                (pid, _now(), jid),
-            ).rowcount
-        return self.get(jid) if n else None
+        marks = self._marks(len(ACTIVE))
+        rows = self._rows(f"SELECT {COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created_at DESC", ACTIVE)
+        return Job.from_row(rows[0]) if rows else None
 
     def transition(self, jid: str, to: str, **fields: Any) -> Job:
         """Move job ``jid`` to state ``to`` (and set ``fields``) in one transaction.
 
         Raises:
-            IllegalTransition: :data:`TRANSITIONS` has no such move from the job's current state.
+            IllegalTransition: :data:`TRANSITIONS` has no such move from the job's current state, or this
+                process lost the job to another worker.
             NotFoundError: No such job.
         """
         if to not in STATES:
             raise ValueError(f"unknown job state {to!r}")
-        with self.store.transaction() as c:
-            row = c.execute("SELECT state FROM jobs WHERE id=?", (jid,)).fetchone()
+        with self._transaction() as c:
+            row = self._lock(c, jid)
             if row is None:
                 raise NotFoundError(f"no job with id {jid!r}")
-            if not can_move(row[0], to):
-                raise IllegalTransition(f"job {jid} cannot go from {row[0]} to {to}")
+            state, attempt = row
+            if state in ACTIVE and self._fenced(jid, attempt):
+                raise IllegalTransition(f"job {jid} was taken over by another worker (attempt {attempt})")
+            if not can_move(state, to):
+                raise IllegalTransition(f"job {jid} cannot go from {state} to {to}")
             self._set(c, jid, state=to, **fields)
+            self._moved(c, jid, to)
         return self.get(jid)
 
     def update(self, jid: str, **fields: Any) -> None:
-        """Set fields (progress, metrics, error, version, pid, cancel) of an active job; never its state."""
+        """Set fields (progress, metrics, error, version, pid, cancel) of an active job, never its state;
+        ignored once the job ended or this process lost it."""
         if "state" in fields:
             raise ValueError("a job's state changes only through transition()")
-        marks = ",".join("?" * len(ACTIVE))
-        with self.store.transaction() as c:
-            row = c.execute(f"SELECT 1 FROM jobs WHERE id=? AND state IN ({marks})", (jid, *ACTIVE)).fetchone()
-            if row is not None:
+        with self._transaction() as c:
+            row = self._lock(c, jid, active=True)
+            if row is not None and not self._fenced(jid, row[1]):
                 self._set(c, jid, **fields)
 
-    @staticmethod
-    def _set(c: Any, jid: str, **fields: Any) -> None:
+    def _set(self, c: Any, jid: str, **fields: Any) -> None:
         unknown = set(fields) - {"state", *FIELDS}
         if unknown:
             raise ValueError(f"unknown job field(s) {sorted(unknown)}")
-        cols = [f"{k}=?" for k in fields]
-        vals = [json.dumps(v) if k in ("progress", "metrics") else v for k, v in fields.items()]
-        c.execute(f"UPDATE jobs SET {', '.join([*cols, 'updated_at=?'])} WHERE id=?", (*vals, _now(), jid))
+        cols = [f"{k}={self.mark}" for k in [*fields, "updated_at"]]
+        vals = [json.dumps(v) if k in ("progress", "metrics") else (int(v) if k == "cancel" else v)
+                for k, v in fields.items()]
+        c.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id={self.mark}", (*vals, timestamp(), jid))
 
     def request_cancel(self, jid: str) -> Job:
-        """Ask the worker to stop (it polls the flag each step) and signal it; a queued job ends at once."""
+        """Ask the worker to stop (it polls the flag each step) and signal it where it runs on this host; a
+        queued job ends at once."""
         job = self.get(jid)
         if not can_move(job.state, "cancelled"):
             raise ConflictError(f"job {jid} can no longer be cancelled ({job.state})", code="job_ended")
@@ -197,38 +249,23 @@ class JobStore:
                 self.transition(jid, "cancelled", error="cancelled on request")
             except IllegalTransition:
                 pass  # a worker claimed it meanwhile: it sees the flag
-        if job.pid and _is_worker(job.pid, jid):
-            _signal(job.pid, signal.SIGTERM)
+        self._signal_worker(job, signal.SIGTERM)
         return self.get(jid)
 
-    def interrupted(self) -> list[Job]:
-        """Jobs still active in the record (on start-up: left behind by a web process that died)."""
-        marks = ",".join("?" * len(ACTIVE))
-        return [self._row(r) for r in self.store.query(f"SELECT * FROM jobs WHERE state IN ({marks})", ACTIVE)]
-
     def stop_worker(self, job: Job) -> None:
-        """Kill the worker of ``job`` if that process is still alive (a pid may have been reused: checked)."""
-        if job.pid and _is_worker(job.pid, job.id):
-            _signal(job.pid, signal.SIGKILL)
+        """Kill the worker of ``job`` if it runs on this host and is still alive (a pid may have been reused:
+        checked)."""
+        self._signal_worker(job, signal.SIGKILL)
 
-    @staticmethod
-    def _row(r: Any) -> Job:
-        return Job(
-            r["id"],
-            r["state"],
-            json.loads(r["options"]),
-            json.loads(r["progress"]),
-            json.loads(r["metrics"]),
-            r["error"],
-            r["version"],
-            r["pid"],
-            bool(r["cancel"]),
-            r["created_at"],
-            r["updated_at"],
-        )
+    def _signal_worker(self, job: Job, sig: int) -> None:
+        if job.pid and self.is_owner(job.id, job.pid) and is_worker(job.pid, job.id):
+            try:
+                os.kill(job.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass  # already gone
 
 
-def _is_worker(pid: int, jid: str) -> bool:
+def is_worker(pid: int, jid: str) -> bool:
     """Whether ``pid`` is still this job's worker (a pid can be reused by an unrelated process)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -236,10 +273,3 @@ def _is_worker(pid: int, jid: str) -> bool:
     except OSError:
         return False
     return b"dupq.worker" in cmd and jid.encode() in cmd
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone

@@ -15,11 +15,35 @@ Example:
     >>> result.metrics["dev"]["pairs"]["ap"], result.thresholds                          # doctest: +SKIP
 """
 
-from dupq.training.config import DEFAULT_MARGIN, ONLINE_MARGIN, TrainConfig, TrainingCancelled, TrainResult
-from dupq.training.data import PreparedData, add_mined_negatives, prepare_data, split_by_labels
-from dupq.training.losses import LOSSES, RANKING_LOSSES, build_loss
-from dupq.training.recipe import train
-from dupq.training.twin import average_weights
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dupq.training.config import DEFAULT_MARGIN, ONLINE_MARGIN, TrainConfig, TrainingCancelled, TrainResult
+    from dupq.training.data import PreparedData, add_mined_negatives, prepare_data, split_by_labels
+    from dupq.training.losses import LOSSES, RANKING_LOSSES, build_loss
+    from dupq.training.recipe import train
+    from dupq.training.twin import average_weights
+
+#: Where each name lives; loaded on first use, so that reading the options (:mod:`~dupq.training.config`: the
+#: CLI's help, the API contract in the web process) does not import torch and the trainers.
+_HOME = {
+    "DEFAULT_MARGIN": "config", "ONLINE_MARGIN": "config", "TrainConfig": "config", "TrainingCancelled": "config",
+    "TrainResult": "config", "LOSSES": "config", "RANKING_LOSSES": "config",
+    "PreparedData": "data", "add_mined_negatives": "data", "prepare_data": "data", "split_by_labels": "data",
+    "build_loss": "losses", "train": "recipe", "average_weights": "twin",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MARGIN",

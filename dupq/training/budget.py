@@ -222,15 +222,16 @@ def plan_twin(plan: Plan, costs: StepCosts, *, elapsed_s: float, twin_steps: int
                    "predicted_s": round(predicted, 1)})
 
 
-def reserve_after_twin(costs: StepCosts, *, dev_pairs: int, eval_pairs: int = 2000) -> float:
-    """Seconds the run needs after the twin's last step: the evaluation the stop triggers, the final one on every
-    dev pair, and the fixed costs (saving, the fusion fit).
+def reserve_after_twin(costs: StepCosts, *, dev_pairs: int, eval_pairs: int = 2000, extra_evals: int = 0) -> float:
+    """Seconds the run needs after the twin's last step: the evaluation the stop triggers, ``extra_evals`` more
+    (the WiSE-FT candidates), the final one on every dev pair, and the fixed costs (saving, the fusion fit).
 
     Example:
         >>> reserve_after_twin(StepCosts(cross=1.0, twin=1.2, ranking=1.5, batch_size=32), dev_pairs=7901)
         153.8
     """
-    return round(FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs) + costs.encode_seconds(2 * eval_pairs), 1)
+    return round(FIXED_SECONDS + costs.encode_seconds(2 * dev_pairs)
+                 + (1 + extra_evals) * costs.encode_seconds(2 * eval_pairs), 1)
 
 
 class Deadline:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import types
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from dupq.evaluation.metrics import parse_threshold_policy
 from dupq.models.energy import Energy
-from dupq.training.losses import LOSSES, RANKING_LOSSES
 
 #: Default contrastive margin per energy name (:attr:`dupq.models.energy.Energy.default_margin`, where it is decided).
 DEFAULT_MARGIN = {name: Energy.from_name(name).default_margin for name in Energy.names()}
@@ -18,6 +20,12 @@ DEFAULT_MARGIN = {name: Energy.from_name(name).default_margin for name in Energy
 #: Default margin of ``online-contrastive`` per energy: 0.5 in cosine distance (the issue-10 research, the
 #: plain recipe's value), the same pair geometry in Euclidean distance (``sqrt(2 * 0.5)`` on unit vectors).
 ONLINE_MARGIN = {"cosine": 0.5, "euclidean": math.sqrt(2 * 0.5)}
+
+#: Loss names of the labelled pairs (:func:`dupq.training.losses.build_loss`).
+LOSSES = ("contrastive", "online-contrastive")
+#: Losses of the positive-only pairs (:func:`dupq.training.losses.build_ranking_loss`); "none" sends them to the
+#: contrastive loss.
+RANKING_LOSSES = ("gist", "mnrl", "none")
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -53,7 +61,12 @@ class TrainConfig:
     minutes the recommended command took 40.9 on a 2-core AVX2-only CPU (54.8 without). The
     defaults are the issue-10 recipe, each from a measured run (README "Training and evaluation",
     docs/benchmarks.md "The issue-10 recipe": online-contrastive m 0.5 + GIST on 10,000 positive-only pairs at
-    lr 5e-5 was the best dev AP; WiSE-FT 0.5 keeps dev nDCG@10 at the base's and AskUbuntu AP within 0.4 point).
+    lr 5e-5 was the best dev AP). The options left ``None`` by default are chosen on the dev pairs by the rule
+    of :mod:`dupq.training.selection` (issue 24): ``epochs`` (at least 300 steps, early stopping),
+    ``base_weight`` (among 0, 0.25, 0.5: best dev AP with dev nDCG@10, and each source's, not below the
+    starting model's), ``cross_encoder`` (trained from 5,000 labelled pairs, kept only if it beats the twin out
+    of fold) and ``dev_fraction``; ``threshold_policy`` is the operating point the served threshold is
+    calibrated for on dev (``max_f1``, ``precision:P``, ``recall:R``).
 
     Example:
         >>> c = TrainConfig(max_steps=200, energy="euclidean", loss="contrastive")
@@ -63,68 +76,78 @@ class TrainConfig:
         (0.5, 'gist')
     """
 
-    loss: str = "online-contrastive"
-    margin: float | None = None
-    energy: str = Energy.COSINE.name
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    seed: int = 0
-    ranking_loss: str = "gist"
-    max_positive_only: int | None = 10_000
-    negatives_per_positive: float = 0.0
-    ranking_weight: float = 0.0
-    base_weight: float = 0.5
-    cross_encoder: bool = True
-    cross_epochs: float = 1.0
-    cross_learning_rate: float = 5e-5
-    cross_max_steps: int | None = None
-    cross_max_pairs: int | None = 40_000
-    silver_pairs: int = 0
-    bf16: bool = True
-    eval_steps: int | None = None
-    dev_fraction: float = 0.1
-    time_budget_minutes: float | None = 40.0
+    loss: str = field(default="online-contrastive",
+                      metadata={"help": "Contrastive loss of the labelled pairs.", "choices": LOSSES})
+    margin: float | None = field(default=None, metadata={
+        "help": "Contrastive margin, in the energy's distance.", "gt": 0, "none": "per energy and loss"})
+    energy: str = field(default=Energy.COSINE.name, metadata={
+        "help": "Energy: the distance the twin is trained on and search ranks by.", "choices": Energy.names()})
+    epochs: float | None = field(default=None, metadata={
+        "help": "Passes over the training pairs; the best dev checkpoint is kept and training stops when dev AP "
+                "stops improving.", "gt": 0,
+        "none": "auto: enough passes for 300 optimiser steps (at most 40), 1 on big data"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "Optimiser steps; overrides the epochs.", "ge": 1, "none": "from the epochs"})
+    batch_size: int = field(default=32, metadata={"help": "Pairs per step (per process).", "ge": 1})
+    learning_rate: float = field(default=5e-5, metadata={
+        "help": "Peak learning rate.", "gt": 0, "cli": ("--learning-rate", "--lr")})
+    warmup_ratio: float = field(default=0.1, metadata={
+        "help": "Share of the steps over which the learning rate warms up.", "ge": 0, "lt": 1})
+    seed: int = field(default=0, metadata={"help": "Random seed.", "ge": 0})
+    ranking_loss: str = field(default="gist", metadata={
+        "help": "Loss of the positive-only pairs (none: they join the contrastive loss).",
+        "choices": RANKING_LOSSES})
+    max_positive_only: int | None = field(default=10_000, metadata={
+        "help": "Most positive-only pairs used (a seeded sample).", "ge": 0, "none": "all"})
+    negatives_per_positive: float = field(default=0.0, metadata={
+        "help": "Hard negatives mined per positive pair without a labelled negative, filtered by the "
+                "cross-encoder (0: no mining).", "ge": 0})
+    ranking_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the in-batch ranking term added to the contrastive loss (0: contrastive only).",
+        "ge": 0})
+    base_weight: float | None = field(default=None, metadata={
+        "help": "Share of the starting weights averaged back into the result (WiSE-FT; 0: none).",
+        "ge": 0, "lt": 1,
+        "none": "chosen on dev among 0, 0.25, 0.5: best dev AP with dev nDCG@10 (each source's) not below the "
+                "starting model's"})
+    cross_encoder: bool | None = field(default=None, metadata={
+        "help": "Train the version's cross-encoder (teacher and re-ranker) and keep it.",
+        "none": "auto: trained from 5,000 labelled training pairs, kept only if it beats the twin out of fold on "
+                "dev"})
+    cross_epochs: float = field(default=1.0, metadata={
+        "help": "Cross-encoder passes over the labelled pairs.", "gt": 0})
+    cross_learning_rate: float = field(default=5e-5, metadata={
+        "help": "Cross-encoder peak learning rate.", "gt": 0})
+    cross_max_steps: int | None = field(default=None, metadata={
+        "help": "Cross-encoder optimiser steps.", "ge": 1, "none": "as max_steps"})
+    cross_max_pairs: int | None = field(default=40_000, metadata={
+        "help": "Most labelled pairs the cross-encoder trains on (a seeded sample).", "ge": 1, "none": "all"})
+    silver_pairs: int = field(default=0, metadata={
+        "help": "Augmented-SBERT pairs the cross-encoder labels among near neighbours (0: none).", "ge": 0})
+    bf16: bool = field(default=True, metadata={
+        "help": "Mixed precision (bf16; ignored where the hardware has no native bf16).",
+        "cli": "--bf16/--fp32"})
+    eval_steps: int | None = field(default=None, metadata={
+        "help": "Steps between dev evaluations (checkpoint selection).", "ge": 1, "none": "4 per run"})
+    dev_fraction: float | None = field(default=None, metadata={
+        "help": "Share of the duplicate clusters held out as dev pairs when no dev pairs are given.",
+        "gt": 0, "lt": 1, "none": "auto: 300 pairs' worth, between 0.1 and 0.3"})
+    threshold_policy: str = field(default="max_f1", metadata={
+        "help": "Operating point the served threshold is calibrated for on dev: max_f1, precision:P (the most "
+                "recall at precision >= P) or recall:R (the most precision at recall >= R)."})
+    time_budget_minutes: float | None = field(default=40.0, metadata={
+        "help": "Minutes the training may take. On a machine too slow for the full recipe in that time, fewer "
+                "steps are trained (the cross-encoder's first), and the run says so.",
+        "gt": 0, "none": "no budget", "cli": "--time-budget", "cli_none": 0})
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         energy = Energy.from_name(self.energy)  # ValueError for an unknown name
         self.energy = energy.name  # the name: the config is saved as JSON in dupq.json
-        if self.ranking_loss not in RANKING_LOSSES:
-            raise ValueError(f"ranking_loss must be one of {RANKING_LOSSES}, got {self.ranking_loss!r}")
         if self.margin is None:
             self.margin = energy.default_margin if self.loss == "contrastive" else ONLINE_MARGIN[energy.name]
-        _number(self, "margin", low=0.0, low_open=True)
-        _number(self, "epochs", low=0.0, low_open=True)
-        _number(self, "learning_rate", low=0.0, low_open=True)
-        _number(self, "warmup_ratio", low=0.0, high=1.0)
-        _number(self, "negatives_per_positive", low=0.0)
-        _number(self, "ranking_weight", low=0.0)
-        _number(self, "base_weight", low=0.0, high=1.0)
-        _number(self, "dev_fraction", low=0.0, high=1.0, low_open=True)
-        _number(self, "cross_epochs", low=0.0, low_open=True)
-        _number(self, "cross_learning_rate", low=0.0, low_open=True)
-        _integer(self, "batch_size", low=1)
-        _integer(self, "seed", low=0)
-        if self.max_steps is not None:
-            _integer(self, "max_steps", low=1)
-        if self.eval_steps is not None:
-            _integer(self, "eval_steps", low=1)
-        if self.cross_max_steps is not None:
-            _integer(self, "cross_max_steps", low=1)
-        if self.cross_max_pairs is not None:
-            _integer(self, "cross_max_pairs", low=1)
-        if self.max_positive_only is not None:
-            _integer(self, "max_positive_only", low=0)
-        if self.time_budget_minutes is not None:
-            _number(self, "time_budget_minutes", low=0.0, low_open=True)
-        _integer(self, "silver_pairs", low=0)
-        for name in ("bf16", "cross_encoder"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for option in options():  # each field's type, choices and bounds, as its declaration states them
+            _check(self, option)
+        parse_threshold_policy(self.threshold_policy)  # ValueError for anything but the three forms
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,10 +172,101 @@ def _number(cfg: TrainConfig, name: str, *, low: float, high: float | None = Non
     setattr(cfg, name, float(value))
 
 
-def _integer(cfg: TrainConfig, name: str, *, low: int) -> None:
+def _integer(cfg: TrainConfig, name: str, *, low: int | None = None) -> None:
     value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        raise ValueError(f"{name} must be an integer" + (f" >= {low}" if low is not None else "") + f", got {value!r}")
+
+
+# -- the declaration read back: the CLI (``dupq train``) and the API (``TrainRequest``) are made from it -------
+@dataclass(frozen=True)
+class Option:
+    """One :class:`TrainConfig` field as its declaration states it: ``field(default=..., metadata={...})``.
+
+    The metadata keys: ``help`` (one or two sentences; the default is added by whoever shows it), ``choices``
+    (the strings it takes), ``gt`` / ``ge`` / ``lt`` (bounds of a number), ``none`` (what ``None`` means, for a
+    field whose annotation allows it or whose default is ``None``), ``cli`` (the ``dupq train`` flag(s), default
+    ``--name-with-dashes``, ``--x/--no-x`` for a bool) and ``cli_none`` (the flag value that stands for ``None``).
+    """
+
+    name: str
+    default: Any
+    #: The annotation's types, ``float | None`` -> ``(float, NoneType)``; a ``Literal`` member is ``str`` + choices.
+    types: tuple[Any, ...]
+    help: str
+    choices: tuple[str, ...] = ()
+    bounds: Mapping[str, float] = field(default_factory=dict)
+    none: str | None = None
+    cli: tuple[str, ...] = ()
+    cli_none: Any = None
+
+    @property
+    def nullable(self) -> bool:
+        return type(None) in self.types
+
+    def described(self, note: str) -> str:
+        """The help with ``note`` (the default, what null means) in its closing parentheses.
+
+        Example:
+            >>> Option("batch_size", 32, (int,), "Pairs per step (per process).").described("default 32")
+            'Pairs per step (per process; default 32).'
+        """
+        text = self.help.rstrip(".")
+        return f"{text[:-1]}; {note})." if text.endswith(")") else f"{text} ({note})."
+
+
+@functools.cache
+def options() -> tuple[Option, ...]:
+    """Every :class:`TrainConfig` field as an :class:`Option`, in declaration order.
+
+    Example:
+        >>> lr = next(o for o in options() if o.name == "learning_rate")
+        >>> lr.default, lr.types, dict(lr.bounds), lr.cli
+        (5e-05, (<class 'float'>,), {'gt': 0}, ('--learning-rate', '--lr'))
+    """
+    hints = get_type_hints(TrainConfig)
+    out = []
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        members = get_args(hints[f.name]) if get_origin(hints[f.name]) in (Union, types.UnionType) else (
+            hints[f.name],)
+        literal = tuple(a for m in members if get_origin(m) is Literal for a in get_args(m))
+        kinds = tuple(dict.fromkeys(str if get_origin(m) is Literal else m for m in members))
+        cli = meta.get("cli") or (f"--{f.name.replace('_', '-')}" + (
+            f"/--no-{f.name.replace('_', '-')}" if bool in kinds else ""))
+        out.append(Option(
+            name=f.name,
+            default=f.default if f.default is not MISSING else (
+                f.default_factory() if f.default_factory is not MISSING else None),
+            types=kinds,
+            help=meta.get("help", ""),
+            choices=tuple(meta.get("choices", ())) + literal,
+            bounds={k: meta[k] for k in ("gt", "ge", "lt") if k in meta},
+            none=meta.get("none"),
+            cli=(cli,) if isinstance(cli, str) else tuple(cli),
+            cli_none=meta.get("cli_none"),
+        ))
+    return tuple(out)
+
+
+def _check(cfg: TrainConfig, option: Option) -> None:
+    """``option``'s value in ``cfg`` against its declaration (numbers become floats where a float is declared)."""
+    name, value, bounds = option.name, getattr(cfg, option.name), option.bounds
+    if (value is None and option.nullable) or (isinstance(value, str) and value in option.choices):
+        return
+    if bool in option.types:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    elif float in option.types:
+        low = bounds.get("gt", bounds.get("ge", -math.inf))
+        high = bounds.get("lt")
+        _number(cfg, name, low=float(low), high=None if high is None else float(high), low_open="gt" in bounds)
+    elif int in option.types:
+        _integer(cfg, name, low=bounds.get("ge"))
+    elif option.choices:
+        raise ValueError(f"{name} must be one of {option.choices}, got {value!r}")
+    elif str in option.types and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
 
 
 @dataclass
@@ -173,3 +287,5 @@ class TrainResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     #: The time budget's plan (:meth:`dupq.training.budget.Plan.to_dict`); None: no budget, or the run surely fit.
     budget: dict[str, Any] | None = None
+    #: How the recipe was chosen on dev (:mod:`dupq.training.selection`): dupq.json's ``"selection"``.
+    selection: dict[str, Any] | None = None

@@ -51,8 +51,8 @@ def split_by_labels(
     The second list is what teaches retrieval order through the in-batch ranking loss: the groups of duplicates
     only (positive-only pairs) or, for ``groups`` that have none (one file's sources, such as AskUbuntu's) and
     with ``rank_labelled``, the labelled duplicates, which then stay in the labelled list too. Without them a
-    domain is learnt only as pair labels and its retrieval order is forgotten (docs/benchmarks.md, fifth
-    session: AskUbuntu nDCG@10 -0.62 instead of -1.09 points at WiSE 0.5, same dev AP).
+    domain is learnt only as pair labels and its retrieval order is forgotten (measured: held-out AskUbuntu
+    nDCG@10 -0.62 instead of -1.09 points against the base, at the same dev AP).
 
     Example:
         >>> lab, pos = split_by_labels({"a": [Pair("a", "b", 1), Pair("a", "c", 0)], "b": [Pair("d", "e", 1)]})
@@ -95,7 +95,8 @@ def prepare_data(
 ) -> PreparedData:
     """Clean, split, route and (with ``model``) add mined negatives; no question is in both train and dev.
 
-    Without ``dev_pairs`` the pairs are split by duplicate cluster (:func:`dupq.data.split_by_cluster`). With
+    Without ``dev_pairs`` the pairs are split by duplicate cluster (:func:`dupq.data.split_by_cluster`;
+    ``config.dev_fraction``, None: :func:`dupq.training.selection.auto_dev_fraction`). With
     them, training pairs that share a question with dev are dropped, so dev numbers stay honest.
     ``positive_only`` pairs (duplicates without labelled negatives, :func:`split_by_labels`) go to the ranking
     loss, at most ``config.max_positive_only`` of them (a seeded sample), unless ``config.ranking_loss`` is
@@ -120,7 +121,10 @@ def prepare_data(
     cleaned = dedupe_pairs([*pairs, *extra])
     ranked_keys = {pair_key(p.question1, p.question2) for p in extra}
     if dev_pairs is None:
-        split = split_by_cluster(cleaned.pairs, dev_fraction=config.dev_fraction, seed=config.seed)
+        from dupq.training.selection import auto_dev_fraction
+
+        fraction = config.dev_fraction if config.dev_fraction is not None else auto_dev_fraction(len(cleaned.pairs))
+        split = split_by_cluster(cleaned.pairs, dev_fraction=fraction, seed=config.seed)
         train_pairs, dev, dropped = split.train, split.dev, split.dropped
     else:
         dev = dedupe_pairs(dev_pairs).pairs

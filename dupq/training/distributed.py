@@ -180,7 +180,7 @@ def train_version(
     Each node's first process writes to the console; the others' output goes to
     ``logs_dir/train-<version>/`` (default: a temporary folder).
     """
-    from dupq.storage.sqlite.registry import new_version_name
+    from dupq.storage.registry import new_version_name
     from dupq.training.versions import NewVersion, resolve_start
 
     if base is not None:

@@ -30,13 +30,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from dupq.models.energy import Energy
+from dupq.training.config import LOSSES, RANKING_LOSSES  # declared with the options that take them (no torch)
 
 __all__ = ["LOSSES", "RANKING_LOSSES", "RANKING_SCALE", "ContrastiveRankingLoss", "build_loss", "build_ranking_loss"]
-
-#: Loss names :func:`build_loss` accepts.
-LOSSES = ("contrastive", "online-contrastive")
-#: Losses of the positive-only pairs (:func:`build_ranking_loss`); "none" sends them to the contrastive loss.
-RANKING_LOSSES = ("gist", "mnrl", "none")
 
 #: Inverse temperature of the ranking term (the library's default, also all-MiniLM-L6-v2's training value).
 RANKING_SCALE = 20.0

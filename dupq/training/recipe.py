@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +46,7 @@ import numpy as np
 
 from dupq.data import Pair
 from dupq.evaluation import evaluate_encoder, pair_metrics
+from dupq.evaluation.metrics import calibrate_threshold
 from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross, save_fusion
 from dupq.models.encoder import (
     SiameseEncoder,
@@ -71,12 +72,29 @@ from dupq.training.data import PreparedData, add_dev_negatives, add_mined_negati
 from dupq.training.fusion import fit_fusion
 from dupq.training.hardware import bf16_supported, has_accelerator, on_rank0, process_group
 from dupq.training.progress import emit
+from dupq.training.selection import (
+    AUTO_EVALS,
+    PATIENCE,
+    WISE_CANDIDATES,
+    auto_dev_fraction,
+    auto_epochs,
+    check_distractors,
+    choose_base_weight,
+    cross_rule,
+    drop_questions,
+    hold_out_sources,
+    keep_reranker,
+    out_of_fold,
+    source_checks,
+)
+from dupq.training.selection import RULE as SELECTION_RULE
 from dupq.training.twin import (
     DEFAULT_EVALS,
     EVAL_MAX_PAIRS,
     average_weights,
     dev_evaluator,
     encode_fn,
+    flat_metrics,
     load_start,
     relay_callbacks,
     row_length,
@@ -105,16 +123,6 @@ __all__ = ["train"]
 # --- building blocks ---------------------------------------------------------------------------------------
 
 
-def calibrate_thresholds(scores: Any, labels: Any, *, higher_is_better: bool = True) -> dict[str, float]:
-    """Max-F1 and max-accuracy decision thresholds of scored dev pairs (dupq serves ``"f1"``).
-
-    Example:
-        >>> t = calibrate_thresholds([0.9, 0.8, 0.6, 0.3], [1, 0, 1, 0])
-        >>> round(t["f1"], 4), round(t["accuracy"], 4)
-        (0.45, 0.85)
-    """
-    m = pair_metrics(scores, labels, higher_is_better=higher_is_better)
-    return {"f1": float(m["best_f1_threshold"]), "accuracy": float(m["best_accuracy_threshold"])}
 
 
 
@@ -174,6 +182,7 @@ def train(
     output_dir: Path,
     dev_pairs: Sequence[Pair] | None = None,
     positive_only: Sequence[Pair] | None = None,
+    sources: Mapping[str, Sequence[Pair]] | None = None,
     parent: str | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -193,6 +202,8 @@ def train(
             splits ``pairs`` by duplicate cluster with ``config.dev_fraction``.
         positive_only: Duplicate pairs without labelled negatives (:func:`split_by_labels`): the ranking loss's
             data (``config.ranking_loss``), at most ``config.max_positive_only`` of them.
+        sources: The training pairs by source (``dupq train``: by file), for the per-source checks of the
+            WiSE-FT selection (:mod:`dupq.training.selection`); None or one source: the dev pairs are the check.
         parent: Parent version name, saved in dupq.json.
         progress: Called with ``{"step", "total", "loss", "epoch", "phase"}``; phase is ``"cross-encoder"``,
             ``"silver"``, ``"mining"``, ``"training"`` or ``"evaluating"``.
@@ -227,16 +238,48 @@ def train(
     # that saves the version.
     start_weights = (
         {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if config.base_weight and rank == 0
+        if config.base_weight != 0 and rank == 0
         else None
     )
     _check_stop(should_stop)
+    given = config  # as the user gave it (None = chosen here), saved in dupq.json; `config` is the run's, resolved
+    # Sources without dev pairs of their own hold out a small cluster split as their check (dupq.training.selection).
+    held, held_questions = hold_out_sources(sources or {}, dev_pairs, config.seed)
+    held_dropped = 0
+    if held_questions:
+        before = len(pairs) + len(positive_only or [])
+        pairs = drop_questions(pairs, held_questions) or []
+        positive_only = drop_questions(positive_only, held_questions)
+        held_dropped = before - len(pairs) - len(positive_only or [])
+    dev_fraction = config.dev_fraction
+    if dev_fraction is None:
+        dev_fraction = auto_dev_fraction(len(pairs) + len(positive_only or []))
+    config = replace(config, dev_fraction=dev_fraction, epochs=config.epochs or 1.0)
     data = on_rank0(world, rank, lambda: add_dev_negatives(  # before the cross-encoder: it calibrates on dev too
         prepare_data(pairs, dev_pairs, config, positive_only=positive_only, progress=progress), model, config))
+    if held:  # what the per-source checks took out of training: their pairs and those sharing a question
+        data.counts["source_check_pairs"] = sum(len(v) for v in held.values())
+        data.counts["dropped_for_source_checks"] = held_dropped
     phases["prepare"] = time.perf_counter() - t_start
     _check_stop(should_stop)
     energy = Energy.from_name(config.energy)
     model.similarity_fn_name = energy.similarity_fn_name  # saved in the model's config, so plain ST users see it
+    steps_per_epoch, _ = twin_steps(data, replace(config, epochs=1.0, max_steps=None), world)
+    if given.epochs is None:
+        config = replace(config, epochs=float(auto_epochs(steps_per_epoch)))
+    n_evals = DEFAULT_EVALS if config.epochs <= 1 else AUTO_EVALS
+    # The checks of the WiSE-FT choice: the dev sample the in-training evaluations use, and each source's.
+    eval_pairs = min(EVAL_MAX_PAIRS, len(data.dev))
+    checks = {"dev": _eval_sample(data.dev, config.seed),
+              **{k: _eval_sample(v, config.seed) for k, v in source_checks(sources, data.dev, held).items()}}
+    wise_candidates = list(WISE_CANDIDATES) if given.base_weight is None else []
+    start_metrics: dict[str, dict[str, float]] = {}
+    distractors = check_distractors([*data.train, *data.ranking], config.seed) if wise_candidates else []
+    if wise_candidates and rank == 0:
+        t0 = time.perf_counter()
+        emit(progress, step=0, total=None, phase="evaluating")
+        start_metrics = _check_metrics(model, checks, energy, distractors)
+        phases["select"] = time.perf_counter() - t0
 
     bf16 = config.bf16 and bf16_supported()
     if config.bf16 and not bf16:
@@ -250,13 +293,16 @@ def train(
     try:
         staging.mkdir(parents=True)
         # -- the time budget (dupq/training/budget.py): time this machine's steps, plan both phases to fit -----------
+        t_budget = time.perf_counter()
         cross_pairs: list[Pair] = []
-        if config.cross_encoder:
+        cross_wanted, cross_why = cross_rule(given.cross_encoder, len(data.labelled))
+        if cross_wanted:
             if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
                 cross_pairs = list(data.labelled)
                 if config.cross_max_pairs is not None and len(cross_pairs) > config.cross_max_pairs:
                     cross_pairs = random.Random(config.seed).sample(cross_pairs, config.cross_max_pairs)
             else:
+                cross_why = "not trained: it needs labelled training and dev pairs with both labels"
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         cross_full = (config.cross_max_steps or config.max_steps
                       or max(1, math.ceil(config.cross_epochs * math.ceil(len(cross_pairs) / config.batch_size))))
@@ -268,24 +314,25 @@ def train(
             guide.eval()
         plan: Plan | None = None
         costs: StepCosts | None = None
-        eval_pairs = min(EVAL_MAX_PAIRS, len(data.dev))
+        # Dev evaluations: those during training, and after it the WiSE-FT candidates on every check.
+        evals = n_evals + len(wise_candidates) * len(checks)
         if config.time_budget_minutes is not None:
             budget_s = config.time_budget_minutes * 60
             twin_full, ranking_share = twin_steps(data, config, world)
             if world > 1:
                 log.warning("the time budget is not applied to data-parallel runs: each rank trains every step")
             elif not surely_fits(budget_s, cross_steps=cross_full, twin_steps=twin_full,
-                                 batch_size=config.batch_size, dev_pairs=len(data.dev), evals=DEFAULT_EVALS,
+                                 batch_size=config.batch_size, dev_pairs=len(data.dev), evals=evals,
                                  eval_pairs=eval_pairs):
                 emit(progress, step=0, total=None, phase="budget")
                 costs = _probe_costs(model, data, cross_pairs, config, energy, guide, bf16, start, checkpoints)
                 set_seed(config.seed)  # the probes drew random numbers: the run proper starts as an unprobed one
                 plan = plan_run(costs, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
                                 cross_steps=cross_full, twin_steps=twin_full, twin_ranking_share=ranking_share,
-                                dev_pairs=len(data.dev), evals=DEFAULT_EVALS, eval_pairs=eval_pairs)
+                                dev_pairs=len(data.dev), evals=evals, eval_pairs=eval_pairs)
                 log.info(plan.describe())
                 emit(progress, step=0, total=None, phase="budget", message=plan.describe())
-        phases["budget"] = time.perf_counter() - t_start - phases["prepare"]
+        phases["budget"] = time.perf_counter() - t_budget
         _check_stop(should_stop)
 
         # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
@@ -346,7 +393,7 @@ def train(
             predicted_cross = plan.cross_steps * costs.cross + costs.score_seconds(len(data.dev))
             planned = plan.twin_steps
             plan = plan_twin(plan, costs, elapsed_s=time.perf_counter() - t_start, twin_steps=twin_full,
-                             twin_ranking_share=ranking_share, dev_pairs=len(data.dev), evals=DEFAULT_EVALS,
+                             twin_ranking_share=ranking_share, dev_pairs=len(data.dev), evals=evals,
                              eval_pairs=eval_pairs)
             if plan.twin_steps != planned:
                 note = (f"time budget: the cross-encoder took {phases['cross_encoder']:.0f} s (predicted "
@@ -358,14 +405,19 @@ def train(
             # The plan is a forecast; the budget is a bound: if the twin's steps run slower than the probe said
             # (18% slower in one measured run, docs/benchmarks.md), stop it while the final evaluation still fits.
             deadline = Deadline(t_start + plan.budget_s
-                                - reserve_after_twin(costs, dev_pairs=len(data.dev), eval_pairs=eval_pairs))
+                                - reserve_after_twin(costs, dev_pairs=len(data.dev), eval_pairs=eval_pairs,
+                                                     extra_evals=len(wise_candidates) * len(checks)))
         total_steps = max_steps or twin_full
-        eval_steps = config.eval_steps or max(1, math.ceil(total_steps / DEFAULT_EVALS))
+        eval_steps = config.eval_steps or max(1, math.ceil(total_steps / n_evals))
         evaluator = dev_evaluator(data.dev, energy, config.seed, progress)
+        from transformers import EarlyStoppingCallback
+
+        # Stop when dev AP has not improved for PATIENCE evaluations; the best checkpoint is loaded at the end.
+        stopper = EarlyStoppingCallback(early_stopping_patience=PATIENCE)
         trainer = twin_trainer(model, datasets, losses, config, output_dir=checkpoints, max_steps=max_steps,
                                 total_steps=total_steps, bf16=bf16, world=world, evaluator=evaluator,
                                 eval_steps=eval_steps,
-                                callbacks=[*relay_callbacks(progress, should_stop),
+                                callbacks=[*relay_callbacks(progress, should_stop), stopper,
                                            *([deadline.callback] if deadline is not None else [])],
                                 show_progress_bar=show_progress_bar)
         t_train = time.perf_counter()
@@ -384,12 +436,37 @@ def train(
         # Mixed precision leaves model.forward wrapped in autocast; drop it so the dev metrics and thresholds
         # below are measured in fp32, as the saved model is loaded and served.
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-        if start_weights is not None:
-            average_weights(model, start_weights, config.base_weight)
         train_seconds = time.perf_counter() - t_train - evaluator.seconds
         steps = trainer.state.global_step
         pairs_per_second = steps * config.batch_size * world / train_seconds if train_seconds > 0 else 0.0
         phases["twin"] = time.perf_counter() - t0
+
+        # The WiSE-FT weight: each candidate evaluated on the checks (no retraining), the rule picks one.
+        t0 = time.perf_counter()
+        wise: dict[str, Any] = {"auto": bool(wise_candidates), "start": start_metrics,
+                                "checks": {k: len(v) for k, v in checks.items()}, "distractors": len(distractors)}
+        base_weight = given.base_weight or 0.0
+        if wise_candidates and start_weights is not None:
+            emit(progress, step=steps, total=None, phase="evaluating")
+            tuned = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            candidates = []
+            for w in wise_candidates:
+                if w:
+                    average_weights(model, start_weights, w)
+                candidates.append({"base_weight": w, "checks": _check_metrics(model, checks, energy, distractors)})
+                if w:
+                    model.load_state_dict(tuned)
+            del tuned
+            chosen, wise["reason"] = choose_base_weight(candidates, start_metrics)
+            base_weight = float(chosen["base_weight"])
+            wise["candidates"] = candidates
+        else:
+            wise["reason"] = f"base_weight={base_weight:g} given"
+        wise["chosen"] = base_weight
+        if base_weight and start_weights is not None:
+            average_weights(model, start_weights, base_weight)
+        config = replace(config, base_weight=base_weight)
+        phases["select"] = phases.get("select", 0.0) + time.perf_counter() - t0
 
         # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
         t0 = time.perf_counter()
@@ -399,16 +476,46 @@ def train(
 
         recorder = PairScoreRecorder(encode_fn(model, energy))
         dev_result = evaluate_encoder(recorder, data.dev, energy=energy)
-        thresholds = {
-            "f1": float(dev_result["pairs"]["best_f1_threshold"]),
-            "accuracy": float(dev_result["pairs"]["best_accuracy_threshold"]),
-        }
+        twin_scores = np.asarray(recorder.scores(data.dev, config.energy), dtype=np.float64)
+        labels = [p.label for p in data.dev]
+        hib = energy.higher_is_better
+        thresholds = {objective: calibrate_threshold(twin_scores, labels, higher_is_better=hib, objective=objective)
+                      for objective in ("f1", "accuracy")}
+        served = calibrate_threshold(twin_scores, labels, higher_is_better=hib, objective=config.threshold_policy)
+        dev_result["pairs"] = pair_metrics(twin_scores, labels, higher_is_better=hib, threshold=served)
         metrics = {"dev": dev_result}
+        reranker: dict[str, Any] = {"trained": cross_result is not None, "kept": False, "reason": cross_why}
         if cross_result is not None:  # the re-ranking score: cross-encoder logit + twin score (dupq/models/fusion.py)
-            cross_result.fusion = _fit_fusion(cross_result, recorder.scores(data.dev, config.energy), data.dev,
-                                              energy, staging / CROSS_DIR)
+            logits = _dev_logits(cross_result, data.dev, staging / CROSS_DIR)
+            oof = out_of_fold(twin_scores, logits, data.dev, higher_is_better=hib, seed=config.seed)
+            keep, reranker["reason"] = keep_reranker(given.cross_encoder, oof)
+            reranker.update(kept=keep, out_of_fold=oof, cross_summary=cross_result.summary())
+            if keep:
+                cross_result.fusion = _fit_fusion(logits, twin_scores, data.dev, energy, staging / CROSS_DIR,
+                                                  config.threshold_policy)
+            else:  # the version has no re-ranker: dupq.json's selection says why
+                shutil.rmtree(staging / CROSS_DIR, ignore_errors=True)
+                cross_result = None
         cross = cross_result.summary() if cross_result is not None else None
         best_step = _best_step(trainer.state.best_model_checkpoint)
+        at_served = dev_result["pairs"]
+        selection = {
+            "rule": SELECTION_RULE,
+            "dev": {"pairs": len(data.dev), "given": dev_pairs is not None,
+                    "dev_fraction": None if dev_pairs is not None else config.dev_fraction},
+            "steps": {"epochs": config.epochs, "auto": given.epochs is None, "steps_per_epoch": steps_per_epoch,
+                      "planned": total_steps, "trained": steps, "best_step": best_step,
+                      "stopped_early": bool(stopper_stopped(trainer, total_steps, deadline)),
+                      "evaluations": len(evaluator.history), "patience": PATIENCE,
+                      "reason": (f"{config.epochs:g} epoch(s) of {steps_per_epoch} steps "
+                                 + ("(auto: at least 300 steps, at most 40 epochs)" if given.epochs is None
+                                    else "(given)") + f"; best dev AP at step {best_step}")},
+            "base_weight": wise,
+            "reranker": reranker,
+            "threshold": {"policy": config.threshold_policy, "threshold": served,
+                          "precision": at_served["precision"], "recall": at_served["recall"],
+                          "f1": at_served["f1"]},
+        }
         phases["evaluate"] = time.perf_counter() - t0
         phases["total"] = time.perf_counter() - t_start
         phase_seconds = {k: round(v, 1) for k, v in phases.items()}
@@ -419,15 +526,17 @@ def train(
         encoder = SiameseEncoder(
             model,
             energy=energy,
-            threshold=thresholds["f1"],
+            threshold=served,
             base_model=base_model_name,
             metadata={
                 "loss": config.loss,
                 "margin": config.margin,
                 "ranking_loss": config.ranking_loss if data.ranking else None,
                 "thresholds": thresholds,
-                "threshold_objective": "f1",
-                "training": config.to_dict(),
+                "threshold_objective": "f1" if config.threshold_policy == "max_f1" else config.threshold_policy,
+                "threshold_policy": config.threshold_policy,
+                "training": given.to_dict(),
+                "selection": selection,
                 "data": data.counts,
                 "metrics": metrics,
                 "history": evaluator.history,
@@ -476,6 +585,7 @@ def train(
         cross=cross,
         phase_seconds=phase_seconds,
         budget=budget,
+        selection=selection,
     )
 
 
@@ -537,16 +647,61 @@ def _probe_costs(model: Any, data: PreparedData, cross_pairs: Sequence[Pair], co
 
 
 
-def _fit_fusion(result: CrossResult, twin_scores: np.ndarray, dev: Sequence[Pair], energy: Energy,
-                folder: Path) -> ScoreFusion:
-    """Fit the re-ranking fusion on dev (the twin's final scores, the cross-encoder's logits) and save it."""
+def _dev_logits(result: CrossResult, dev: Sequence[Pair], folder: Path) -> np.ndarray:
+    """The cross-encoder's logit on each dev pair (scored again if dev gained mined negatives after it)."""
     logits = result.dev_logits
-    if logits is None or len(logits) != len(dev):  # dev gained mined negatives after the cross-encoder
+    if logits is None or len(logits) != len(dev):
         logits = CrossScorer.load(folder, backend="torch").logits([(p.question1, p.question2) for p in dev],
                                                                    batch_size=64)
-    fusion = fit_fusion(twin_scores, logits, [p.label for p in dev], higher_is_better=energy.higher_is_better)
+    return np.asarray(logits, dtype=np.float64)
+
+
+def _fit_fusion(logits: np.ndarray, twin_scores: np.ndarray, dev: Sequence[Pair], energy: Energy,
+                folder: Path, policy: str) -> ScoreFusion:
+    """Fit the re-ranking fusion on dev (the twin's final scores, the cross-encoder's logits), calibrate its
+    threshold for ``policy`` and save it."""
+    labels = [p.label for p in dev]
+    fusion = fit_fusion(twin_scores, logits, labels, higher_is_better=energy.higher_is_better)
+    if policy != "max_f1":
+        fusion = replace(fusion, threshold=calibrate_threshold(fusion.score(twin_scores, logits), labels,
+                                                               objective=policy))
     save_fusion(folder, fusion)
     return fusion
+
+
+def _eval_sample(pairs: Sequence[Pair], seed: int) -> list[Pair]:
+    """The dev evaluator's sample (:func:`dupq.training.twin.dev_evaluator`): at most EVAL_MAX_PAIRS pairs."""
+    sample = list(pairs)
+    if len(sample) > EVAL_MAX_PAIRS:
+        sample = random.Random(seed).sample(sample, EVAL_MAX_PAIRS)
+    return sample
+
+
+def _check_metrics(model: Any, checks: Mapping[str, Sequence[Pair]], energy: Energy,
+                   distractors: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Pair AP and retrieval metrics of ``model`` on each check (the WiSE-FT selection's numbers); the
+    ``distractors`` (training questions) join each check's retrieval corpus."""
+    raw = encode_fn(model, energy)
+    vectors: dict[str, np.ndarray] = {}  # the distractors are shared by the checks: each text is encoded once
+
+    def encode(texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in vectors]
+        if missing:
+            vectors.update(zip(missing, np.asarray(raw(missing)), strict=True))
+        return np.stack([vectors[t] for t in texts])
+
+    out = {}
+    for name, pairs in checks.items():
+        m = flat_metrics(evaluate_encoder(encode, pairs, energy=energy, distractors=distractors))
+        out[name] = {k: round(float(v), 5) for k, v in m.items()}
+    return out
+
+
+def stopper_stopped(trainer: Any, total_steps: int, deadline: Deadline | None) -> bool:
+    """Whether early stopping (not the time budget) ended the twin's training before its planned steps."""
+    if deadline is not None and deadline.stopped_at is not None:
+        return False
+    return trainer.state.global_step < total_steps
 
 
 def _check_stop(should_stop: Callable[[], bool] | None) -> None:

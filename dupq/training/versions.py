@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dupq.data import Pair
 from dupq.errors import NotFoundError
-from dupq.storage.sqlite.registry import ModelRegistry, new_version_name
+from dupq.storage.registry import ModelRegistry, new_version_name
 
 #: The starting point that means "the version being served".
 CURRENT = "current"
@@ -43,6 +43,7 @@ def train_new_version(
     base: str | Path | None = None,
     dev_pairs: Sequence[Pair] | None = None,
     positive_only: Sequence[Pair] | None = None,
+    sources: Mapping[str, Sequence[Pair]] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     show_progress_bar: bool = True,
@@ -51,8 +52,10 @@ def train_new_version(
 
     Used by ``dupq train`` and by the retrain worker. ``base``, a SentenceTransformer folder, replaces
     ``start`` as the starting weights (the version then has no parent; dupq.json records the folder as its
-    ``base_model``). The folder appears complete or not at all (:func:`dupq.training.recipe.train`); the caller
-    registers it (``registry.register(v.version, parent=v.parent)``) once it wants it listed, or deletes it.
+    ``base_model``). ``sources``: the pairs by source (file) for the per-source checks of the recipe's
+    selection (:mod:`dupq.training.selection`). The folder appears complete or not at all
+    (:func:`dupq.training.recipe.train`); the caller registers it
+    (``registry.register(v.version, parent=v.parent)``) once it wants it listed, or deletes it.
     """
     from dupq.training.recipe import train
 
@@ -74,6 +77,7 @@ def train_new_version(
         output_dir=registry.path(version),
         dev_pairs=dev_pairs,
         positive_only=positive_only,
+        sources=sources,
         parent=parent,
         progress=progress,
         should_stop=should_stop,

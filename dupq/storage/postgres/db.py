@@ -12,17 +12,17 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import resources
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
+
+from dupq.storage.migrations import packaged
+from dupq.storage.sql import SqlAccess
 
 #: Channel on which a promotion (or rollback) announces the new current version; payload: the version.
 CURRENT_CHANNEL = "dupq_current"
 #: Channel on which a new or re-queued job is announced (nodes' job runners look for work).
 JOBS_CHANNEL = "dupq_jobs"
-_MIGRATION_RE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x64757071  # "dupq": the advisory lock migrations take
 
 
@@ -37,15 +37,7 @@ def is_database_url(url: str | None) -> bool:
 
 def migrations() -> list[tuple[int, str, str]]:
     """The packaged migrations as ``(number, name, sql)``, in order."""
-    out = []
-    for f in resources.files("dupq.storage.postgres").joinpath("migrations").iterdir():
-        m = _MIGRATION_RE.match(f.name)
-        if m:
-            out.append((int(m.group(1)), f.name, f.read_text(encoding="utf-8")))
-    out.sort()
-    if [n for n, _, _ in out] != list(range(1, len(out) + 1)):
-        raise DatabaseError(f"migrations are not numbered 1..n: {[name for _, name, _ in out]}")
-    return out
+    return packaged("dupq.storage.postgres")
 
 
 def migrate(conn: Any) -> int:
@@ -129,3 +121,18 @@ class Database:
 
     def close(self) -> None:
         self.pool.close()
+
+
+class PgAccess(SqlAccess):
+    """The :class:`~dupq.storage.sql.SqlAccess` of everything on a :class:`Database` (``self.db``): reads on a
+    pooled autocommit connection, writes in a pooled transaction."""
+
+    mark = "%s"
+    db: Database
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        return self.db.transaction()
+
+    def _rows(self, sql: str, params: tuple | list = ()) -> list[Any]:
+        with self.db.connection() as c:
+            return c.execute(sql, params).fetchall()

@@ -1,9 +1,10 @@
 """Follower: how a node learns of promotions and of jobs without a shared disk.
 
 One thread per node holds a dedicated connection that ``LISTEN``\\ s on
-:data:`~dupq.storage.postgres.db.CURRENT_CHANNEL` and :data:`~dupq.storage.postgres.db.JOBS_CHANNEL` (with psycopg >= 3.2 a query on a connection that is iterating
-``notifies()`` hangs, so it never runs queries). A notification, or every ``poll_s`` seconds without one
-(NOTIFY is lost while the listener is disconnected), wakes it: a job that became ``ready`` is passed to
+:data:`~dupq.storage.postgres.db.CURRENT_CHANNEL` and :data:`~dupq.storage.postgres.db.JOBS_CHANNEL` (with
+psycopg >= 3.2 a query on a connection that is iterating ``notifies()`` hangs, so it never runs queries).
+A notification, or every ``poll_s`` seconds without one (NOTIFY is lost while the listener is disconnected),
+wakes it: a job that became ``ready`` is passed to
 ``on_ready(version)`` (the node loads it ahead of the switch), then it reads the pointer through the pool
 and calls ``on_current(version)``, then ``on_tick()`` (the node's job runner: takeovers, free workers).
 """

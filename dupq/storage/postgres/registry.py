@@ -14,22 +14,19 @@ import json
 import os
 import shutil
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dupq.errors import NotFoundError, ValidationError
-from dupq.models.encoder import SiameseEncoder
 from dupq.storage.postgres.db import CURRENT_CHANNEL
 from dupq.storage.postgres.store import PgQuestionStore
-from dupq.storage.sqlite.registry import _VERSION_RE, BASE_VERSION, ModelRegistry
+from dupq.storage.registry import BASE_VERSION, ModelRegistry, next_history, read_history
 
 #: Bytes per ``model_files`` row.
 CHUNK = 4 << 20
 
 
 class PgModelRegistry(ModelRegistry):
-    """The :class:`~dupq.storage.sqlite.registry.ModelRegistry` over :class:`PgQuestionStore` (see the module)."""
+    """The :class:`~dupq.storage.registry.ModelRegistry` over :class:`PgQuestionStore` (see the module)."""
 
     store: PgQuestionStore
 
@@ -37,21 +34,16 @@ class PgModelRegistry(ModelRegistry):
         self._fetch_lock = threading.Lock()
         super().__init__(store, models_dir, **kwargs)
 
-    def register(self, version: str, *, parent: str | None) -> None:
-        """Record a version whose local folder is complete, with its files, in one transaction."""
-        if not _VERSION_RE.match(version):
-            raise ValidationError(f"invalid version name {version!r}")
-        local = self.models_dir / version
-        config = SiameseEncoder.read_config(local)
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    def _record(self, version: str, *, parent: str | None, created_at: str, config: str) -> None:
+        """The version's record with its files (from the complete local folder), in one transaction."""
         with self.store.db.transaction() as c:
             c.execute(
                 "INSERT INTO models(version, path, parent, created_at, config) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (version) DO UPDATE SET parent=excluded.parent, config=excluded.config",
-                (version, version, parent, created, json.dumps(config)),
+                (version, version, parent, created_at, config),
             )
             if version != BASE_VERSION:  # every node builds base from the packaged weights
-                _upload(c, version, local)
+                _upload(c, version, self.models_dir / version)
 
     def publish(self, version: str) -> None:
         """Store the files added to the local folder since :meth:`register` (the OpenVINO export)."""
@@ -101,23 +93,15 @@ class PgModelRegistry(ModelRegistry):
             self._fetch(version)
         return local
 
-    def exists(self, version: str) -> bool:
-        return self._row(version) is not None and (self.path(version) / "dupq.json").is_file()
-
-    def set_current(self, version: str, *, rollback: bool = False) -> None:
-        """Point every node at ``version``: pointer, history and the NOTIFY in one transaction."""
-        if not self.exists(version):
-            raise NotFoundError(f"unknown model version {version!r}")
+    def _point(self, version: str, *, rollback: bool) -> None:
+        """Point every node at ``version``: pointer, history and the NOTIFY in one transaction (nodes promote
+        concurrently: the rows are locked)."""
         with self.store.db.transaction() as c:
             rows = dict(c.execute(
                 "SELECT key, value FROM state WHERE key IN ('current_model', 'history') FOR UPDATE").fetchall())
-            hist = json.loads(rows.get("history") or "[]") or [rows.get("current_model") or BASE_VERSION]
-            if rollback:
-                while hist and hist[-1] != version:
-                    hist.pop()
-            elif hist[-1] != version:
-                hist.append(version)
-            for key, value in (("current_model", version), ("history", json.dumps(hist[-100:]))):
+            hist = next_history(read_history(rows.get("current_model"), rows.get("history")), version,
+                                rollback=rollback)
+            for key, value in (("current_model", version), ("history", json.dumps(hist))):
                 c.execute("INSERT INTO state(key, value) VALUES (%s, %s) "
                           "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
             c.execute("SELECT pg_notify(%s, %s)", (CURRENT_CHANNEL, version))

@@ -1,0 +1,34 @@
+"""What several test modules share besides fixtures: paths, the admin token, labelled pairs of the bundled bank,
+and (``support.tiny_version``) one tiny real fine-tune made once per test process."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+from dupq.bank import bank_groups, load_default_bank
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+SMALL_BANK = FIXTURES / "small_bank.jsonl"
+ADMIN_TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+def bank_pairs(seed: int = 0) -> list[dict]:
+    """Labelled pairs from the bundled bank: group-mates are duplicates, same-topic others are not."""
+    rng = random.Random(seed)
+    texts = {r["id"]: r["text"] for r in load_default_bank()}
+    topic = {r["id"]: r["meta"]["topic"] for r in load_default_bank()}
+    groups = bank_groups()
+    pairs = [
+        {"question1": texts[a], "question2": texts[b], "label": 1}
+        for ids in groups.values()
+        for a, b in itertools.combinations(ids, 2)
+    ]
+    grouped = [i for ids in groups.values() for i in ids]
+    group_of = {i: g for g, ids in groups.items() for i in ids}
+    for a in grouped:
+        b = rng.choice([x for x in grouped if topic[x] == topic[a] and group_of[x] != group_of[a]])
+        pairs.append({"question1": texts[a], "question2": texts[b], "label": 0})
+    return pairs

@@ -31,7 +31,7 @@ lint: install-dev
 
 # The whole suite, as CI runs it (.ci/run): unit, integration and system tests (browser, cluster, crash, fuzzing).
 test: install-dev lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The loop a developer runs all day: everything that needs no training run, no browser and no multi-process
 # cluster (tests marked system or training are deselected; docs/development.md).

@@ -303,7 +303,7 @@ def train_config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="Training processes on this node, data-parallel (torchrun: gloo on CPUs, NCCL on GPUs; at most "
               "one per core or GPU). --batch-size is per process; --max-steps counts optimiser steps.")
 @click.option("--nnodes", type=int, default=1, show_default=True,
-              help="Nodes of a multi-host data-parallel run (start the same command on each; see README).")
+              help="Nodes of a multi-host data-parallel run (start the same command on each; docs/training.md).")
 @click.option("--node-rank", type=int, default=0, show_default=True,
               help="This node's index among --nnodes; node 0 saves and registers the version.")
 @click.option("--master-addr", help="Address of node 0 (multi-host runs).")
@@ -317,7 +317,7 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
 
     Within each file, a ``source`` with both labels is labelled data (contrastive loss, cross-encoder); a
     ``source`` of duplicates only is positive-only data (the ranking loss). The defaults are the recommended
-    recipe (README, "Training and evaluation").
+    recipe (docs/training.md).
     """
     from dupq.data import read_pairs, read_pairs_by_source
     from dupq.training import TrainConfig, split_by_labels

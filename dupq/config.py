@@ -22,7 +22,7 @@ from dupq.system import default_shared_cache
 DEFAULT_HOME = "./dupq-data"
 
 #: Decision threshold of the untuned packaged model (cosine similarity): the max-F1 threshold on
-#: ``../shared/data/dev/qqp_pairs_dev.tsv``, produced by ``python scripts/calibrate_threshold.py`` (README).
+#: ``../shared/data/dev/qqp_pairs_dev.tsv``, produced by ``python scripts/calibrate_threshold.py`` (docs/training.md).
 BASE_THRESHOLD = 0.7513
 
 #: Longest question accepted, in characters. The encoder truncates at 256 word pieces anyway; past this

@@ -4,8 +4,8 @@ Both the validation of a request and the OpenAPI 3.1 document (``GET /api/v1/ope
 models and from the :func:`operation` declaration on each view in ``web/api.py``; nothing else describes the
 API. The models state everything the server enforces (string lengths, the non-blank rule, integer bounds,
 unknown fields refused: ``additionalProperties: false``), so a request that the document accepts is never
-refused with a 400 (``tests/test_fuzz.py`` holds that with schemathesis), and a request it refuses is answered
-with a 400 in the documented error shape. Pydantic's errors are mapped to the stable error codes of the README
+refused with a 400 (``tests/system/test_fuzz.py`` holds that with schemathesis), and a request it refuses is answered
+with a 400 in the documented error shape. Pydantic's errors are mapped to the stable error codes of docs/api.md
 (:func:`error_code`); the first one is reported.
 
 Types are strict (``"5"`` is not an integer, ``1`` is not a boolean), as JSON Schema reads them: ``5.0`` is an
@@ -43,7 +43,7 @@ from dupq.training.config import options as train_options
 
 #: Every character ``str.split()`` treats as whitespace (``str.isspace``), as a regex class; a question must have
 #: a character outside it. Spelled out so that every regex engine (JSON Schema's, pydantic's Rust one, Python's)
-#: reads the same set; ``tests/test_contract.py`` checks it against ``str.isspace``.
+#: reads the same set; ``tests/integration/test_contract.py`` checks it against ``str.isspace``.
 WHITESPACE_CLASS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NOT_BLANK = f"[^{WHITESPACE_CLASS}]"
 #: An explicit question id in the API: visible ASCII, no whitespace (a subset of what ``dupq import`` accepts).

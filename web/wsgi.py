@@ -9,7 +9,7 @@ Example:
     $ gunicorn --workers 1 --threads 4 --bind 127.0.0.1:8000 web.wsgi:app   # never --preload
 
 Settings come from the instance file (``$DUPQ_CONFIG``) and the environment (``DUPQ_HOME``, ``DUPQ_BACKEND``,
-``DUPQ_ADMIN_TOKEN``, ...; README, Configuration); ``dupq serve --production`` does the same with waitress.
+``DUPQ_ADMIN_TOKEN``, ...; docs/operations.md, Configuration); ``dupq serve --production`` does the same with waitress.
 """
 
 from __future__ import annotations

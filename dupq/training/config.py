@@ -58,10 +58,10 @@ class TrainConfig:
     same dev AP as fp32, faster; docs/benchmarks.md) is ignored where the hardware has no native bf16.
     ``time_budget_minutes`` (None: none) bounds the wall time of :func:`train`: on a machine too slow for the
     full recipe in that time it trains fewer steps, the cross-encoder first (:mod:`dupq.training.budget`); with 40
-    minutes the recommended command took 40.9 on a 2-core AVX2-only CPU (54.8 without). The
-    defaults are the issue-10 recipe, each from a measured run (README "Training and evaluation",
-    docs/benchmarks.md "The issue-10 recipe": online-contrastive m 0.5 + GIST on 10,000 positive-only pairs at
-    lr 5e-5 was the best dev AP). The options left ``None`` by default are chosen on the dev pairs by the rule
+    minutes the recommended command took 40 on a 2-core AVX2-only CPU (55 without). The fixed defaults
+    are each from a measured run (docs/training.md, docs/benchmarks.md "Why the defaults": online-contrastive
+    m 0.5 + GIST on 10,000 positive-only pairs at lr 5e-5 was the best dev AP). The options left ``None`` by
+    default are chosen on the dev pairs by the rule
     of :mod:`dupq.training.selection` (issue 24): ``epochs`` (at least 300 steps, early stopping),
     ``base_weight`` (among 0, 0.25, 0.5: best dev AP with dev nDCG@10, and each source's, not below the
     starting model's), ``cross_encoder`` (trained from 5,000 labelled pairs, kept only if it beats the twin out

@@ -12,7 +12,7 @@ cluster-mate; a candidate must also score at least 5% below the anchor's hardest
 1,000 in the pool, ``RANGE_MIN`` = 10 at most) are skipped: both keep out unlabelled duplicates, the main risk
 of mining on QQP. What still gets through is judged by a teacher: :func:`teacher_filter` keeps only the mined
 pairs the version's cross-encoder scores as non-duplicates (:func:`dupq.training.recipe.train` does this whenever
-mining is on and the cross-encoder is trained; mining is off by default, see README).
+mining is on and the cross-encoder is trained; mining is off by default, see docs/training.md).
 
 Example:
     >>> from dupq.data import Pair

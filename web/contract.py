@@ -152,6 +152,8 @@ def _train_option(option: Option) -> tuple[Any, Any]:
             kinds.append(Annotated[float, Field(**option.bounds, allow_inf_nan=False)])
         elif kind is str and option.choices:
             kinds.append(Literal[option.choices])
+        elif kind is str and option.pattern:
+            kinds.append(Annotated[str, Field(pattern=option.pattern)])
         else:  # bool, str, None: as they are
             kinds.append(kind)
     description = option.described(f"null: {option.none}") if option.nullable and option.none else option.help

@@ -134,7 +134,10 @@ class TrainConfig:
         "gt": 0, "lt": 1, "none": "auto: 300 pairs' worth, between 0.1 and 0.3"})
     threshold_policy: str = field(default="max_f1", metadata={
         "help": "Operating point the served threshold is calibrated for on dev: max_f1, precision:P (the most "
-                "recall at precision >= P) or recall:R (the most precision at recall >= R)."})
+                "recall at precision >= P) or recall:R (the most precision at recall >= R).",
+        # P and R in (0, 1]: a decimal fraction with a non-zero digit, or 1. Narrower than the CLI's parser
+        # (which also takes "f1", upper case, exponents), never wider.
+        "pattern": r"^(max_f1|(precision|recall):(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?))$"})
     time_budget_minutes: float | None = field(default=40.0, metadata={
         "help": "Minutes the training may take. On a machine too slow for the full recipe in that time, fewer "
                 "steps are trained (the cross-encoder's first), and the run says so.",
@@ -186,7 +189,9 @@ class Option:
     The metadata keys: ``help`` (one or two sentences; the default is added by whoever shows it), ``choices``
     (the strings it takes), ``gt`` / ``ge`` / ``lt`` (bounds of a number), ``none`` (what ``None`` means, for a
     field whose annotation allows it or whose default is ``None``), ``cli`` (the ``dupq train`` flag(s), default
-    ``--name-with-dashes``, ``--x/--no-x`` for a bool) and ``cli_none`` (the flag value that stands for ``None``).
+    ``--name-with-dashes``, ``--x/--no-x`` for a bool), ``cli_none`` (the flag value that stands for ``None``) and
+    ``pattern`` (a regular expression every string the API documents must match: each match is a value
+    ``TrainConfig`` accepts, so the OpenAPI document never promises what validation then refuses).
     """
 
     name: str
@@ -199,6 +204,7 @@ class Option:
     none: str | None = None
     cli: tuple[str, ...] = ()
     cli_none: Any = None
+    pattern: str | None = None
 
     @property
     def nullable(self) -> bool:
@@ -245,6 +251,7 @@ def options() -> tuple[Option, ...]:
             none=meta.get("none"),
             cli=(cli,) if isinstance(cli, str) else tuple(cli),
             cli_none=meta.get("cli_none"),
+            pattern=meta.get("pattern"),
         ))
     return tuple(out)
 

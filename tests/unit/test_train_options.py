@@ -94,8 +94,9 @@ def _candidates(option: Option) -> list[Any]:
     values: list[Any] = [None, True, False, "nope", 0, 1, -1, 0.5, 2.5, 10**6, *option.choices]
     for bound in option.bounds.values():
         values += [bound - 1, bound - 0.5, bound, bound + 0.5, bound + 1]
-    if str in option.types and not option.choices:
-        values.remove("nope")  # free text (threshold_policy's form): TrainConfig checks it, the document does not say
+    if option.pattern:  # a form (threshold_policy's): what the document's pattern takes, and near misses
+        values += ["max_f1", "precision:0.9", "recall:1", "recall:1.0", "precision:.5", "precision:0.05",
+                   "precision:0", "precision:0.0", "recall:1.5", "precision:", "f1", "PRECISION:0.9", "recall:-0.5"]
     return values
 
 
@@ -115,7 +116,21 @@ def test_the_contract_accepts_what_train_config_accepts(option: Option) -> None:
         try:
             body = contract.parse(contract.TrainRequest, {option.name: value})
         except ValidationError:
-            assert not _accepts({option.name: value}), f"{option.name}={value!r}: TrainConfig takes it, the API not"
+            # A pattern may be narrower than TrainConfig's parser (the CLI takes "f1"); never wider.
+            if not option.pattern:
+                assert not _accepts({option.name: value}), f"{option.name}={value!r}: TrainConfig takes it, the API not"
         else:
             data = body.model_dump(exclude_unset=True)
             assert _accepts(data), f"{option.name}={value!r}: the API takes it, TrainConfig not"
+
+
+def test_a_pattern_states_the_form_the_api_takes() -> None:
+    policy = next(o for o in options() if o.name == "threshold_policy")
+    assert policy.pattern
+    schema = contract.TrainRequest.model_json_schema()["properties"]["threshold_policy"]
+    assert schema["pattern"] == policy.pattern  # the served document states it
+    for good in ("max_f1", "precision:0.9", "recall:1"):
+        assert contract.parse(contract.TrainRequest, {"threshold_policy": good})
+    for bad in ("precision:0", "recall:2", "nope"):
+        with pytest.raises(ValidationError):
+            contract.parse(contract.TrainRequest, {"threshold_policy": bad})

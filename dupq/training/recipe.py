@@ -1,22 +1,35 @@
 """Fine-tuning the twin encoder with contrastive loss on labelled question pairs (the data-aware recipe).
 
-:func:`train` runs the whole recipe:
+:func:`train` runs the whole recipe as a sequence of phases (the methods of ``_Run``, which holds one run's
+state; dupq.json's ``phase_seconds`` times each):
 
-1. clean and split the pairs by duplicate cluster (no question in both train and dev);
-2. route them by kind (:func:`split_by_labels`): *labelled* pairs (data with both labels) go to the margin
-   contrastive loss, the backbone (``OnlineContrastiveLoss`` by default, ``ContrastiveLoss`` selectable, with
-   the distance that matches the energy); *positive-only* pairs (duplicates without labelled negatives, such
-   as QQP's paraphrase sets; capped at ``max_positive_only``) go to an in-batch ranking loss with protection
-   against false negatives (``GISTEmbedLoss`` guided by a frozen copy of the starting model: an in-batch
-   "negative" the guide scores above the true pair is masked out), as a second dataset of one
-   multi-dataset run (proportional sampler);
-3. train the cross-encoder teacher on the labelled pairs (:mod:`dupq.models.cross`; saved in ``<version>/cross``);
-4. only when ``negatives_per_positive > 0``: mine hard negatives (:mod:`dupq.training.mining`) and keep only those the
-   teacher scores as non-duplicates (most unfiltered Quora neighbours are unlabelled duplicates);
-5. fine-tune with ``SentenceTransformerTrainer`` (a length-grouped no-duplicates batch sampler), evaluate on dev
-   during training and keep the best checkpoint, optionally average weights back (WiSE-FT), calibrate the
-   decision threshold on dev, and write a model version folder that only ever exists complete (written as a
-   temporary sibling, then renamed).
+1. *prepare*: load the start model; clean and split the pairs by duplicate cluster (no question in both train
+   and dev) and route them by kind (:func:`split_by_labels`): *labelled* pairs (data with both labels) go to the
+   margin contrastive loss, the backbone (``OnlineContrastiveLoss`` by default, ``ContrastiveLoss`` selectable,
+   with the distance that matches the energy); *positive-only* pairs (duplicates without labelled negatives,
+   such as QQP's paraphrase sets; capped at ``max_positive_only``) go to an in-batch ranking loss with
+   protection against false negatives (``GISTEmbedLoss`` guided by a frozen copy of the starting model: an
+   in-batch "negative" the guide scores above the true pair is masked out), as a second dataset of one
+   multi-dataset run (proportional sampler); the epochs (auto unless given), and the checks of the WiSE-FT
+   choice with the start model's numbers on them (:mod:`dupq.training.selection`);
+2. *budget*: choose the cross-encoder's pairs; under a time budget (``time_budget_minutes``) the run may not
+   surely fit, time a few real steps of each model on this machine and plan both trainings to fit
+   (:mod:`dupq.training.budget`);
+3. *cross-encoder*: train the teacher on the labelled pairs (:mod:`dupq.models.cross`; saved in
+   ``<version>/cross``);
+4. *silver pairs*, only when ``silver_pairs > 0``: the teacher labels near neighbours of the training questions
+   (Augmented SBERT);
+5. *mined negatives*, only when ``negatives_per_positive > 0``: mine hard negatives (:mod:`dupq.training.mining`)
+   and keep only those the teacher scores as non-duplicates (most unfiltered Quora neighbours are unlabelled
+   duplicates);
+6. *twin*: fine-tune with ``SentenceTransformerTrainer`` (a length-grouped no-duplicates batch sampler),
+   evaluate on dev during training, stop early (or at the time budget's deadline) and keep the best
+   checkpoint;
+7. *select*: choose the weight of the WiSE-FT average with the start weights (each candidate on the checks);
+8. *evaluate*: the final dev metrics, the decision thresholds calibrated on dev, and whether the re-ranker
+   (cross-encoder + twin score fusion) pays out of fold, else the version has none;
+9. *save*: write a model version folder that only ever exists complete (written as a temporary sibling, then
+   renamed).
 
 Example:
     >>> from dupq.data import read_pairs
@@ -108,51 +121,7 @@ log = logging.getLogger(__name__)
 __all__ = ["train"]
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # --- building blocks ---------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _temp_sibling(output_dir: Path) -> Path:
@@ -222,204 +191,327 @@ def train(
         ValueError: No training pairs, or a dev set without duplicates.
         FileExistsError: ``output_dir`` already exists.
     """
-    t_start = time.perf_counter()
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        raise FileExistsError(f"{output_dir} already exists")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    from transformers import set_seed
-
-    set_seed(config.seed)
-    rank, local_rank, world = process_group()  # (0, 0, 1) unless data-parallel (dupq.training.distributed)
-    phases: dict[str, float] = {}
-    model, base_model_name, started_from = load_start(start)
-    # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6), made by the rank
-    # that saves the version.
-    start_weights = (
-        {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if config.base_weight != 0 and rank == 0
-        else None
-    )
-    _check_stop(should_stop)
-    given = config  # as the user gave it (None = chosen here), saved in dupq.json; `config` is the run's, resolved
-    # Sources without dev pairs of their own hold out a small cluster split as their check (dupq.training.selection).
-    held, held_questions = hold_out_sources(sources or {}, dev_pairs, config.seed)
-    held_dropped = 0
-    if held_questions:
-        before = len(pairs) + len(positive_only or [])
-        pairs = drop_questions(pairs, held_questions) or []
-        positive_only = drop_questions(positive_only, held_questions)
-        held_dropped = before - len(pairs) - len(positive_only or [])
-    dev_fraction = config.dev_fraction
-    if dev_fraction is None:
-        dev_fraction = auto_dev_fraction(len(pairs) + len(positive_only or []))
-    config = replace(config, dev_fraction=dev_fraction, epochs=config.epochs or 1.0)
-    data = on_rank0(world, rank, lambda: add_dev_negatives(  # before the cross-encoder: it calibrates on dev too
-        prepare_data(pairs, dev_pairs, config, positive_only=positive_only, progress=progress), model, config))
-    if held:  # what the per-source checks took out of training: their pairs and those sharing a question
-        data.counts["source_check_pairs"] = sum(len(v) for v in held.values())
-        data.counts["dropped_for_source_checks"] = held_dropped
-    phases["prepare"] = time.perf_counter() - t_start
-    _check_stop(should_stop)
-    energy = Energy.from_name(config.energy)
-    model.similarity_fn_name = energy.similarity_fn_name  # saved in the model's config, so plain ST users see it
-    steps_per_epoch, _ = twin_steps(data, replace(config, epochs=1.0, max_steps=None), world)
-    if given.epochs is None:
-        config = replace(config, epochs=float(auto_epochs(steps_per_epoch)))
-    n_evals = DEFAULT_EVALS if config.epochs <= 1 else AUTO_EVALS
-    # The checks of the WiSE-FT choice: the dev sample the in-training evaluations use, and each source's.
-    eval_pairs = min(EVAL_MAX_PAIRS, len(data.dev))
-    checks = {"dev": _eval_sample(data.dev, config.seed),
-              **{k: _eval_sample(v, config.seed) for k, v in source_checks(sources, data.dev, held).items()}}
-    wise_candidates = list(WISE_CANDIDATES) if given.base_weight is None else []
-    start_metrics: dict[str, dict[str, float]] = {}
-    distractors = check_distractors([*data.train, *data.ranking], config.seed) if wise_candidates else []
-    if wise_candidates and rank == 0:
-        t0 = time.perf_counter()
-        emit(progress, step=0, total=None, phase="evaluating")
-        start_metrics = _check_metrics(model, checks, energy, distractors)
-        phases["select"] = time.perf_counter() - t0
-
-    bf16 = config.bf16 and bf16_supported()
-    if config.bf16 and not bf16:
-        log.warning("bf16 requested but this machine has no native bf16 support: training in fp32")
-    # Data-parallel ranks share one checkpoint path (rank 0 saves, every rank loads the best one back); only
-    # rank 0 stages the version beside its final folder, the others a scratch folder nothing reads.
-    checkpoints = Path(on_rank0(world, rank, lambda: tempfile.mkdtemp(prefix="dupq-train-")))
-    checkpoints.mkdir(parents=True, exist_ok=True)  # a rank on another host: the same path on its disk
-    staging = (_temp_sibling(output_dir) if rank == 0
-               else Path(tempfile.gettempdir()) / f"dupq-rank{rank}-{uuid.uuid4().hex[:8]}")
+    run = _Run(config, start=start, output_dir=Path(output_dir), dev_pairs=dev_pairs, sources=sources,
+               parent=parent, progress=progress, should_stop=should_stop, show_progress_bar=show_progress_bar)
+    run.prepare(pairs, positive_only)  # its errors come before any folder of the run exists
     try:
-        staging.mkdir(parents=True)
-        # -- the time budget (dupq/training/budget.py): time this machine's steps, plan both phases to fit -----------
-        t_budget = time.perf_counter()
-        cross_pairs: list[Pair] = []
-        cross_wanted, cross_why = cross_rule(given.cross_encoder, len(data.labelled))
+        run.staging.mkdir(parents=True)
+        run.budget()
+        run.check_stop()
+        run.cross_encoder()
+        run.check_stop()
+        run.silver_pairs()
+        run.check_stop()
+        run.mined_negatives()
+        run.check_stop()
+        if not run.twin():
+            return None  # a data-parallel rank other than 0: rank 0 alone selects, evaluates and saves
+        run.select()
+        run.evaluate()
+        run.save()
+    except BaseException:
+        shutil.rmtree(run.staging, ignore_errors=True)
+        raise
+    finally:
+        run.clean_up()
+    return run.result()
+
+
+class _Run:
+    """One :func:`train` call: its inputs and the state its phases build up, one method per phase, called in
+    order by :func:`train`. ``phases`` records the seconds of each (dupq.json's ``phase_seconds``)."""
+
+    # prepare
+    t_start: float
+    rank: int
+    local_rank: int
+    world: int
+    model: Any
+    base_model_name: str
+    started_from: str
+    start_weights: dict[str, Any] | None  # a CPU copy of the starting weights, for the WiSE-FT average
+    data: PreparedData
+    energy: Energy
+    steps_per_epoch: int
+    n_evals: int
+    eval_pairs: int
+    checks: dict[str, list[Pair]]  # the WiSE-FT choice's checks: "dev" and each source's
+    wise_candidates: list[float]
+    start_metrics: dict[str, dict[str, float]]
+    distractors: list[str]
+    bf16: bool
+    checkpoints: Path
+    staging: Path
+    # budget
+    cross_pairs: list[Pair]
+    cross_why: str
+    cross_full: int
+    guide: Any
+    evals: int
+    plan: Plan | None = None
+    costs: StepCosts | None = None
+    # cross_encoder
+    cross_result: CrossResult | None = None
+    # twin
+    evaluator: Any
+    trainer: Any
+    total_steps: int
+    deadline: Deadline | None = None
+    steps: int
+    pairs_per_second: float
+    # select
+    wise: dict[str, Any]
+    # evaluate
+    recorder: Any
+    metrics: dict[str, Any]
+    thresholds: dict[str, float]
+    served: float
+    cross_summary: dict[str, Any] | None
+    best_step: int | None
+    selection: dict[str, Any]
+    # save
+    phase_seconds: dict[str, float]
+    budget_summary: dict[str, Any] | None
+
+    def __init__(self, config: TrainConfig, *, start: SiameseEncoder | str | Path, output_dir: Path,
+                 dev_pairs: Sequence[Pair] | None, sources: Mapping[str, Sequence[Pair]] | None,
+                 parent: str | None, progress: Progress | None, should_stop: Callable[[], bool] | None,
+                 show_progress_bar: bool) -> None:
+        self.given = config  # as the user gave it (None = chosen here), saved in dupq.json
+        self.config = config  # the run's, resolved as the phases go
+        self.start = start
+        self.output_dir = output_dir
+        self.dev_pairs = dev_pairs
+        self.sources = sources
+        self.parent = parent
+        self.progress = progress
+        self.should_stop = should_stop
+        self.show_progress_bar = show_progress_bar
+        self.phases: dict[str, float] = {}
+
+    def check_stop(self) -> None:
+        _check_stop(self.should_stop)
+
+    # -- prepare: the start model, the data, the WiSE-FT checks, the folders ---------------------------------
+
+    def prepare(self, pairs: Sequence[Pair], positive_only: Sequence[Pair] | None) -> None:
+        self.t_start = time.perf_counter()
+        if self.output_dir.exists():
+            raise FileExistsError(f"{self.output_dir} already exists")
+        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
+
+        from transformers import set_seed
+
+        set_seed(self.config.seed)
+        # (0, 0, 1) unless data-parallel (dupq.training.distributed)
+        self.rank, self.local_rank, self.world = process_group()
+        self.model, self.base_model_name, self.started_from = load_start(self.start)
+        # A CPU copy of the starting weights for the final average (about 90 MB for MiniLM-L6), made by the rank
+        # that saves the version.
+        self.start_weights = (
+            {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if self.config.base_weight != 0 and self.rank == 0
+            else None
+        )
+        self.check_stop()
+        held = self._prepare_data(pairs, positive_only)
+        self.phases["prepare"] = time.perf_counter() - self.t_start
+        self.check_stop()
+        self._plan_steps()
+        self._wise_checks(held)
+        self.bf16 = self.config.bf16 and bf16_supported()
+        if self.config.bf16 and not self.bf16:
+            log.warning("bf16 requested but this machine has no native bf16 support: training in fp32")
+        # Data-parallel ranks share one checkpoint path (rank 0 saves, every rank loads the best one back); only
+        # rank 0 stages the version beside its final folder, the others a scratch folder nothing reads.
+        world, rank = self.world, self.rank
+        self.checkpoints = Path(on_rank0(world, rank, lambda: tempfile.mkdtemp(prefix="dupq-train-")))
+        self.checkpoints.mkdir(parents=True, exist_ok=True)  # a rank on another host: the same path on its disk
+        self.staging = (_temp_sibling(self.output_dir) if rank == 0
+                        else Path(tempfile.gettempdir()) / f"dupq-rank{rank}-{uuid.uuid4().hex[:8]}")
+
+    def _prepare_data(self, pairs: Sequence[Pair], positive_only: Sequence[Pair] | None) -> dict[str, list[Pair]]:
+        """Hold out the sources' checks, then clean, split and route the pairs (rank 0 alone; the other ranks
+        receive its result); returns the held-out checks."""
+        config, dev_pairs = self.config, self.dev_pairs
+        # Sources without dev pairs of their own hold out a small cluster split as their check
+        # (dupq.training.selection).
+        held, held_questions = hold_out_sources(self.sources or {}, dev_pairs, config.seed)
+        held_dropped = 0
+        if held_questions:
+            before = len(pairs) + len(positive_only or [])
+            pairs = drop_questions(pairs, held_questions) or []
+            positive_only = drop_questions(positive_only, held_questions)
+            held_dropped = before - len(pairs) - len(positive_only or [])
+        dev_fraction = config.dev_fraction
+        if dev_fraction is None:
+            dev_fraction = auto_dev_fraction(len(pairs) + len(positive_only or []))
+        self.config = config = replace(config, dev_fraction=dev_fraction, epochs=config.epochs or 1.0)
+        model, progress = self.model, self.progress
+        # Dev negatives before the cross-encoder: it calibrates on dev too.
+        self.data = on_rank0(self.world, self.rank, lambda: add_dev_negatives(
+            prepare_data(pairs, dev_pairs, config, positive_only=positive_only, progress=progress), model, config))
+        if held:  # what the per-source checks took out of training: their pairs and those sharing a question
+            self.data.counts["source_check_pairs"] = sum(len(v) for v in held.values())
+            self.data.counts["dropped_for_source_checks"] = held_dropped
+        return held
+
+    def _plan_steps(self) -> None:
+        """The energy, the steps of an epoch, the epochs (auto unless given) and the dev evaluations."""
+        self.energy = Energy.from_name(self.config.energy)
+        # saved in the model's config, so plain ST users see it
+        self.model.similarity_fn_name = self.energy.similarity_fn_name
+        self.steps_per_epoch, _ = twin_steps(self.data, replace(self.config, epochs=1.0, max_steps=None), self.world)
+        if self.given.epochs is None:
+            self.config = replace(self.config, epochs=float(auto_epochs(self.steps_per_epoch)))
+        self.n_evals = DEFAULT_EVALS if self.config.epochs <= 1 else AUTO_EVALS
+
+    def _wise_checks(self, held: Mapping[str, Sequence[Pair]]) -> None:
+        """The checks of the WiSE-FT choice (the dev sample the in-training evaluations use, and each
+        source's), and the start model's numbers on them (rank 0)."""
+        data, seed = self.data, self.config.seed
+        self.eval_pairs = min(EVAL_MAX_PAIRS, len(data.dev))
+        self.checks = {"dev": _eval_sample(data.dev, seed),
+                       **{k: _eval_sample(v, seed) for k, v in source_checks(self.sources, data.dev, held).items()}}
+        self.wise_candidates = list(WISE_CANDIDATES) if self.given.base_weight is None else []
+        self.start_metrics = {}
+        self.distractors = check_distractors([*data.train, *data.ranking], seed) if self.wise_candidates else []
+        if self.wise_candidates and self.rank == 0:
+            t0 = time.perf_counter()
+            emit(self.progress, step=0, total=None, phase="evaluating")
+            self.start_metrics = _check_metrics(self.model, self.checks, self.energy, self.distractors)
+            self.phases["select"] = time.perf_counter() - t0
+
+    # -- the time budget (dupq/training/budget.py): time this machine's steps, plan both phases to fit -----------
+
+    def budget(self) -> None:
+        t0 = time.perf_counter()
+        config, data, progress = self.config, self.data, self.progress
+        self.cross_pairs = []
+        cross_wanted, self.cross_why = cross_rule(self.given.cross_encoder, len(data.labelled))
         if cross_wanted:
             if {p.label for p in data.labelled} == {0, 1} and {p.label for p in data.dev} == {0, 1}:
-                cross_pairs = list(data.labelled)
-                if config.cross_max_pairs is not None and len(cross_pairs) > config.cross_max_pairs:
-                    cross_pairs = random.Random(config.seed).sample(cross_pairs, config.cross_max_pairs)
+                self.cross_pairs = list(data.labelled)
+                if config.cross_max_pairs is not None and len(self.cross_pairs) > config.cross_max_pairs:
+                    self.cross_pairs = random.Random(config.seed).sample(self.cross_pairs, config.cross_max_pairs)
             else:
-                cross_why = "not trained: it needs labelled training and dev pairs with both labels"
+                self.cross_why = "not trained: it needs labelled training and dev pairs with both labels"
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         cross_full = (config.cross_max_steps or config.max_steps
-                      or max(1, math.ceil(config.cross_epochs * math.ceil(len(cross_pairs) / config.batch_size))))
-        cross_full = cross_full if cross_pairs else 0
-        guide = None
+                      or max(1, math.ceil(config.cross_epochs * math.ceil(len(self.cross_pairs) / config.batch_size))))
+        self.cross_full = cross_full if self.cross_pairs else 0
+        self.guide = None
         if data.ranking and config.ranking_loss == "gist":
-            guide = copy.deepcopy(model)  # frozen: the starting model judges which in-batch negatives are false
-            guide.requires_grad_(False)
-            guide.eval()
-        plan: Plan | None = None
-        costs: StepCosts | None = None
+            # Frozen: the starting model judges which in-batch negatives are false.
+            self.guide = copy.deepcopy(self.model)
+            self.guide.requires_grad_(False)
+            self.guide.eval()
         # Dev evaluations: those during training, and after it the WiSE-FT candidates on every check.
-        evals = n_evals + len(wise_candidates) * len(checks)
+        self.evals = self.n_evals + len(self.wise_candidates) * len(self.checks)
         if config.time_budget_minutes is not None:
             budget_s = config.time_budget_minutes * 60
-            twin_full, ranking_share = twin_steps(data, config, world)
-            if world > 1:
+            twin_full, ranking_share = twin_steps(data, config, self.world)
+            if self.world > 1:
                 log.warning("the time budget is not applied to data-parallel runs: each rank trains every step")
-            elif not surely_fits(budget_s, cross_steps=cross_full, twin_steps=twin_full,
-                                 batch_size=config.batch_size, dev_pairs=len(data.dev), evals=evals,
-                                 eval_pairs=eval_pairs):
-                emit(progress, step=0, total=None, phase="budget")
-                costs = _probe_costs(model, data, cross_pairs, config, energy, guide, bf16, start, checkpoints)
-                set_seed(config.seed)  # the probes drew random numbers: the run proper starts as an unprobed one
-                plan = plan_run(costs, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
-                                cross_steps=cross_full, twin_steps=twin_full, twin_ranking_share=ranking_share,
-                                dev_pairs=len(data.dev), evals=evals, eval_pairs=eval_pairs)
-                log.info(plan.describe())
-                emit(progress, step=0, total=None, phase="budget", message=plan.describe())
-        phases["budget"] = time.perf_counter() - t_budget
-        _check_stop(should_stop)
+            elif not surely_fits(budget_s, cross_steps=self.cross_full, twin_steps=twin_full,
+                                 batch_size=config.batch_size, dev_pairs=len(data.dev), evals=self.evals,
+                                 eval_pairs=self.eval_pairs):
+                from transformers import set_seed
 
-        # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
-        cross_result: CrossResult | None = None
+                emit(progress, step=0, total=None, phase="budget")
+                self.costs = _probe_costs(self.model, data, self.cross_pairs, config, self.energy, self.guide,
+                                          self.bf16, self.start, self.checkpoints)
+                set_seed(config.seed)  # the probes drew random numbers: the run proper starts as an unprobed one
+                self.plan = plan_run(self.costs, budget_s=budget_s, elapsed_s=time.perf_counter() - self.t_start,
+                                     cross_steps=self.cross_full, twin_steps=twin_full,
+                                     twin_ranking_share=ranking_share, dev_pairs=len(data.dev), evals=self.evals,
+                                     eval_pairs=self.eval_pairs)
+                log.info(self.plan.describe())
+                emit(progress, step=0, total=None, phase="budget", message=self.plan.describe())
+        self.phases["budget"] = time.perf_counter() - t0
+
+    # -- the cross-encoder teacher (inside the staging folder: the version stays atomic) --------------
+
+    def cross_encoder(self) -> None:
         t0 = time.perf_counter()
-        if cross_pairs:
-            emit(progress, step=0, total=None, phase="cross-encoder")
-            cross_result = train_cross_encoder(
-                cross_pairs,
-                data.dev,
-                staging / CROSS_DIR,
-                init=_cross_init(start),
+        config, plan = self.config, self.plan
+        if self.cross_pairs:
+            emit(self.progress, step=0, total=None, phase="cross-encoder")
+            self.cross_result = train_cross_encoder(
+                self.cross_pairs,
+                self.data.dev,
+                self.staging / CROSS_DIR,
+                init=_cross_init(self.start),
                 epochs=config.cross_epochs,
-                max_steps=(plan.cross_steps if plan is not None and plan.cross_steps < cross_full
+                max_steps=(plan.cross_steps if plan is not None and plan.cross_steps < self.cross_full
                            else config.cross_max_steps or config.max_steps),
                 batch_size=config.batch_size,
                 learning_rate=config.cross_learning_rate,
                 warmup_ratio=config.warmup_ratio,
                 seed=config.seed,
-                bf16=bf16,
-                callbacks=relay_callbacks(progress, should_stop, phase="cross-encoder"),
-                show_progress_bar=show_progress_bar,
+                bf16=self.bf16,
+                callbacks=relay_callbacks(self.progress, self.should_stop, phase="cross-encoder"),
+                show_progress_bar=self.show_progress_bar,
                 use_cpu=not has_accelerator(),
             )
-        phases["cross_encoder"] = time.perf_counter() - t0
-        _check_stop(should_stop)
+        self.phases["cross_encoder"] = time.perf_counter() - t0
 
-        # -- silver pairs: the teacher labels near neighbours of the training questions (Augmented SBERT) ---
-        t0 = time.perf_counter()
-        if config.silver_pairs > 0 and cross_result is not None:
-            data = on_rank0(world, rank, lambda: add_silver_pairs(
-                data, model, config, CrossScorer.load(staging / CROSS_DIR, backend="torch"), progress=progress))
-        phases["silver"] = time.perf_counter() - t0
-        _check_stop(should_stop)
+    # -- silver pairs: the teacher labels near neighbours of the training questions (Augmented SBERT) ---
 
-        # -- mined negatives, judged by the teacher ----------------------------------------------------------
+    def silver_pairs(self) -> None:
         t0 = time.perf_counter()
-        if config.negatives_per_positive > 0:
+        if self.config.silver_pairs > 0 and self.cross_result is not None:
+            data, model, config, progress = self.data, self.model, self.config, self.progress
+            folder = self.staging / CROSS_DIR
+            self.data = on_rank0(self.world, self.rank, lambda: add_silver_pairs(
+                data, model, config, CrossScorer.load(folder, backend="torch"), progress=progress))
+        self.phases["silver"] = time.perf_counter() - t0
+
+    # -- mined negatives, judged by the teacher ----------------------------------------------------------
+
+    def mined_negatives(self) -> None:
+        t0 = time.perf_counter()
+        if self.config.negatives_per_positive > 0:
             teacher = None
-            if cross_result is not None:
-                scorer = CrossScorer.load(staging / CROSS_DIR, backend="torch")
+            if self.cross_result is not None:
+                scorer = CrossScorer.load(self.staging / CROSS_DIR, backend="torch")
 
                 def teacher(ps: list[Pair]) -> Any:
                     return scorer.is_duplicate(scorer.score([(p.question1, p.question2) for p in ps], batch_size=64))
 
-            data = on_rank0(world, rank, lambda: add_mined_negatives(data, model, config, teacher=teacher,
-                                                                     progress=progress))
-        phases["mining"] = time.perf_counter() - t0
-        _check_stop(should_stop)
+            data, model, config, progress = self.data, self.model, self.config, self.progress
+            self.data = on_rank0(self.world, self.rank, lambda: add_mined_negatives(data, model, config,
+                                                                                    teacher=teacher,
+                                                                                    progress=progress))
+        self.phases["mining"] = time.perf_counter() - t0
 
-        # -- the twin: contrastive loss on the labelled pairs, ranking loss on the positive-only ones -------
+    # -- the twin: contrastive loss on the labelled pairs, ranking loss on the positive-only ones -------
+
+    def twin(self) -> bool:
+        """Train the twin and load its best checkpoint back; False on a data-parallel rank other than 0 (after
+        the barrier), whose part ends here."""
         t0 = time.perf_counter()
-        datasets, losses = twin_datasets(model, data, config, energy, guide)
-        twin_full, ranking_share = twin_steps(data, config, world)
+        config, data, progress = self.config, self.data, self.progress
+        datasets, losses = twin_datasets(self.model, data, config, self.energy, self.guide)
+        twin_full, ranking_share = twin_steps(data, config, self.world)
         max_steps = config.max_steps
-        deadline: Deadline | None = None
-        if plan is not None and costs is not None:  # plan the twin again from the time actually left
-            predicted_cross = plan.cross_steps * costs.cross + costs.score_seconds(len(data.dev))
-            planned = plan.twin_steps
-            plan = plan_twin(plan, costs, elapsed_s=time.perf_counter() - t_start, twin_steps=twin_full,
-                             twin_ranking_share=ranking_share, dev_pairs=len(data.dev), evals=evals,
-                             eval_pairs=eval_pairs)
-            if plan.twin_steps != planned:
-                note = (f"time budget: the cross-encoder took {phases['cross_encoder']:.0f} s (predicted "
-                        f"{predicted_cross:.0f} s), so the twin trains {plan.twin_steps} of {twin_full} steps")
-                log.info(note)
-                emit(progress, step=0, total=None, phase="budget", message=note)
-            if plan.twin_steps < twin_full:
-                max_steps = plan.twin_steps
-            # The plan is a forecast; the budget is a bound: if the twin's steps run slower than the probe said
-            # (18% slower in one measured run, docs/benchmarks.md), stop it while the final evaluation still fits.
-            deadline = Deadline(t_start + plan.budget_s
-                                - reserve_after_twin(costs, dev_pairs=len(data.dev), eval_pairs=eval_pairs,
-                                                     extra_evals=len(wise_candidates) * len(checks)))
-        total_steps = max_steps or twin_full
-        eval_steps = config.eval_steps or max(1, math.ceil(total_steps / n_evals))
-        evaluator = dev_evaluator(data.dev, energy, config.seed, progress)
+        if self.plan is not None and self.costs is not None:  # plan the twin again from the time actually left
+            max_steps = self._replan_twin(twin_full, ranking_share)
+        self.total_steps = total_steps = max_steps or twin_full
+        eval_steps = config.eval_steps or max(1, math.ceil(total_steps / self.n_evals))
+        self.evaluator = dev_evaluator(data.dev, self.energy, config.seed, progress)
         from transformers import EarlyStoppingCallback
 
         # Stop when dev AP has not improved for PATIENCE evaluations; the best checkpoint is loaded at the end.
         stopper = EarlyStoppingCallback(early_stopping_patience=PATIENCE)
-        trainer = twin_trainer(model, datasets, losses, config, output_dir=checkpoints, max_steps=max_steps,
-                                total_steps=total_steps, bf16=bf16, world=world, evaluator=evaluator,
-                                eval_steps=eval_steps,
-                                callbacks=[*relay_callbacks(progress, should_stop), stopper,
-                                           *([deadline.callback] if deadline is not None else [])],
-                                show_progress_bar=show_progress_bar)
+        deadline = self.deadline
+        self.trainer = trainer = twin_trainer(
+            self.model, datasets, losses, config, output_dir=self.checkpoints, max_steps=max_steps,
+            total_steps=total_steps, bf16=self.bf16, world=self.world, evaluator=self.evaluator,
+            eval_steps=eval_steps,
+            callbacks=[*relay_callbacks(progress, self.should_stop), stopper,
+                       *([deadline.callback] if deadline is not None else [])],
+            show_progress_bar=self.show_progress_bar)
         t_train = time.perf_counter()
         trainer.train()
         if deadline is not None and deadline.stopped_at is not None:
@@ -427,37 +519,68 @@ def train(
                     f"{deadline.stopped_at} of {total_steps} to keep the budget")
             log.info(note)  # the CLI prints it from the progress event (a warning would print it twice)
             emit(progress, step=deadline.stopped_at, total=total_steps, phase="budget", message=note)
-        if world > 1:
+        if self.world > 1:
             import torch.distributed as dist
 
             dist.barrier()  # every rank has loaded the best checkpoint back before its folder goes
-            if rank != 0:
-                return None  # rank 0 averages, evaluates, calibrates and saves the version
+            if self.rank != 0:
+                return False  # rank 0 averages, evaluates, calibrates and saves the version
         # Mixed precision leaves model.forward wrapped in autocast; drop it so the dev metrics and thresholds
         # below are measured in fp32, as the saved model is loaded and served.
-        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-        train_seconds = time.perf_counter() - t_train - evaluator.seconds
-        steps = trainer.state.global_step
-        pairs_per_second = steps * config.batch_size * world / train_seconds if train_seconds > 0 else 0.0
-        phases["twin"] = time.perf_counter() - t0
+        self.model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        train_seconds = time.perf_counter() - t_train - self.evaluator.seconds
+        self.steps = trainer.state.global_step
+        self.pairs_per_second = (self.steps * config.batch_size * self.world / train_seconds
+                                 if train_seconds > 0 else 0.0)
+        self.phases["twin"] = time.perf_counter() - t0
+        return True
 
-        # The WiSE-FT weight: each candidate evaluated on the checks (no retraining), the rule picks one.
+    def _replan_twin(self, twin_full: int, ranking_share: float) -> int | None:
+        """The twin's plan made again from the time actually left (the cross-encoder's real seconds), and the
+        deadline that bounds it; returns the twin's max_steps."""
+        plan, costs, config = self.plan, self.costs, self.config
+        assert plan is not None and costs is not None
+        dev_pairs = len(self.data.dev)
+        predicted_cross = plan.cross_steps * costs.cross + costs.score_seconds(dev_pairs)
+        planned = plan.twin_steps
+        self.plan = plan = plan_twin(plan, costs, elapsed_s=time.perf_counter() - self.t_start, twin_steps=twin_full,
+                                     twin_ranking_share=ranking_share, dev_pairs=dev_pairs, evals=self.evals,
+                                     eval_pairs=self.eval_pairs)
+        if plan.twin_steps != planned:
+            note = (f"time budget: the cross-encoder took {self.phases['cross_encoder']:.0f} s (predicted "
+                    f"{predicted_cross:.0f} s), so the twin trains {plan.twin_steps} of {twin_full} steps")
+            log.info(note)
+            emit(self.progress, step=0, total=None, phase="budget", message=note)
+        max_steps = plan.twin_steps if plan.twin_steps < twin_full else config.max_steps
+        # The plan is a forecast; the budget is a bound: if the twin's steps run slower than the probe said
+        # (18% slower in one measured run, docs/benchmarks.md), stop it while the final evaluation still fits.
+        self.deadline = Deadline(self.t_start + plan.budget_s
+                                 - reserve_after_twin(costs, dev_pairs=dev_pairs, eval_pairs=self.eval_pairs,
+                                                      extra_evals=len(self.wise_candidates) * len(self.checks)))
+        return max_steps
+
+    # -- the WiSE-FT weight: each candidate evaluated on the checks (no retraining), the rule picks one ---------
+
+    def select(self) -> None:
         t0 = time.perf_counter()
-        wise: dict[str, Any] = {"auto": bool(wise_candidates), "start": start_metrics,
-                                "checks": {k: len(v) for k, v in checks.items()}, "distractors": len(distractors)}
-        base_weight = given.base_weight or 0.0
-        if wise_candidates and start_weights is not None:
-            emit(progress, step=steps, total=None, phase="evaluating")
+        model, start_weights = self.model, self.start_weights
+        wise: dict[str, Any] = {"auto": bool(self.wise_candidates), "start": self.start_metrics,
+                                "checks": {k: len(v) for k, v in self.checks.items()},
+                                "distractors": len(self.distractors)}
+        base_weight = self.given.base_weight or 0.0
+        if self.wise_candidates and start_weights is not None:
+            emit(self.progress, step=self.steps, total=None, phase="evaluating")
             tuned = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             candidates = []
-            for w in wise_candidates:
+            for w in self.wise_candidates:
                 if w:
                     average_weights(model, start_weights, w)
-                candidates.append({"base_weight": w, "checks": _check_metrics(model, checks, energy, distractors)})
+                candidates.append({"base_weight": w,
+                                   "checks": _check_metrics(model, self.checks, self.energy, self.distractors)})
                 if w:
                     model.load_state_dict(tuned)
             del tuned
-            chosen, wise["reason"] = choose_base_weight(candidates, start_metrics)
+            chosen, wise["reason"] = choose_base_weight(candidates, self.start_metrics)
             base_weight = float(chosen["base_weight"])
             wise["candidates"] = candidates
         else:
@@ -465,140 +588,156 @@ def train(
         wise["chosen"] = base_weight
         if base_weight and start_weights is not None:
             average_weights(model, start_weights, base_weight)
-        config = replace(config, base_weight=base_weight)
-        phases["select"] = phases.get("select", 0.0) + time.perf_counter() - t0
+        self.wise = wise
+        self.config = replace(self.config, base_weight=base_weight)
+        self.phases["select"] = self.phases.get("select", 0.0) + time.perf_counter() - t0
 
-        # Final dev numbers and thresholds on every dev pair, with the best checkpoint's weights.
+    # -- the final evaluation: dev numbers and thresholds on every dev pair, the re-ranker kept or not -----------
+
+    def evaluate(self) -> None:
         t0 = time.perf_counter()
-        emit(progress, step=steps, total=steps, phase="evaluating")
+        config, data, energy, given = self.config, self.data, self.energy, self.given
+        emit(self.progress, step=self.steps, total=self.steps, phase="evaluating")
         # The recorder keeps the dev vectors, so the (score, label) sample for the plots costs no second encoding.
         from dupq.evaluation.plots import PairScoreRecorder
 
-        recorder = PairScoreRecorder(encode_fn(model, energy))
+        self.recorder = recorder = PairScoreRecorder(encode_fn(self.model, energy))
         dev_result = evaluate_encoder(recorder, data.dev, energy=energy)
         twin_scores = np.asarray(recorder.scores(data.dev, config.energy), dtype=np.float64)
         labels = [p.label for p in data.dev]
         hib = energy.higher_is_better
-        thresholds = {objective: calibrate_threshold(twin_scores, labels, higher_is_better=hib, objective=objective)
-                      for objective in ("f1", "accuracy")}
-        served = calibrate_threshold(twin_scores, labels, higher_is_better=hib, objective=config.threshold_policy)
+        self.thresholds = {objective: calibrate_threshold(twin_scores, labels, higher_is_better=hib,
+                                                          objective=objective)
+                           for objective in ("f1", "accuracy")}
+        self.served = served = calibrate_threshold(twin_scores, labels, higher_is_better=hib,
+                                                   objective=config.threshold_policy)
         dev_result["pairs"] = pair_metrics(twin_scores, labels, higher_is_better=hib, threshold=served)
-        metrics = {"dev": dev_result}
-        reranker: dict[str, Any] = {"trained": cross_result is not None, "kept": False, "reason": cross_why}
-        if cross_result is not None:  # the re-ranking score: cross-encoder logit + twin score (dupq/models/fusion.py)
-            logits = _dev_logits(cross_result, data.dev, staging / CROSS_DIR)
-            oof = out_of_fold(twin_scores, logits, data.dev, higher_is_better=hib, seed=config.seed)
-            keep, reranker["reason"] = keep_reranker(given.cross_encoder, oof)
-            reranker.update(kept=keep, out_of_fold=oof, cross_summary=cross_result.summary())
-            if keep:
-                cross_result.fusion = _fit_fusion(logits, twin_scores, data.dev, energy, staging / CROSS_DIR,
-                                                  config.threshold_policy)
-            else:  # the version has no re-ranker: dupq.json's selection says why
-                shutil.rmtree(staging / CROSS_DIR, ignore_errors=True)
-                cross_result = None
-        cross = cross_result.summary() if cross_result is not None else None
-        best_step = _best_step(trainer.state.best_model_checkpoint)
+        self.metrics = {"dev": dev_result}
+        reranker = self._reranker(twin_scores)
+        self.cross_summary = self.cross_result.summary() if self.cross_result is not None else None
+        self.best_step = best_step = _best_step(self.trainer.state.best_model_checkpoint)
         at_served = dev_result["pairs"]
-        selection = {
+        total_steps, steps_per_epoch = self.total_steps, self.steps_per_epoch
+        self.selection = {
             "rule": SELECTION_RULE,
-            "dev": {"pairs": len(data.dev), "given": dev_pairs is not None,
-                    "dev_fraction": None if dev_pairs is not None else config.dev_fraction},
+            "dev": {"pairs": len(data.dev), "given": self.dev_pairs is not None,
+                    "dev_fraction": None if self.dev_pairs is not None else config.dev_fraction},
             "steps": {"epochs": config.epochs, "auto": given.epochs is None, "steps_per_epoch": steps_per_epoch,
-                      "planned": total_steps, "trained": steps, "best_step": best_step,
-                      "stopped_early": bool(stopper_stopped(trainer, total_steps, deadline)),
-                      "evaluations": len(evaluator.history), "patience": PATIENCE,
+                      "planned": total_steps, "trained": self.steps, "best_step": best_step,
+                      "stopped_early": bool(stopper_stopped(self.trainer, total_steps, self.deadline)),
+                      "evaluations": len(self.evaluator.history), "patience": PATIENCE,
                       "reason": (f"{config.epochs:g} epoch(s) of {steps_per_epoch} steps "
                                  + ("(auto: at least 300 steps, at most 40 epochs)" if given.epochs is None
                                     else "(given)") + f"; best dev AP at step {best_step}")},
-            "base_weight": wise,
+            "base_weight": self.wise,
             "reranker": reranker,
             "threshold": {"policy": config.threshold_policy, "threshold": served,
                           "precision": at_served["precision"], "recall": at_served["recall"],
                           "f1": at_served["f1"]},
         }
-        phases["evaluate"] = time.perf_counter() - t0
-        phases["total"] = time.perf_counter() - t_start
-        phase_seconds = {k: round(v, 1) for k, v in phases.items()}
-        budget = None
-        if plan is not None:
-            budget = {**plan.to_dict(), "actual_s": round(phases["total"], 1),
-                      "twin_stopped_at": deadline.stopped_at if deadline is not None else None}
+        self.phases["evaluate"] = time.perf_counter() - t0
+
+    def _reranker(self, twin_scores: np.ndarray) -> dict[str, Any]:
+        """Whether the version keeps its cross-encoder: the re-ranking score (cross-encoder logit + twin score,
+        dupq/models/fusion.py) judged out of fold on dev; kept, its fusion is fitted and saved, else the
+        cross-encoder is removed from the staging folder."""
+        result, data, folder = self.cross_result, self.data, self.staging / CROSS_DIR
+        reranker: dict[str, Any] = {"trained": result is not None, "kept": False, "reason": self.cross_why}
+        if result is not None:
+            logits = _dev_logits(result, data.dev, folder)
+            oof = out_of_fold(twin_scores, logits, data.dev, higher_is_better=self.energy.higher_is_better,
+                              seed=self.config.seed)
+            keep, reranker["reason"] = keep_reranker(self.given.cross_encoder, oof)
+            reranker.update(kept=keep, out_of_fold=oof, cross_summary=result.summary())
+            if keep:
+                result.fusion = _fit_fusion(logits, twin_scores, data.dev, self.energy, folder,
+                                            self.config.threshold_policy)
+            else:  # the version has no re-ranker: dupq.json's selection says why
+                shutil.rmtree(folder, ignore_errors=True)
+                self.cross_result = None
+        return reranker
+
+    # -- the atomic save: the version folder appears complete or not at all -------------------------------------
+
+    def save(self) -> None:
+        config, data, trainer = self.config, self.data, self.trainer
+        self.phases["total"] = time.perf_counter() - self.t_start
+        self.phase_seconds = {k: round(v, 1) for k, v in self.phases.items()}
+        self.budget_summary = None
+        if self.plan is not None:
+            deadline = self.deadline
+            self.budget_summary = {**self.plan.to_dict(), "actual_s": round(self.phases["total"], 1),
+                                   "twin_stopped_at": deadline.stopped_at if deadline is not None else None}
         encoder = SiameseEncoder(
-            model,
-            energy=energy,
-            threshold=served,
-            base_model=base_model_name,
+            self.model,
+            energy=self.energy,
+            threshold=self.served,
+            base_model=self.base_model_name,
             metadata={
                 "loss": config.loss,
                 "margin": config.margin,
                 "ranking_loss": config.ranking_loss if data.ranking else None,
-                "thresholds": thresholds,
+                "thresholds": self.thresholds,
                 "threshold_objective": "f1" if config.threshold_policy == "max_f1" else config.threshold_policy,
                 "threshold_policy": config.threshold_policy,
-                "training": given.to_dict(),
-                "selection": selection,
+                "training": self.given.to_dict(),
+                "selection": self.selection,
                 "data": data.counts,
-                "metrics": metrics,
-                "history": evaluator.history,
+                "metrics": self.metrics,
+                "history": self.evaluator.history,
                 # For the admin page's and `dupq eval --report`'s plots (dupq/evaluation/plots.py).
                 "loss_history": [
                     {"step": int(e["step"]), "loss": round(float(e["loss"]), 5)}
                     for e in trainer.state.log_history
                     if "loss" in e and "step" in e
                 ],
-                "dev_scores": recorder.sample(data.dev, config.energy, seed=config.seed),
-                "best_step": best_step,
-                "steps": steps,
-                "processes": world,
-                "global_batch_size": config.batch_size * world,
-                "precision": "bf16" if bf16 else "fp32",
-                "parent": parent,
-                "started_from": started_from,
-                "cross": cross,
-                "phase_seconds": phase_seconds,
-                "budget": budget,
-                "seconds": round(time.perf_counter() - t_start, 1),
-                "pairs_per_second": round(pairs_per_second, 2),
+                "dev_scores": self.recorder.sample(data.dev, config.energy, seed=config.seed),
+                "best_step": self.best_step,
+                "steps": self.steps,
+                "processes": self.world,
+                "global_batch_size": config.batch_size * self.world,
+                "precision": "bf16" if self.bf16 else "fp32",
+                "parent": self.parent,
+                "started_from": self.started_from,
+                "cross": self.cross_summary,
+                "phase_seconds": self.phase_seconds,
+                "budget": self.budget_summary,
+                "seconds": round(time.perf_counter() - self.t_start, 1),
+                "pairs_per_second": round(self.pairs_per_second, 2),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
         )
-        _check_stop(should_stop)
-        encoder.save(staging)
-        os.rename(staging, output_dir)  # atomic: the version appears complete or not at all
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        if rank != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-        if local_rank == 0:  # one rank per node removes the shared checkpoint folder
-            shutil.rmtree(checkpoints, ignore_errors=True)
-    return TrainResult(
-        version=output_dir.name,
-        path=output_dir,
-        metrics=metrics,
-        thresholds=thresholds,
-        counts=data.counts,
-        seconds=time.perf_counter() - t_start,
-        pairs_per_second=pairs_per_second,
-        history=evaluator.history,
-        cross=cross,
-        phase_seconds=phase_seconds,
-        budget=budget,
-        selection=selection,
-    )
+        self.check_stop()
+        encoder.save(self.staging)
+        os.rename(self.staging, self.output_dir)  # atomic: the version appears complete or not at all
 
+    def clean_up(self) -> None:
+        """After success, failure or cancellation: the scratch folders (a failed rank 0's staging folder is
+        removed by :func:`train`)."""
+        if self.rank != 0:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if self.local_rank == 0:  # one rank per node removes the shared checkpoint folder
+            shutil.rmtree(self.checkpoints, ignore_errors=True)
 
-
-
-
-
+    def result(self) -> TrainResult:
+        return TrainResult(
+            version=self.output_dir.name,
+            path=self.output_dir,
+            metrics=self.metrics,
+            thresholds=self.thresholds,
+            counts=self.data.counts,
+            seconds=time.perf_counter() - self.t_start,
+            pairs_per_second=self.pairs_per_second,
+            history=self.evaluator.history,
+            cross=self.cross_summary,
+            phase_seconds=self.phase_seconds,
+            budget=self.budget_summary,
+            selection=self.selection,
+        )
 
 
 def _pair_length(p: Pair) -> int:  # what the cross-encoder's sampler groups by
     return len(p.question1) + len(p.question2)
-
-
 
 
 def _probe_costs(model: Any, data: PreparedData, cross_pairs: Sequence[Pair], config: TrainConfig, energy: Energy,
@@ -637,14 +776,6 @@ def _probe_costs(model: Any, data: PreparedData, cross_pairs: Sequence[Pair], co
         shutil.rmtree(folder, ignore_errors=True)
     return StepCosts(cross=cross, twin=twin, ranking=ranking, batch_size=config.batch_size,
                      probe_seconds=time.perf_counter() - t0)
-
-
-
-
-
-
-
-
 
 
 def _dev_logits(result: CrossResult, dev: Sequence[Pair], folder: Path) -> np.ndarray:
@@ -716,3 +847,4 @@ def _best_step(checkpoint: str | None) -> int | None:
         return int(checkpoint.rsplit("-", 1)[-1])
     except ValueError:
         return None
+

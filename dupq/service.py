@@ -557,7 +557,9 @@ class DupQ:
         t0 = time.perf_counter()
         serving = self._prepared.pop(version, None) or self._load_serving(version)  # writes go on meanwhile
         with self._write:
-            if self._closed or version == self._serving.version:
+            # The follower read the pointer before this node may have moved it (its own promotion, under this
+            # lock): a stale read must not switch back to the old version, so the pointer is read again here.
+            if self._closed or version == self._serving.version or self.registry.current() != version:
                 return
             self._sync(serving)  # one anti-join: the questions added while it loaded
             self._serving = serving

@@ -107,6 +107,7 @@ from dupq.training.twin import (
     average_weights,
     dev_evaluator,
     encode_fn,
+    eval_sample,
     flat_metrics,
     load_start,
     relay_callbacks,
@@ -290,7 +291,8 @@ class _Run:
         self.phases: dict[str, float] = {}
 
     def check_stop(self) -> None:
-        _check_stop(self.should_stop)
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled("training stopped before it finished")
 
     # -- prepare: the start model, the data, the WiSE-FT checks, the folders ---------------------------------
 
@@ -371,8 +373,8 @@ class _Run:
         source's), and the start model's numbers on them (rank 0)."""
         data, seed = self.data, self.config.seed
         self.eval_pairs = min(EVAL_MAX_PAIRS, len(data.dev))
-        self.checks = {"dev": _eval_sample(data.dev, seed),
-                       **{k: _eval_sample(v, seed) for k, v in source_checks(self.sources, data.dev, held).items()}}
+        self.checks = {"dev": eval_sample(data.dev, seed),
+                       **{k: eval_sample(v, seed) for k, v in source_checks(self.sources, data.dev, held).items()}}
         self.wise_candidates = list(WISE_CANDIDATES) if self.given.base_weight is None else []
         self.start_metrics = {}
         self.distractors = check_distractors([*data.train, *data.ranking], seed) if self.wise_candidates else []
@@ -800,14 +802,6 @@ def _fit_fusion(logits: np.ndarray, twin_scores: np.ndarray, dev: Sequence[Pair]
     return fusion
 
 
-def _eval_sample(pairs: Sequence[Pair], seed: int) -> list[Pair]:
-    """The dev evaluator's sample (:func:`dupq.training.twin.dev_evaluator`): at most EVAL_MAX_PAIRS pairs."""
-    sample = list(pairs)
-    if len(sample) > EVAL_MAX_PAIRS:
-        sample = random.Random(seed).sample(sample, EVAL_MAX_PAIRS)
-    return sample
-
-
 def _check_metrics(model: Any, checks: Mapping[str, Sequence[Pair]], energy: Energy,
                    distractors: Sequence[str]) -> dict[str, dict[str, float]]:
     """Pair AP and retrieval metrics of ``model`` on each check (the WiSE-FT selection's numbers); the
@@ -833,11 +827,6 @@ def stopper_stopped(trainer: Any, total_steps: int, deadline: Deadline | None) -
     if deadline is not None and deadline.stopped_at is not None:
         return False
     return trainer.state.global_step < total_steps
-
-
-def _check_stop(should_stop: Callable[[], bool] | None) -> None:
-    if should_stop is not None and should_stop():
-        raise TrainingCancelled("training stopped before it finished")
 
 
 def _best_step(checkpoint: str | None) -> int | None:

@@ -65,13 +65,19 @@ def flat_metrics(result: dict[str, dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def eval_sample(pairs: Sequence[Pair], seed: int) -> list[Pair]:
+    """The fixed sample of at most :data:`EVAL_MAX_PAIRS` pairs that in-training evaluations score (seeded)."""
+    sample = list(pairs)
+    if len(sample) > EVAL_MAX_PAIRS:
+        sample = random.Random(seed).sample(sample, EVAL_MAX_PAIRS)
+    return sample
+
+
 def dev_evaluator(dev: Sequence[Pair], energy: Energy, seed: int, progress: Progress | None) -> Any:
     """A sentence-transformers evaluator (pair AP first) over a fixed sample of the dev pairs."""
     from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
 
-    sample = list(dev)
-    if len(sample) > EVAL_MAX_PAIRS:
-        sample = random.Random(seed).sample(sample, EVAL_MAX_PAIRS)
+    sample = eval_sample(dev, seed)
 
     class DevEvaluator(BaseEvaluator):
         """Pair AP (the checkpoint-selection metric) plus retrieval metrics, through dupq.evaluation.

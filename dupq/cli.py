@@ -350,7 +350,7 @@ def train(ctx: click.Context, pairs: tuple[Path, ...], dev: Path | None, start: 
         # Node 0 owns the home (writer lock) and registers the version; another node only reads its start version.
         with open_service(ctx) if node_rank == 0 else _open_for_reading(ctx) as svc:
             new = svc.train_data_parallel(train_pairs, config, launch, start=start or "current", base=base,
-                                          dev_pairs=dev_pairs, positive_only=positive_only,
+                                          dev_pairs=dev_pairs, positive_only=positive_only, sources=sources,
                                           show_progress_bar=progress, logs_dir=ctx.obj.logs_dir)
             if new is None:
                 click.echo(f"node {node_rank}: its {nproc} process(es) are done; node 0 saves the version")

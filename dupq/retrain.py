@@ -42,6 +42,7 @@ from dupq.errors import ValidationError
 from dupq.evaluation.gate import gate_decision, gate_reports
 from dupq.storage import Backend, Store
 from dupq.storage.jobs import ACTIVE, IllegalTransition, Job
+from dupq.text import pair_key
 from dupq.training.versions import CURRENT, NewVersion, resolve_start, train_new_version
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,28 @@ class RetrainRequest:
 def stored_pairs(store: Store) -> list[Pair]:
     """The stored pairs as training data: conflicting labels resolved by "latest wins" (dupq.data)."""
     return dedupe_pairs(Pair(p.question1, p.question2, p.label) for p in store.pairs()).pairs
+
+
+def stored_sources(store: Store, pairs: Sequence[Pair]) -> dict[str, list[Pair]]:
+    """``pairs`` (stored pairs, e.g. a retrain's training split) by the source of the label training keeps.
+
+    The sources (``review``, ``feedback``, ``api``, an import's ...) are what ``dupq train`` calls its files:
+    the recipe's selection holds dev retrieval at the starting model's for each of them (docs/training.md), so
+    a retrain on feedback and imported links never buys one source's AP with another's retrieval.
+
+    Example:
+        A pair labelled twice keeps the source of the label :func:`stored_pairs` keeps (the later, conflicting
+        one), so ``{"review": [Pair("a", "b", 1)]}`` for a pair stored as ``feedback`` 0 and then ``review`` 1.
+    """
+    source: dict[str, tuple[str, int]] = {}
+    for r in store.pairs():  # the same rule as dedupe_pairs: a conflicting later label replaces the earlier
+        key = pair_key(r.question1, r.question2)
+        if key not in source or source[key][1] != r.label:
+            source[key] = (r.source, r.label)
+    out: dict[str, list[Pair]] = {}
+    for p in pairs:
+        out.setdefault(source.get(pair_key(p.question1, p.question2), ("other", 0))[0], []).append(p)
+    return out
 
 
 # -- the lifecycle ------------------------------------------------------------------------------------------
@@ -270,6 +293,7 @@ class JobWorker:
                 split.train,
                 req.config,
                 start=req.start,
+                sources=stored_sources(self.store, split.train),
                 progress=_throttled(lambda p: self.jobs.update(job_id, progress=p)),
                 should_stop=lambda: stop["flag"] or self.jobs.get(job_id).cancel,
                 show_progress_bar=False,
@@ -380,5 +404,6 @@ __all__ = [
     "resolve_start",
     "spawn_worker",
     "stored_pairs",
+    "stored_sources",
     "train_new_version",
 ]

@@ -623,7 +623,8 @@ class DupQ:
 
     def train_data_parallel(self, pairs: Any, config: Any, launch: Any, *, start: str = "current",
                             dev_pairs: Any = None, base: Any = None, positive_only: Any = None,
-                            show_progress_bar: bool = True, logs_dir: Any = None) -> NewVersion | None:
+                            sources: Any = None, show_progress_bar: bool = True,
+                            logs_dir: Any = None) -> NewVersion | None:
         """``dupq train --nproc N [--nnodes M]``: train through torchrun (:mod:`dupq.training.distributed`).
 
         Node 0 holds this home's writer lock while its ranks train (they never open the home) and registers the
@@ -632,7 +633,7 @@ class DupQ:
         from dupq.training.distributed import train_version
 
         new = train_version(self.registry, pairs, config, launch, start=start, base=base, dev_pairs=dev_pairs,
-                            positive_only=positive_only, show_progress_bar=show_progress_bar,
+                            positive_only=positive_only, sources=sources, show_progress_bar=show_progress_bar,
                             progress=show_progress_bar, logs_dir=logs_dir)
         if new is not None:
             self._check_writable()

@@ -29,7 +29,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -129,6 +129,7 @@ class RankJob:
     parent: str | None
     dev_pairs: list[Any] | None
     positive_only: list[Any]
+    sources: dict[str, list[Any]] | None  # the pairs by source (file), for the selection's per-source checks
     progress: bool  # rank 0 prints the phase lines
     show_progress_bar: bool  # rank 0 draws the trainers' bars
     result: str  # where rank 0 leaves its TrainResult (a pickle)
@@ -168,6 +169,7 @@ def train_version(
     base: str | Path | None = None,
     dev_pairs: Sequence[Any] | None = None,
     positive_only: Sequence[Any] | None = None,
+    sources: Mapping[str, Sequence[Any]] | None = None,
     show_progress_bar: bool = True,
     progress: bool = False,
     logs_dir: str | Path | None = None,
@@ -202,7 +204,8 @@ def train_version(
     with tempfile.TemporaryDirectory(prefix="dupq-ddp-") as work:
         job = RankJob(
             pairs=pairs, config=config, start=str(start_dir), output_dir=str(output_dir), parent=parent,
-            dev_pairs=dev_pairs, positive_only=positive_only, progress=progress,
+            dev_pairs=dev_pairs, positive_only=positive_only,
+            sources=None if sources is None else {k: list(v) for k, v in sources.items()}, progress=progress,
             show_progress_bar=show_progress_bar, result=str(Path(work) / "result.pkl"),
             fingerprint=fingerprint(pairs, dev_pairs, positive_only, config, start_dir),
         )
@@ -317,8 +320,8 @@ def _rank_main(argv: list[str]) -> int:
 
             progress = phase_printer(job.config)
         result = train(job.pairs, job.config, start=job.start, output_dir=Path(job.output_dir),
-                       dev_pairs=job.dev_pairs, positive_only=job.positive_only, parent=job.parent,
-                       progress=progress, show_progress_bar=job.show_progress_bar and rank == 0)
+                       dev_pairs=job.dev_pairs, positive_only=job.positive_only, sources=job.sources,
+                       parent=job.parent, progress=progress, show_progress_bar=job.show_progress_bar and rank == 0)
         if rank == 0:
             tmp = Path(job.result + ".tmp")
             tmp.write_bytes(pickle.dumps(result))

@@ -149,3 +149,21 @@ def test_imported_and_api_pairs_share_one_key(svc, tmp_path) -> None:
     assert len(stored) == 2 and keys == {pair_key("How do I boil an egg?", "Best way to boil eggs?")}
     assert len(stored_pairs(svc.store)) == 1  # training keeps one pair
     assert normalize_question(" How  do I\tboil an egg?\n") == "How do I boil an egg?"
+
+
+def test_stored_sources_group_the_kept_labels_by_source(app) -> None:
+    # the worker's retrain passes these to the recipe's selection: one retrieval check per source
+    from dupq.data import Pair
+    from dupq.retrain import stored_sources
+
+    store = app.extensions["dupq"].store
+    store.add_pair("How do I boil eggs?", "Egg boiling time?", 0, source="feedback")
+    store.add_pair("Egg boiling time?", "How do I boil eggs?", 1, source="review")  # a correction: review's label
+    store.add_pair("Visa for Japan?", "Japan visa rules?", 1, source="feedback")
+    store.add_pair("Visa for Japan?", "Japan visa rules?", 1, source="api")  # a repeat keeps the first source
+    pairs = stored_pairs(store)
+    by_source = stored_sources(store, pairs)
+    assert {k: sorted(p.question1 for p in v) for k, v in by_source.items()} == {
+        "review": ["Egg boiling time?"], "feedback": ["Visa for Japan?"]}
+    assert stored_sources(store, [Pair("Visa for Japan?", "Japan visa rules?", 1)]) == {
+        "feedback": [Pair("Visa for Japan?", "Japan visa rules?", 1)]}

@@ -114,6 +114,10 @@ class TrainConfig:
         "help": "Train the version's cross-encoder (teacher and re-ranker) and keep it.",
         "none": "auto: trained from 5,000 labelled training pairs, kept only if it beats the twin out of fold on "
                 "dev"})
+    refit: bool | None = field(default=None, metadata={
+        "help": "Once the steps, WiSE-FT weight and threshold are chosen on dev, train the twin again from the "
+                "starting weights on train + dev (the recorded dev metrics stay the selection run's).",
+        "none": "auto: when dupq split dev from fewer than 5,000 labelled pairs"})
     cross_epochs: float = field(default=1.0, metadata={
         "help": "Cross-encoder passes over the labelled pairs.", "gt": 0})
     cross_learning_rate: float = field(default=5e-5, metadata={

@@ -98,6 +98,7 @@ from dupq.training.selection import (
     hold_out_sources,
     keep_reranker,
     out_of_fold,
+    refit_rule,
     source_checks,
 )
 from dupq.training.selection import RULE as SELECTION_RULE
@@ -112,6 +113,7 @@ from dupq.training.twin import (
     load_start,
     relay_callbacks,
     row_length,
+    stop_at_callback,
     twin_datasets,
     twin_steps,
     twin_trainer,
@@ -209,6 +211,8 @@ def train(
             return None  # a data-parallel rank other than 0: rank 0 alone selects, evaluates and saves
         run.select()
         run.evaluate()
+        run.check_stop()
+        run.refit()
         run.save()
     except BaseException:
         shutil.rmtree(run.staging, ignore_errors=True)
@@ -658,6 +662,47 @@ class _Run:
                 shutil.rmtree(folder, ignore_errors=True)
                 self.cross_result = None
         return reranker
+
+    # -- the refit: the chosen recipe trained again on train + dev (small data only) ----------------------------
+
+    def refit(self) -> None:
+        """Train the twin again from the starting weights on train + the labelled dev pairs, with the selection
+        run's schedule scaled to the larger data and stopped at the best checkpoint's share of it, then average
+        it with the chosen WiSE-FT weight (:func:`dupq.training.selection.refit_rule` says when). The dev
+        metrics, the threshold and the re-ranker decision stay the selection run's: the refit has seen dev."""
+        t0 = time.perf_counter()
+        config, data = self.config, self.data
+        mined = data.counts.get("dev_mined_negatives", 0)  # dev negatives dupq mined itself: not labels
+        dev_labelled = list(data.dev[:len(data.dev) - mined])
+        wanted, why = refit_rule(self.given.refit, labelled_pairs=len(data.labelled) + len(dev_labelled),
+                                 dev_given=self.dev_pairs is not None, world=self.world,
+                                 reranker_kept=self.cross_result is not None, budget_bound=self.plan is not None)
+        record: dict[str, Any] = {"done": False, "reason": why}
+        best = self.best_step or self.steps
+        if wanted and best and dev_labelled:
+            emit(self.progress, step=0, total=None, phase="refit")
+            model, _, _ = load_start(self.start)
+            model.similarity_fn_name = self.energy.similarity_fn_name
+            refit_data = replace(data, train=[*data.train, *dev_labelled], labelled=[*data.labelled, *dev_labelled])
+            per_epoch, _ = twin_steps(refit_data, replace(config, epochs=1.0, max_steps=None), 1)
+            scale = per_epoch / max(self.steps_per_epoch, 1)
+            planned = max(1, math.ceil(self.total_steps * scale))
+            stop = max(1, min(planned, round(best * scale)))
+            datasets, losses = twin_datasets(model, refit_data, config, self.energy, self.guide)
+            trainer = twin_trainer(
+                model, datasets, losses, config, output_dir=self.checkpoints / "refit", max_steps=planned,
+                total_steps=planned, bf16=self.bf16, world=1, evaluator=None, eval_steps=None,
+                callbacks=[*relay_callbacks(self.progress, self.should_stop, phase="refit"), stop_at_callback(stop)],
+                show_progress_bar=self.show_progress_bar)
+            trainer.train()
+            model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+            if config.base_weight and self.start_weights is not None:
+                average_weights(model, self.start_weights, config.base_weight)
+            self.model = model
+            record.update(done=True, pairs=len(refit_data.train), dev_pairs_added=len(dev_labelled),
+                          steps=trainer.state.global_step, planned=planned, base_weight=config.base_weight)
+        self.selection["refit"] = record
+        self.phases["refit"] = time.perf_counter() - t0
 
     # -- the atomic save: the version folder appears complete or not at all -------------------------------------
 

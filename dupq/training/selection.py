@@ -30,6 +30,13 @@ The rule, applied by :func:`dupq.training.recipe.train` and recorded in dupq.jso
    ``False`` never trains it.
 5. **Threshold.** Calibrated on all dev pairs for ``threshold_policy``
    (:func:`dupq.evaluation.metrics.calibrate_threshold`).
+6. **Refit.** ``refit=None`` (the default): where dupq made the dev split itself from fewer than
+   :data:`REFIT_MAX_PAIRS` labelled pairs (:func:`refit_rule`), the held-out dev pairs are too many labels to
+   leave unused (30% of a 200-pair set), so once steps, WiSE-FT weight and threshold are chosen the twin is
+   trained again from the starting weights on train + dev, with the same schedule scaled to the larger data and
+   stopped at the chosen step's share of it, and averaged with the chosen weight. The recorded dev metrics and
+   the threshold stay those of the selection run (held out); the refit itself is not scored on dev (it has
+   seen it).
 """
 
 from __future__ import annotations
@@ -50,7 +57,9 @@ RULE = (
     "weight: the given one, or among 0, 0.25, 0.5 the best dev pair AP whose dev nDCG@10 (and each source's) "
     "is not below the starting model's (none: the smallest shortfall); cross-encoder: trained from 5,000 "
     "labelled training pairs and kept only if its fusion with the twin beats the twin's dev AP out of fold "
-    "(5 folds over dev clusters); threshold: calibrated on dev for the threshold policy"
+    "(5 folds over dev clusters); threshold: calibrated on dev for the threshold policy; refit: where dupq "
+    "split dev from fewer than 5,000 labelled pairs, the twin trained again on train + dev with the chosen "
+    "steps and weight (dev metrics and threshold from the selection run)"
 )
 
 #: Epochs=None: at least this many optimiser steps (several epochs over small data, as the ST examples do).
@@ -79,6 +88,42 @@ CHECK_DISTRACTORS = 2000
 #: Dev pairs the automatic dev fraction aims at, and its bounds.
 AUTO_DEV_PAIRS = 300
 AUTO_DEV_BOUNDS = (0.1, 0.3)
+
+
+#: Labelled pairs (training + dev split) below which ``refit=None`` trains again on train + dev.
+REFIT_MAX_PAIRS = 5000
+
+
+def refit_rule(config_value: bool | None, *, labelled_pairs: int, dev_given: bool, world: int,
+               reranker_kept: bool, budget_bound: bool) -> tuple[bool, str]:
+    """Whether the selected recipe is trained again on train + dev, and why (``config_value``:
+    ``TrainConfig.refit``).
+
+    Example:
+        >>> kw = dict(world=1, reranker_kept=False, budget_bound=False)
+        >>> refit_rule(None, labelled_pairs=200, dev_given=False, **kw)[0]
+        True
+        >>> refit_rule(None, labelled_pairs=200, dev_given=True, **kw)[0], refit_rule(None, labelled_pairs=9000,
+        ...     dev_given=False, **kw)[0]
+        (False, False)
+    """
+    if config_value is False:
+        return False, "refit=false"
+    if world > 1:
+        return False, "not refit: data-parallel runs train once"
+    if reranker_kept:
+        return False, "not refit: the kept re-ranker's fusion was fitted on the selection run's twin scores"
+    if config_value is True:
+        return True, "refit=true: trained again on train + dev with the selected steps and WiSE-FT weight"
+    if dev_given:
+        return False, "not refit: the dev pairs were given (--dev), not split from the training pairs"
+    if budget_bound:
+        return False, "not refit: the time budget bounded the run"
+    if labelled_pairs >= REFIT_MAX_PAIRS:
+        return False, (f"not refit: {labelled_pairs} labelled pairs (>= {REFIT_MAX_PAIRS}), the dev split is a "
+                       "small share of them")
+    return True, (f"refit: {labelled_pairs} labelled pairs (< {REFIT_MAX_PAIRS}): trained again on train + dev "
+                  "with the selected steps and WiSE-FT weight")
 
 
 def auto_dev_fraction(n_pairs: int) -> float:

@@ -271,5 +271,19 @@ def twin_trainer(model: Any, datasets: dict[str, Any], losses: dict[str, Any], c
     return trainer
 
 
+def stop_at_callback(step: int) -> Any:
+    """A trainer callback that ends training after optimiser step ``step``, leaving the learning-rate schedule
+    as planned for ``max_steps`` (the refit stops where the selection run's best checkpoint was, on the same
+    schedule)."""
+    from transformers import TrainerCallback
+
+    class _StopAt(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step >= step:
+                control.should_training_stop = True
+
+    return _StopAt()
+
+
 def row_length(p: Pair) -> int:  # what the twin's sampler groups by
     return max(len(p.question1), len(p.question2))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import FIXTURES
 
@@ -88,3 +90,35 @@ def test_training_stops_when_dev_ap_stops_improving(tmp_path: Path) -> None:
     assert wise["chosen"] == 0.0 and not wise["auto"] and "given" in wise["reason"]
     rr = result.selection["reranker"]  # 23 labelled pairs: below the rule's minimum, so none
     assert not rr["trained"] and "fewer than" in rr["reason"] and not has_cross(out) and result.cross is None
+
+
+def test_small_data_refits_on_train_and_dev_with_the_chosen_recipe(tmp_path: Path) -> None:
+    # No dev given: dupq splits dev from the pairs, chooses on it, then trains again on train + dev.
+    config = TrainConfig(max_steps=4, batch_size=8, eval_steps=2, time_budget_minutes=None)
+    runs = {}
+    for refit in (None, False):
+        out = tmp_path / f"v-{refit}"
+        runs[refit] = (train(PAIRS, TrainConfig(**{**config.to_dict(), "refit": refit}),
+                             start=packaged_model_path(), output_dir=out, show_progress_bar=False), out)
+    (auto, auto_dir), (off, off_dir) = runs[None], runs[False]
+    record = auto.selection["refit"]
+    assert record["done"] and record["reason"].startswith("refit:")
+    assert off.selection["refit"] == {"done": False, "reason": "refit=false"}
+    dev_labelled = auto.counts["dev_pairs"] - auto.counts.get("dev_mined_negatives", 0)
+    assert record["dev_pairs_added"] == dev_labelled > 0
+    assert record["pairs"] == auto.counts["train_pairs"] + dev_labelled
+    # the schedule scaled to the larger data, stopped at the best checkpoint's share of it
+    steps = auto.selection["steps"]
+    scale = math.ceil(record["pairs"] / 8) / steps["steps_per_epoch"]
+    assert record["steps"] == max(1, min(record["planned"], round(steps["best_step"] * scale)))
+    # The selection run is the same in both; its held-out numbers and threshold are what both record.
+    assert auto.metrics == off.metrics and auto.thresholds == off.thresholds
+    a = SiameseEncoder.load(auto_dir, cached=False, backend="torch")
+    b = SiameseEncoder.load(off_dir, cached=False, backend="torch")
+    assert a.threshold == b.threshold
+    qs = [p.question1 for p in DEV[:8]]
+    assert not np.allclose(a.encode(qs), b.encode(qs), atol=1e-4)  # the refit's weights are its own
+    # given dev pairs: nothing to refit on
+    given = train(PAIRS, config, start=packaged_model_path(), output_dir=tmp_path / "given", dev_pairs=DEV,
+                  show_progress_bar=False)
+    assert not given.selection["refit"]["done"] and "given" in given.selection["refit"]["reason"]

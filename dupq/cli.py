@@ -389,6 +389,10 @@ def selection_lines(selection: dict[str, Any] | None) -> list[str]:
     lines.append(f"  re-ranker: {rr['reason']}")
     lines.append(f"  threshold {th['threshold']:.4f} for {th['policy']}: dev precision {th['precision']:.3f}, "
                  f"recall {th['recall']:.3f}")
+    refit = selection.get("refit")  # absent in versions trained before the refit existed
+    if refit:
+        lines.append(f"  {refit['reason']}" + (f" ({refit['pairs']} pairs, {refit['steps']} steps; the dev numbers "
+                                               "above are the selection run's, held out)" if refit["done"] else ""))
     return lines
 
 

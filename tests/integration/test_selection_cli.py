@@ -29,6 +29,7 @@ def test_train_prints_the_selection_and_models_list_shows_the_policy(runner, hom
     assert re.search(r"selection on \d+ dev pairs:", r.output)
     assert re.search(r"WiSE-FT weight (0|0\.25|0\.5): ", r.output) and "starting model AP" in r.output
     assert "re-ranker: not trained: " in r.output and "cross-encoder: not trained" in r.output
+    assert "not refit: the dev pairs were given (--dev)" in r.output
     assert re.search(r"threshold -?\d\.\d{4} for recall:0\.9: dev precision \d\.\d{3}, recall (0\.9\d\d|1\.000)",
                      r.output), r.output
     meta = json.loads((home / "models" / version / "dupq.json").read_text())

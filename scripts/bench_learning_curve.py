@@ -353,6 +353,12 @@ def run_method(method: str, train_pairs: Sequence[Pair], eval_pairs: Sequence[Pa
             energy = str(meta.get("energy", "cosine"))
             extra["version_threshold"] = meta.get("threshold")
             extra["version_dev"] = (meta.get("metrics") or {}).get("dev")
+            sel = meta.get("selection") or {}
+            extra["chosen"] = {"steps": (sel.get("steps") or {}).get("trained"),
+                               "best_step": (sel.get("steps") or {}).get("best_step"),
+                               "base_weight": (sel.get("base_weight") or {}).get("chosen"),
+                               "reranker": (sel.get("reranker") or {}).get("kept"),
+                               "refit": sel.get("refit")}
         else:
             raise ValueError(method)
         t_train = time.perf_counter() - t0

@@ -674,20 +674,21 @@ class _Run:
         config, data = self.config, self.data
         mined = data.counts.get("dev_mined_negatives", 0)  # dev negatives dupq mined itself: not labels
         dev_labelled = list(data.dev[:len(data.dev) - mined])
+        refit_data = replace(data, train=[*data.train, *dev_labelled], labelled=[*data.labelled, *dev_labelled])
+        per_epoch, _ = twin_steps(refit_data, replace(config, epochs=1.0, max_steps=None), 1)
+        scale = per_epoch / max(self.steps_per_epoch, 1)
+        planned = max(1, math.ceil(self.total_steps * scale))
+        best = self.best_step or self.steps
+        stop = max(1, min(planned, round(best * scale)))
         wanted, why = refit_rule(self.given.refit, labelled_pairs=len(data.labelled) + len(dev_labelled),
                                  dev_given=self.dev_pairs is not None, world=self.world,
-                                 reranker_kept=self.cross_result is not None, budget_bound=self.plan is not None)
+                                 reranker_kept=self.cross_result is not None,
+                                 budget_bound=self._budget_binds(stop))
         record: dict[str, Any] = {"done": False, "reason": why}
-        best = self.best_step or self.steps
         if wanted and best and dev_labelled:
             emit(self.progress, step=0, total=None, phase="refit")
             model, _, _ = load_start(self.start)
             model.similarity_fn_name = self.energy.similarity_fn_name
-            refit_data = replace(data, train=[*data.train, *dev_labelled], labelled=[*data.labelled, *dev_labelled])
-            per_epoch, _ = twin_steps(refit_data, replace(config, epochs=1.0, max_steps=None), 1)
-            scale = per_epoch / max(self.steps_per_epoch, 1)
-            planned = max(1, math.ceil(self.total_steps * scale))
-            stop = max(1, min(planned, round(best * scale)))
             datasets, losses = twin_datasets(model, refit_data, config, self.energy, self.guide)
             trainer = twin_trainer(
                 model, datasets, losses, config, output_dir=self.checkpoints / "refit", max_steps=planned,
@@ -703,6 +704,17 @@ class _Run:
                           steps=trainer.state.global_step, planned=planned, base_weight=config.base_weight)
         self.selection["refit"] = record
         self.phases["refit"] = time.perf_counter() - t0
+
+    def _budget_binds(self, refit_steps: int) -> bool:
+        """Whether the time budget leaves no room for a refit of ``refit_steps`` twin steps: it cut the plan,
+        stopped the twin, or the measured step cost says the refit would not fit the time left."""
+        plan, costs = self.plan, self.costs
+        if plan is None or costs is None:
+            return False  # no budget, or the run surely fitted it at pessimistic step costs
+        if plan.cut or (self.deadline is not None and self.deadline.stopped_at is not None):
+            return True
+        left = plan.budget_s - (time.perf_counter() - self.t_start)
+        return refit_steps * costs.twin > left
 
     # -- the atomic save: the version folder appears complete or not at all -------------------------------------
 

@@ -118,7 +118,7 @@ def refit_rule(config_value: bool | None, *, labelled_pairs: int, dev_given: boo
     if dev_given:
         return False, "not refit: the dev pairs were given (--dev), not split from the training pairs"
     if budget_bound:
-        return False, "not refit: the time budget bounded the run"
+        return False, "not refit: the time budget leaves no room for it (it cut the run, or the refit would not fit)"
     if labelled_pairs >= REFIT_MAX_PAIRS:
         return False, (f"not refit: {labelled_pairs} labelled pairs (>= {REFIT_MAX_PAIRS}), the dev split is a "
                        "small share of them")

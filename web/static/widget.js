@@ -45,13 +45,11 @@
 [role=listbox] { display: flex; flex-direction: column; gap: 2px; }
 a { display: flex; flex-wrap: wrap; align-items: baseline; gap: .25em .6em; min-height: 2.75em;
   box-sizing: border-box; padding: .5em; border-radius: calc(var(--dupq-radius, 6px) - 2px);
-  color: var(--dupq-link, inherit); text-decoration: underline; text-underline-offset: .15em;
-  overflow-wrap: anywhere; }
+  color: var(--dupq-link, inherit); text-decoration: none; overflow-wrap: anywhere; }
 a:hover, a[aria-selected=true] { background: var(--dupq-hover, color-mix(in srgb, currentColor 8%, transparent)); }
 a:focus-visible { outline: 2px solid var(--dupq-focus, currentColor); outline-offset: -2px; }
-.t { flex: 1 1 16em; min-width: 0; }
-.b { font-size: .8em; border: 1px solid currentColor; border-radius: 1em; padding: 0 .5em; white-space: nowrap;
-  text-decoration: none; }
+.t { flex: 1 1 16em; min-width: 0; text-decoration: underline; text-underline-offset: .15em; }
+.b { font-size: .8em; border: 1px solid currentColor; border-radius: 1em; padding: 0 .5em; white-space: nowrap; }
 `;
 
   function start() {

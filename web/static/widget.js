@@ -8,7 +8,8 @@
 // The list lives in an open shadow root under the field: the host's styles cannot reach it and its styles
 // cannot leak out; it inherits the host's font and colours, and --dupq-* custom properties restyle it.
 // No cookie, no storage, requests without credentials. Each paint of results records
-// performance.measure("dupq-widget:typed-to-painted") with detail {question, count}.
+// performance.measure("dupq-widget:typed-to-painted") from the last keystroke to the painted frame, with
+// detail {question, count, wait_ms, fetch_ms, paint_ms, server_ms}.
 (() => {
   "use strict";
   const script = document.currentScript;
@@ -142,6 +143,7 @@ a:focus-visible { outline: 2px solid var(--dupq-focus, currentColor); outline-of
       if (cfg.dupqKey) headers.Authorization = `Bearer ${cfg.dupqKey}`;
       const body = { question: question.slice(0, 1000), k: K };
       if (filter) body.filter = filter;
+      const sent = performance.now();
       try {
         const r = await fetch(API, {
           method: "POST", mode: "cors", credentials: "omit", referrerPolicy: "origin",
@@ -154,10 +156,13 @@ a:focus-visible { outline: 2px solid var(--dupq-focus, currentColor); outline-of
           warn(`search failed (${r.status}):`, data.error ? data.error.message : r.statusText);
           return;
         }
+        const received = performance.now();
         render(question, data.results || []);
         requestAnimationFrame(() => setTimeout(() => { // the frame with the results has been painted
-          performance.measure("dupq-widget:typed-to-painted",
-            { start: started, end: performance.now(), detail: { question, count: (data.results || []).length } });
+          const end = performance.now();
+          performance.measure("dupq-widget:typed-to-painted", { start: started, end, detail: {
+            question, count: list.children.length, wait_ms: sent - started, fetch_ms: received - sent,
+            paint_ms: end - received, server_ms: data.took_ms } });
         }, 0));
       } catch (e) {
         if (e.name !== "AbortError" && ctrl === inflight) {

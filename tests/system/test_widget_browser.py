@@ -46,6 +46,8 @@ MEASURE = "dupq-widget:typed-to-painted"
 FORUM_URL = "https://forum.example/t/descale-a-kettle/42"
 KETTLE = "How do I descale a kettle with vinegar?"
 BAD_URL_TEXT = "Can I clean a kettle with lemon juice instead of vinegar?"
+KEY = "dq_search_widget_test"
+FILTER = {"site": "forum.example"}
 
 #: The community's page: its own fonts and colours (which the widget inherits), a theme variable, and rules
 #: that would wreck the widget's list if a host's styles could reach into it (the shadow root stops them).
@@ -131,6 +133,9 @@ def host(tmp_path_factory: pytest.TempPathFactory, dupq: str, host_port: int):
     root = tmp_path_factory.mktemp("host")
     (root / "ask.html").write_text(HOST_PAGE.format(dupq=dupq, extra=""))
     (root / "ask-k3.html").write_text(HOST_PAGE.format(dupq=dupq, extra='data-dupq-k="3"'))
+    (root / "ask-scoped.html").write_text(HOST_PAGE.format(
+        dupq=dupq, extra=f'data-dupq-key="{KEY}" data-dupq-k="4" data-dupq-filter=\'{json.dumps(FILTER)}\''))
+    (root / "ask-broken-filter.html").write_text(HOST_PAGE.format(dupq=dupq, extra="data-dupq-filter='{site:'"))
     handler = functools.partial(_Quiet, directory=str(root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", host_port), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -314,6 +319,40 @@ def test_an_origin_not_listed_gets_no_results(browser, host: str, dupq: str) -> 
     assert pg.evaluate("performance.getEntriesByName('dupq-widget:typed-to-painted').length") == 0
     shot(pg, "widget-04-unlisted-origin")
     ctx.close()
+
+
+def test_key_and_filter_travel_with_the_search_and_no_cookie(context, host: str, dupq: str) -> None:
+    """``data-dupq-key`` goes as ``Authorization: Bearer`` (a header the preflight must allow), ``data-dupq-filter``
+    as the body's ``filter``, ``data-dupq-k`` as ``k``; the browser's cookies for dupq's host stay home."""
+    context.add_cookies([{"name": "session", "value": "visitor", "url": dupq}])
+    pg = context.new_page()
+    console: list[str] = []
+    pg.on("console", lambda m: console.append(m.text))
+    sent: list[Any] = []
+    pg.on("request", lambda r: sent.append(r) if r.method == "POST" and r.url == f"{dupq}/api/v1/search" else None)
+    pg.goto(host + "/ask-scoped.html")
+    pg.wait_for_function("document.querySelector('[data-dupq-widget]')?.shadowRoot")
+    with pg.expect_response(f"{dupq}/api/v1/search") as answer:
+        pg.locator("#title").press_sequentially("How can I reverse a list in Python", delay=15)
+    assert answer.value.status in (200, 400, 401)  # the answer's status depends on the server's keys and filters
+    request = sent[-1]
+    headers = request.all_headers()
+    assert headers["authorization"] == f"Bearer {KEY}"
+    assert "cookie" not in headers
+    assert request.post_data_json == {"question": "How can I reverse a list in Python", "k": 4, "filter": FILTER}
+    pg.wait_for_timeout(200)
+    assert not any("CORS" in c for c in console), console  # the preflight allowed the key and the JSON type
+
+
+def test_a_broken_filter_keeps_the_widget_off(context, host: str) -> None:
+    pg = context.new_page()
+    console: list[str] = []
+    pg.on("console", lambda m: console.append(m.text))
+    pg.goto(host + "/ask-broken-filter.html")
+    pg.wait_for_function("() => performance.getEntriesByType('resource').some(e => e.name.endsWith('/widget.js'))")
+    pg.wait_for_timeout(300)
+    assert pg.locator("[data-dupq-widget]").count() == 0  # never an unscoped search instead
+    assert any("data-dupq-filter is not a JSON object" in c for c in console), console
 
 
 # -- accessibility, phones, speed -----------------------------------------------------------------------------------

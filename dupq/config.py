@@ -122,6 +122,10 @@ class Settings:
         switch_wait_s: On PostgreSQL, longest wait of a promotion for the other live nodes to load the new
             version before the pointer flips (then each switches at once); a node slower than that loads it
             after the flip and serves the old version meanwhile.
+        cors_origins: Exact origins (``https://forum.example``, scheme + host + optional port, no path) whose
+            pages may call ``POST /api/v1/search`` from the browser (the widget, ``/widget.js``); none by
+            default. TOML: ``cors_origins = ["https://forum.example"]``; environment: ``DUPQ_CORS_ORIGINS``,
+            comma- or space-separated. Never a wildcard, never with credentials (docs/widget.md).
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -152,6 +156,7 @@ class Settings:
     job_lease_s: float = 30.0
     pg_index: str = "halfvec"
     switch_wait_s: float = 60.0
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -184,6 +189,7 @@ class Settings:
             raise SettingsError(f"job_lease_s must be a positive number of seconds, got {self.job_lease_s!r}")
         if not 0 < self.gate_fraction < 1 or self.gate_tolerance < 0:
             raise SettingsError("gate_fraction must be in (0, 1) and gate_tolerance >= 0")
+        object.__setattr__(self, "cors_origins", clean_origins(self.cors_origins))
 
     @property
     def db_path(self) -> Path:
@@ -236,6 +242,7 @@ class Settings:
         d = asdict(self)
         d["home"] = str(self.home)
         d["export_cache"] = None if self.export_cache is None else str(self.export_cache)
+        d["cors_origins"] = list(self.cors_origins)
         return d
 
     @classmethod
@@ -259,6 +266,48 @@ _EMPTY_IS_NONE = {
     "database_url", "seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache", "rate_limit_search",
     "rate_limit_write",
 }
+
+
+def clean_origins(value: Any) -> tuple[str, ...]:
+    """The ``cors_origins`` setting as a tuple of exact origins (``scheme://host[:port]``, lower-case).
+
+    Takes a list (TOML, explicit arguments) or one string of origins separated by commas or spaces (the
+    environment). A wildcard, a path, a query, credentials in the URL or a scheme other than http(s) is an
+    error: the browser compares origins exactly, so anything else would never match (or match too much).
+
+    Example:
+        >>> clean_origins("https://forum.example, http://localhost:8080")
+        ('https://forum.example', 'http://localhost:8080')
+        >>> clean_origins(["https://Forum.Example/"])
+        ('https://forum.example',)
+    """
+    from urllib.parse import urlsplit
+
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(o, str) for o in items):
+        raise SettingsError(f"cors_origins must be a list of origins such as 'https://forum.example', got {value!r}")
+    out: list[str] = []
+    for raw in items:
+        origin = raw.strip().rstrip("/").lower()
+        try:
+            parts = urlsplit(origin)
+            port = parts.port  # raises on a bad port
+        except ValueError:
+            parts, port = None, None
+        if (
+            parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "*" in origin
+            or parts.path or parts.query or parts.fragment or parts.username is not None
+        ):
+            raise SettingsError(
+                f"cors_origins: {raw!r} is not an exact origin (scheme://host[:port], http or https, no path "
+                "and no wildcard), e.g. 'https://forum.example'"
+            )
+        default = {"http": 80, "https": 443}[parts.scheme]
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        norm = f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
+        if norm not in out:
+            out.append(norm)
+    return tuple(out)
 
 
 def env_var(name: str) -> str:

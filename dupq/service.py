@@ -273,6 +273,7 @@ class DupQ:
                     "text": found[h.id].text,
                     "score": round(h.score, 6),
                     "duplicate": bool(enc.is_duplicate(h.score)),
+                    **_url(found[h.id]),
                 }
                 for h in hits
             ]
@@ -288,6 +289,7 @@ class DupQ:
                     "score": round(float(scores[i]), 6),
                     "duplicate": bool(cross.is_rerank_duplicate(scores[i])),
                     "twin_score": round(hits[i].score, 6),
+                    **_url(found[hits[i].id]),
                 }
                 for i in order
             ]
@@ -735,6 +737,13 @@ class DupQ:
         self._check_writable()
         if not self.store.delete_pair(pair_id, source=source):
             raise NotFoundError(f"no labelled pair {pair_id}" + (f" from {source}" if source else ""))
+
+
+def _url(q: Any) -> dict[str, str]:
+    """A search result's ``url``: the stored question's own address on its community's site (``meta.url``, as
+    an import of a site's export records it), which the widget links to; nothing when it has none."""
+    url = q.meta.get("url") if isinstance(q.meta, dict) else None
+    return {"url": url} if isinstance(url, str) and url else {}
 
 
 def _pair_row(question1: Any, question2: Any, label: Any, *, where: str = "") -> tuple[str, str, int]:

@@ -46,13 +46,15 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
         **flask_keys,
     )
 
-    from web import admin, api, csrf, errors, limits, pages, service
+    from web import admin, api, cors, csrf, errors, limits, pages, service, widget
 
     service.init_app(app, settings)
     errors.init_app(app)
     limits.init_app(app)
     csrf.init_app(app)
+    cors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(widget.bp)
     return app

@@ -195,6 +195,8 @@ class SearchResult(Response):
                          "duplicate score in [0, 1] (see scorer)")
     duplicate: bool = Field(description="the score crosses the deciding scorer's threshold")
     twin_score: float | None = Field(None, description="re-ranked results only: the twin's score")
+    url: str | None = Field(None, description="the question's own address on its community's site (its meta.url), "
+                            "present when stored; the widget links there, else to /q/<id>")
 
 
 class SearchResponse(Response):

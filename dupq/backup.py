@@ -39,7 +39,9 @@ def backup(settings: Settings, path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     t0 = time.perf_counter()
-    snap, cleanup = backup_postgres(settings) if settings.database_url else backup_sqlite(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    take = backup_postgres if settings.database_url else backup_sqlite
+    snap, cleanup = take(settings, stage_dir=path.parent)  # the staged copies go where the archive goes
     try:
         manifest = manifest_for(snap)
         size = write_archive(path, manifest, snap.members)

@@ -355,8 +355,12 @@ def _index_revision(folder: Path) -> int | None:
         return None
 
 
-def backup_sqlite(settings: Settings, *, wait_s: float = 30.0) -> tuple[Snapshot, Callable[[], None]]:
+def backup_sqlite(settings: Settings, *, stage_dir: Path | None = None,
+                  wait_s: float = 30.0) -> tuple[Snapshot, Callable[[], None]]:
     """A consistent snapshot of the SQLite home of ``settings`` (see the module); returns it and its cleanup.
+
+    ``stage_dir``: where the store's copy is made (default: the system's temporary folder), e.g. the folder
+    the archive goes to.
 
     Beside a running server (its home lock held), SQLite's write lock is taken for a moment: the served
     version's index is waited for until it holds every stored question (the server writes the store, then
@@ -372,7 +376,7 @@ def backup_sqlite(settings: Settings, *, wait_s: float = 30.0) -> tuple[Snapshot
         lock: HomeLock | None = HomeLock(settings.home)
     except BusyError:
         lock = None  # a server owns the home: back up beside it
-    stage = Path(tempfile.mkdtemp(prefix=".dupq-backup-", dir=settings.home))
+    stage = Path(tempfile.mkdtemp(prefix=".dupq-backup-", dir=stage_dir))
     pinned: list[_PinnedFile] = []
 
     def cleanup() -> None:
@@ -551,12 +555,13 @@ def _pg_columns(c: Any, table: str) -> list[str]:
                                     "current_schema() AND table_name = %s ORDER BY ordinal_position", (table,))]
 
 
-def backup_postgres(settings: Settings) -> tuple[Snapshot, Callable[[], None]]:
+def backup_postgres(settings: Settings, *, stage_dir: Path | None = None) -> tuple[Snapshot, Callable[[], None]]:
     """A consistent snapshot of the PostgreSQL database of ``settings`` (one read-only REPEATABLE READ
-    transaction); every table is COPYed into a staging folder first, so the transaction is short."""
+    transaction); every table is COPYed into a staging folder (in ``stage_dir``) first, so the transaction
+    is short."""
     import psycopg
 
-    stage = Path(tempfile.mkdtemp(prefix="dupq-backup-"))
+    stage = Path(tempfile.mkdtemp(prefix=".dupq-backup-", dir=stage_dir))
 
     def cleanup() -> None:
         shutil.rmtree(stage, ignore_errors=True)

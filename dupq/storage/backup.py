@@ -47,7 +47,7 @@ from typing import IO, Any
 
 from dupq import __version__
 from dupq.config import Settings
-from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
+from dupq.errors import BusyError, ConflictError, DupQError, NotFoundError, ValidationError
 from dupq.index.storage import MANIFEST as INDEX_MANIFEST
 
 #: The archive layout this dupq writes; a restore reads this one and every older one it knows.
@@ -72,6 +72,12 @@ class BackupError(ValidationError):
     """The archive is not a dupq backup, is damaged or truncated, or is of a format this dupq cannot read."""
 
     code = "bad_backup"
+
+
+class BackupIOError(DupQError):
+    """Reading an archive or writing what it holds failed for a reason outside the archive (a full disk)."""
+
+    code = "backup_io"
 
 
 @dataclass
@@ -179,7 +185,7 @@ def _reading(path: Path) -> Iterator[tarfile.TarFile]:
             yield tar
     except (tarfile.TarError, EOFError, zlib.error, OSError, UnicodeDecodeError) as e:
         if isinstance(e, OSError) and not isinstance(e, (tarfile.TarError, EOFError)) and e.errno is not None:
-            raise
+            raise BackupIOError(f"cannot restore {path}: {e}") from None  # the disk, not the archive (ENOSPC)
         raise BackupError(f"{path} is not a readable dupq backup (damaged or truncated: {e})") from None
 
 

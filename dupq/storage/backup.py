@@ -362,7 +362,7 @@ def _index_revision(folder: Path) -> int | None:
 
 
 def backup_sqlite(settings: Settings, *, stage_dir: Path | None = None,
-                  wait_s: float = 30.0) -> tuple[Snapshot, Callable[[], None]]:
+                  wait_s: float = 5.0) -> tuple[Snapshot, Callable[[], None]]:
     """A consistent snapshot of the SQLite home of ``settings`` (see the module); returns it and its cleanup.
 
     ``stage_dir``: where the store's copy is made (default: the system's temporary folder), e.g. the folder
@@ -372,6 +372,10 @@ def backup_sqlite(settings: Settings, *, stage_dir: Path | None = None,
     version's index is waited for until it holds every stored question (the server writes the store, then
     the index), a read snapshot of the store is opened and the index files are pinned; then writers go on
     while the snapshot is copied. Without a server the home lock is held for the whole backup.
+
+    ``wait_s`` bounds that wait (writers wait with it, and give up after their 30 s busy timeout): an index
+    still behind then (an import batch being embedded) is archived as it is, with a note, and the restored
+    home embeds what it lacks when it opens.
     """
     from dupq.storage.sqlite.home import HomeLock
 

@@ -234,3 +234,24 @@ def test_archive_layout(svc, settings, tmp_path) -> None:
         assert {"database/questions.copy", "database/model_files.copy", "database/vector_tables.copy"} <= set(names)
     else:
         assert {"home/dupq.sqlite3", "home/index/base/vectors.f32", "home/models/base/dupq.json"} <= set(names)
+
+
+def test_an_ann_index_restores_with_its_graph(tmp_path) -> None:
+    """A SQLite bank served through the HNSW graph (``ann_min_size`` small): the graph files travel with the
+    index and the restored home answers the same (PostgreSQL rebuilds its HNSW indexes: the tests above)."""
+    from support import SMALL_BANK
+
+    settings = Settings(home=tmp_path / "home", seed_bank=str(SMALL_BANK), ann_min_size=5)
+    with DupQ(settings) as svc:
+        assert svc.serving.index.wait(60)
+        svc.add_questions([{"text": f"An extra question {i} about canoes?"} for i in range(3)])
+        svc.serving.index.close()  # the graph saved as it now is (what a long-running server has on disk)
+        assert (settings.index_dir / "base" / "ann.usearch").is_file()
+        backup(settings, tmp_path / "b.tar")
+        with tarfile.open(tmp_path / "b.tar") as tar:
+            assert {"home/index/base/ann.usearch", "home/index/base/ann.json"} <= set(tar.getnames())
+        target = Settings(home=tmp_path / "restored", seed_bank=None, ann_min_size=5)
+        restore(tmp_path / "b.tar", target)
+        with DupQ(target) as r:
+            assert r.serving.index.uses_graph
+            assert _compare(svc, r, QUERIES) == len(QUERIES) * min(10, r.count())

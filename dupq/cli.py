@@ -591,6 +591,71 @@ def models_rollback(ctx: click.Context, progress: bool) -> None:
         click.echo(f"rolled back; current model: {target}")
 
 
+def _backup_summary(r: dict[str, Any]) -> str:
+    c = r["counts"]
+    return (f"{c['questions']} questions, {c['pairs']} pairs, {c['jobs']} jobs, {len(r['versions'])} model versions "
+            f"(current {r['current_model']}), store revision {r['revision']}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the archive's manifest as JSON.")
+@click.pass_context
+@handle_errors
+def backup(ctx: click.Context, file: Path, as_json: bool) -> None:
+    """Write one archive of the home (or --database) to FILE, consistently, while the service runs.
+
+    FILE must not exist; a name ending in .gz or .tgz is gzip-compressed. The archive holds the questions,
+    labelled pairs, jobs history, model versions with their exports and the current pointer (and, for a
+    SQLite home, the vector indexes, so that a restored home answers exactly as this one). docs/operations.md.
+    """
+    from dupq.backup import backup as run_backup
+
+    r = run_backup(ctx.obj, file)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"backed up {_backup_summary(r)} to {file} ({r['bytes'] / 2**20:.1f} MiB, {r['backend']}, "
+               f"format {r['format']}, in {r['seconds']:.1f}s)")
+    for note in r["notes"]:
+        click.echo(f"note: {note}", err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--home", "target_home", type=click.Path(file_okay=False, path_type=Path),
+              help="Restore into this new or empty folder (a SQLite backup).")
+@click.option("--database", "target_url", metavar="URL",
+              help="Restore into this empty PostgreSQL database (a PostgreSQL backup).")
+@click.option("--check", is_flag=True, help="Only print what FILE holds (its manifest); restore nothing.")
+@click.pass_context
+@handle_errors
+def restore(ctx: click.Context, file: Path, target_home: Path | None, target_url: str | None, check: bool) -> None:
+    """Restore the backup FILE into a new home (--home DIR) or an empty database (--database URL).
+
+    A non-empty target is refused, as are archives that are damaged, truncated, of the other backend or of a
+    newer format; nothing is written then. An older store is upgraded by this dupq's migrations.
+    """
+    import dataclasses
+
+    from dupq.backup import describe
+    from dupq.backup import restore as run_restore
+
+    if check:
+        click.echo(json.dumps(describe(file), indent=2))
+        return
+    if target_home is not None and target_url is not None:
+        raise click.UsageError("restore into --home DIR or --database URL, not both")
+    settings = ctx.obj
+    if target_url is not None:
+        settings = dataclasses.replace(settings, database_url=target_url)
+    elif target_home is not None:
+        settings = dataclasses.replace(settings, home=target_home, database_url=None)
+    r = run_restore(file, settings)
+    click.echo(f"restored {_backup_summary(r)} into {r['target']} (backup of {r['created_at']}, dupq "
+               f"{r['dupq_version']}, schema {r['schema_version']} -> {r['restored_schema']}, in {r['seconds']:.1f}s)")
+
+
 @main.group()
 def db() -> None:
     """The PostgreSQL backend: an embedded server for development, the schema."""

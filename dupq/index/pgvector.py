@@ -52,6 +52,17 @@ def _table(c: Any, version: str) -> tuple[str, int, str] | None:
     return (row[0], int(row[1]), row[2]) if row else None
 
 
+def vector_table_sql(table: str, dim: int) -> str:
+    """The statement that creates a version's vector table ``table`` (also what a restore creates).
+
+    Example:
+        >>> vector_table_sql("vec_1", 384).split(", ")[-1]
+        'embedding vector(384) NOT NULL)'
+    """
+    return (f"CREATE TABLE {table} (seq bigint PRIMARY KEY REFERENCES questions(seq) ON DELETE CASCADE, "
+            f"embedding vector({int(dim)}) NOT NULL)")
+
+
 def drop_vectors(db: Database, version: str) -> None:
     """Drop the vector table of ``version`` (retiring a version: no slow HNSW vacuum)."""
     with db.transaction() as c:
@@ -109,8 +120,7 @@ class PgVectorIndex:
                 table = f"vec_{n}"
                 c.execute("INSERT INTO vector_tables(version, tbl, dim, energy) VALUES (%s, %s, %s, %s)",
                           (version, table, dim, energy.name))
-                c.execute(f"CREATE TABLE {table} (seq bigint PRIMARY KEY REFERENCES questions(seq) "
-                          f"ON DELETE CASCADE, embedding vector({int(dim)}) NOT NULL)")
+                c.execute(vector_table_sql(table, dim))
                 idx = cls(db, version, table, dim, energy, kind)
                 idx._create_hnsw(c)
                 return idx, False

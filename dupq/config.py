@@ -122,6 +122,10 @@ class Settings:
         switch_wait_s: On PostgreSQL, longest wait of a promotion for the other live nodes to load the new
             version before the pointer flips (then each switches at once); a node slower than that loads it
             after the flip and serves the old version meanwhile.
+        reindex_chunk_size: On PostgreSQL, questions per chunk of a promotion's shared re-embedding: every
+            node's runner claims chunks (a lease of ``job_lease_s``), so N nodes embed about 1/N of the bank
+            each; a node that dies mid-chunk costs that chunk only. A promotion with fewer questions to embed
+            than one chunk embeds them itself.
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -152,6 +156,7 @@ class Settings:
     job_lease_s: float = 30.0
     pg_index: str = "halfvec"
     switch_wait_s: float = 60.0
+    reindex_chunk_size: int = 1000
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -165,7 +170,7 @@ class Settings:
         top_n = self.rerank_top_n
         if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= MAX_RERANK:
             raise SettingsError(f"rerank_top_n must be an integer between 1 and {MAX_RERANK}, got {top_n!r}")
-        for name in ("encode_batch_size", "import_batch_size", "ann_min_size"):
+        for name in ("encode_batch_size", "import_batch_size", "ann_min_size", "reindex_chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")

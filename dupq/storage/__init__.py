@@ -162,6 +162,12 @@ class Backend:
         """This process's :class:`Nodes`."""
         raise NotImplementedError
 
+    def fill_shared(self, version: str, encoder: Any, index: VectorIndex, *,
+                    should_stop: Callable[[], bool]) -> bool:
+        """A retrain worker's indexing of its candidate, shared with every node (PostgreSQL: chunks,
+        :func:`dupq.storage.postgres.reindex.fill_shared`); False where nothing was shared: embed it alone."""
+        return False
+
     def close(self) -> None:
         self.store.close()
 
@@ -224,6 +230,18 @@ class PostgresBackend(Backend):
         s = self.settings
         return SharedNodes(self.db, self.store, switch_wait_s=s.switch_wait_s, lease_s=s.job_lease_s,
                            chunk_size=s.reindex_chunk_size, batch_size=s.encode_batch_size)
+
+    def fill_shared(self, version: str, encoder: Any, index: VectorIndex, *,
+                    should_stop: Callable[[], bool]) -> bool:
+        import os
+
+        from dupq.storage.postgres.jobs import worker_owner
+        from dupq.storage.postgres.reindex import fill_shared
+
+        s = self.settings
+        return fill_shared(self.db, version, encoder, index, owner=f"{worker_owner(os.getpid())}:worker",
+                           lease_s=s.job_lease_s, chunk_size=s.reindex_chunk_size, batch_size=s.encode_batch_size,
+                           should_stop=should_stop)
 
     def close(self) -> None:
         super().close()

@@ -125,8 +125,11 @@ def test_a_new_promotion_supersedes_an_embedding_run_but_waits_for_a_flipping_on
     # the active run (vother) is flipping: another version's promotion must wait
     while (chunk := r.claim()) is not None:
         r.complete(chunk, _vectors(chunk, r), 0.0)
-    with pytest.raises(ConflictError, match="switched to"):
+    with pytest.raises(ConflictError, match="flipping"):
         r.plan("vnew", index.table)
+    # a retrain job's fill never supersedes a run: it embeds alone
+    with pytest.raises(ConflictError, match="re-embedding"):
+        r.plan("vnew", index.table, promote=False)
 
 
 def test_fewer_missing_than_a_chunk_is_not_shared(db) -> None:
@@ -156,3 +159,34 @@ def test_promote_on_postgres_goes_through_chunks_and_serves_a_complete_index(pg_
             assert c.execute("SELECT COUNT(*) FROM reindex_chunks WHERE state='done' AND rows > 0").fetchone()[0] == 6
         hit = svc.search("make program 7 run faster", k=1)["results"][0]
         assert hit["id"] == "p7" and svc.search("x", k=1)["model"] == "vcopy"
+
+
+def test_a_retrain_workers_indexing_is_shared_and_leaves_the_pointer(pg_database, tmp_path) -> None:
+    """JobWorker's indexing step (Backend.fill_shared): the worker and a node embed the candidate's chunks;
+    the run ends filled without moving the pointer (its job promotes it)."""
+    from dupq.config import Settings
+    from dupq.service import DupQ
+    from dupq.storage import open_backend
+
+    settings = Settings(home=tmp_path / "node", seed_bank=str(SMALL_BANK), database_url=pg_database,
+                        reindex_chunk_size=5, encode_batch_size=4)
+    with DupQ(settings) as node:  # its runner thread takes chunks too
+        node.add_questions([{"text": f"Why does my phone number {i} not charge?", "id": f"c{i}"}
+                            for i in range(60)])
+        shutil.copytree(node.registry.path("base"), node.registry.path("vcand"))
+        node.registry.register("vcand", parent="base")
+        worker = open_backend(Settings(home=tmp_path / "worker", seed_bank=None, database_url=pg_database,
+                                       reindex_chunk_size=5, encode_batch_size=4), pool_size=3)
+        try:
+            encoder = worker.registry.load("vcand")
+            index, _ = worker.open_index("vcand", encoder.dim, encoder.energy_name)
+            assert worker.fill_shared("vcand", encoder, index, should_stop=lambda: False)
+            assert len(index) == node.count() == 68
+        finally:
+            worker.close()
+        with node.backend.db.connection() as c:
+            state, promote, chunks = c.execute("SELECT state, promote, chunks FROM reindex_runs").fetchone()
+            owners = [r[0] for r in c.execute("SELECT DISTINCT done_by FROM reindex_chunks")]
+        assert (state, promote, chunks) == ("done", False, 14) and node.registry.current() == "base"
+        assert any(o.endswith(":worker") for o in owners), owners
+        assert node.version == "base"

@@ -84,6 +84,7 @@ class Flip:
     attempt: int
     rollback: bool
     rebuild: bool
+    promote: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,12 +118,14 @@ class SharedReindex:
         self.chunk_size = int(chunk_size)
 
     # -- planning ----------------------------------------------------------------------------------------
-    def plan(self, version: str, table: str, *, rollback: bool = False) -> int | None:
+    def plan(self, version: str, table: str, *, rollback: bool = False, promote: bool = True) -> int | None:
         """Start the run that embeds what ``version``'s ``table`` lacks, or join the active run of ``version``.
 
         Returns the run's id, or None when fewer than one chunk of questions is missing (the promoting node
         catches them up itself, as without sharing). An active run of another version that is still embedding
         is superseded (it fails; its waiters raise); one that is flipping already raises ``ConflictError``.
+        ``promote=False``: the run only fills the table (a retrain job's candidate, promoted by its job), and
+        supersedes nothing: another active run raises ``ConflictError`` (the job then embeds alone).
         """
         with self.db.transaction() as c:
             c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_PLAN_LOCK,))
@@ -131,9 +134,9 @@ class SharedReindex:
             if active is not None:
                 if active[1] == version:
                     return int(active[0])
-                if active[2] == "flipping":
-                    raise ConflictError(f"model {active[1]!r} is being switched to right now; promote again once "
-                                        "it serves", code="reindex_active")
+                if active[2] == "flipping" or not promote:
+                    raise ConflictError(f"every node is re-embedding the bank for {active[1]!r} ({active[2]}); "
+                                        "try again once it is over", code="reindex_active")
                 c.execute("UPDATE reindex_runs SET state='failed', finished_at=now(), error=%s WHERE id=%s",
                           (f"superseded by the promotion of {version!r}", active[0]))
             missing = int(c.execute(f"SELECT COUNT(*) FROM questions q WHERE NOT EXISTS "
@@ -141,9 +144,9 @@ class SharedReindex:
             if missing < self.chunk_size:
                 return None
             rebuild = missing >= BULK_MIN  # as PgVectorIndex.fill: one HNSW build at the end beats many inserts
-            run = int(c.execute("INSERT INTO reindex_runs(version, state, rollback, total, rebuild) "
-                                "VALUES (%s, 'embedding', %s, %s, %s) RETURNING id",
-                                (version, rollback, missing, rebuild)).fetchone()[0])
+            run = int(c.execute("INSERT INTO reindex_runs(version, state, rollback, promote, total, rebuild) "
+                                "VALUES (%s, 'embedding', %s, %s, %s, %s) RETURNING id",
+                                (version, rollback, promote, missing, rebuild)).fetchone()[0])
             # Chunk bounds: every chunk_size-th missing seq (and the last one); chunk n covers (previous hi, hi].
             chunks = c.execute(
                 f"WITH m AS (SELECT q.seq, row_number() OVER (ORDER BY q.seq) AS rn FROM questions q "
@@ -160,15 +163,16 @@ class SharedReindex:
         return run
 
     # -- chunks --------------------------------------------------------------------------------------------
-    def claim(self) -> Chunk | None:
-        """Take the first open chunk of the active run (``todo``, or whose lease ran out); None if none."""
+    def claim(self, run: int | None = None) -> Chunk | None:
+        """Take the first open chunk of the active run (``todo``, or whose lease ran out); None if none.
+        ``run``: of that run only."""
         with self.db.transaction() as c:
             row = c.execute(
                 "SELECT c.run, c.n, c.lo, c.hi, c.attempt, r.version, t.tbl FROM reindex_chunks c "
                 "JOIN reindex_runs r ON r.id = c.run JOIN vector_tables t ON t.version = r.version "
-                "WHERE r.state = 'embedding' AND c.state <> 'done' AND "
+                "WHERE r.state = 'embedding' AND c.state <> 'done' AND (%s::bigint IS NULL OR c.run = %s) AND "
                 "(c.state = 'todo' OR c.lease_until < now()) ORDER BY c.run, c.n LIMIT 1 "
-                "FOR UPDATE OF c SKIP LOCKED").fetchone()
+                "FOR UPDATE OF c SKIP LOCKED", (run, run)).fetchone()
             if row is None:
                 return None
             attempt = int(row[4]) + 1
@@ -210,7 +214,7 @@ class SharedReindex:
             if rows:
                 copy_vectors(c, chunk.table, rows)
             # The run row first: completions of one run are serialised here, so "none left" is seen once.
-            run = c.execute("SELECT state, rollback, rebuild FROM reindex_runs WHERE id=%s FOR UPDATE",
+            run = c.execute("SELECT state, rollback, rebuild, promote FROM reindex_runs WHERE id=%s FOR UPDATE",
                             (chunk.run,)).fetchone()
             ok = run is not None and run[0] == "embedding" and c.execute(
                 "UPDATE reindex_chunks SET state='done', done_by=%s, rows=%s, seconds=%s, lease_until=NULL "
@@ -226,14 +230,16 @@ class SharedReindex:
                 "UPDATE reindex_runs SET state='flipping', owner=%s, attempt=attempt + 1, "
                 "lease_until = now() + make_interval(secs => %s) WHERE id=%s RETURNING attempt",
                 (self.owner, self.lease_s, chunk.run)).fetchone()[0]
-        return Flip(chunk.run, chunk.version, int(attempt), bool(run[1]), bool(run[2]))
+        return Flip(chunk.run, chunk.version, int(attempt), bool(run[1]), bool(run[2]), bool(run[3]))
 
     # -- the flip ------------------------------------------------------------------------------------------
-    def claim_flip(self) -> Flip | None:
-        """Take over the flip of a run whose flipping node's lease ran out (it died); None if there is none."""
+    def claim_flip(self, run: int | None = None) -> Flip | None:
+        """Take over the flip of a run whose flipping node's lease ran out (it died); None if there is none.
+        ``run``: of that run only."""
         with self.db.transaction() as c:
-            row = c.execute("SELECT id, version, attempt, rollback, rebuild FROM reindex_runs "
-                            "WHERE state='flipping' AND lease_until < now() FOR UPDATE SKIP LOCKED LIMIT 1").fetchone()
+            row = c.execute("SELECT id, version, attempt, rollback, rebuild, promote FROM reindex_runs "
+                            "WHERE state='flipping' AND lease_until < now() AND (%s::bigint IS NULL OR id = %s) "
+                            "FOR UPDATE SKIP LOCKED LIMIT 1", (run, run)).fetchone()
             if row is None:
                 return None
             if int(row[2]) >= MAX_ATTEMPTS:
@@ -242,7 +248,7 @@ class SharedReindex:
                 return None
             c.execute("UPDATE reindex_runs SET owner=%s, attempt=%s, lease_until = now() + make_interval(secs => %s) "
                       "WHERE id=%s", (self.owner, int(row[2]) + 1, self.lease_s, row[0]))
-        return Flip(int(row[0]), row[1], int(row[2]) + 1, bool(row[3]), bool(row[4]))
+        return Flip(int(row[0]), row[1], int(row[2]) + 1, bool(row[3]), bool(row[4]), bool(row[5]))
 
     def renew_flip(self, flip: Flip) -> bool:
         with self.db.connection() as c:
@@ -258,12 +264,14 @@ class SharedReindex:
 
     def point(self, flip: Flip) -> bool:
         """Move the pointer to the run's version and end the run, in one transaction, if this node still holds
-        the flip; False when another node took it over (and moves, or moved, the pointer itself)."""
+        the flip; False when another node took it over (and moves, or moved, the pointer itself). A run that
+        only fills (``promote=False``) ends without moving the pointer."""
         with self.db.transaction() as c:
             row = c.execute("SELECT state, attempt FROM reindex_runs WHERE id=%s FOR UPDATE", (flip.run,)).fetchone()
             if row is None or row[0] != "flipping" or int(row[1]) != flip.attempt:
                 return False
-            point(c, flip.version, rollback=flip.rollback)
+            if flip.promote:
+                point(c, flip.version, rollback=flip.rollback)
             c.execute("UPDATE reindex_runs SET state='done', finished_at=now(), owner=NULL, lease_until=NULL "
                       "WHERE id=%s", (flip.run,))
         return True
@@ -280,8 +288,12 @@ class SharedReindex:
         return RunStatus(int(r[0]), r[1], r[2], int(r[3]), sum(by_node.values()), int(r[4]), r[5],
                          {k: int(v) for k, v in by_node.items()})
 
-    def wait(self, run: int, *, progress: Callable[[RunStatus], None] | None = None, poll_s: float = 0.25) -> None:
-        """Block until run ``run`` is ``done`` (the pointer moved); :class:`ReindexFailed` if it failed."""
+    def wait(self, run: int, *, progress: Callable[[RunStatus], None] | None = None, poll_s: float = 0.25,
+             work: Callable[[], bool] | None = None) -> None:
+        """Block until run ``run`` is ``done`` (the pointer moved); :class:`ReindexFailed` if it failed.
+
+        ``work()``: called between looks (a worker process doing chunks itself, :meth:`ChunkRunner.step`);
+        the wait sleeps only when it returned False (nothing to do)."""
         while True:
             st = self.status(run)
             if progress is not None:
@@ -290,7 +302,14 @@ class SharedReindex:
                 return
             if st.state == "failed":
                 raise ReindexFailed(f"reindex of {st.version!r} failed: {st.error}")
-            time.sleep(poll_s)
+            if work is None or not work():
+                time.sleep(poll_s)
+
+    def fail(self, run: int, error: str) -> None:
+        """End an active run as failed (its waiters raise)."""
+        with self.db.connection() as c:
+            c.execute("UPDATE reindex_runs SET state='failed', finished_at=now(), error=%s WHERE id=%s "
+                      "AND state = ANY(%s)", (error[:500], run, list(ACTIVE)))
 
 
 class _Lost(Exception):
@@ -309,11 +328,13 @@ class ChunkRunner:
             move, :meth:`SharedReindex.point`) and serve the version if it returned True.
         batch_size: Encoder batch size.
         poll_s: Seconds between two looks for work when there is none.
+        run: Work on this run only (a retrain worker filling its own candidate's table).
     """
 
     def __init__(self, reindex: SharedReindex, tools: Callable[[str], tuple[Any, Any]],
                  on_flip: Callable[[str, Callable[[], bool]], None], *, batch_size: int = 64,
-                 poll_s: float = 0.5) -> None:
+                 poll_s: float = 0.5, run: int | None = None) -> None:
+        self.run = run
         self.reindex = reindex
         self.tools = tools
         self.on_flip = on_flip
@@ -345,11 +366,11 @@ class ChunkRunner:
 
     def step(self) -> bool:
         """Do one piece of work (a flip to take over, else a chunk); False when there was none."""
-        flip = self.reindex.claim_flip()
+        flip = self.reindex.claim_flip(self.run)
         if flip is not None:
             self._flip(flip)
             return True
-        chunk = self.reindex.claim()
+        chunk = self.reindex.claim(self.run)
         if chunk is None:
             return False
         try:
@@ -385,7 +406,10 @@ class ChunkRunner:
                 if flip.rebuild:  # the run dropped the HNSW index to fill the table: build it once, now
                     _, index = self.tools(flip.version)
                     index.ensure_hnsw()
-                self.on_flip(flip.version, lambda: self.reindex.point(flip))
+                if flip.promote:
+                    self.on_flip(flip.version, lambda: self.reindex.point(flip))
+                else:
+                    self.reindex.point(flip)  # a job's candidate: filled; its job promotes it
         except Exception as e:
             self.reindex.flip_failed(flip, f"{type(e).__name__}: {e}")
             raise
@@ -410,3 +434,40 @@ def _renewing(renew: Callable[[], bool], lease_s: float) -> Iterator[None]:
         yield
     finally:
         finished.set()
+
+
+def fill_shared(db: Database, version: str, encoder: Any, index: Any, *, owner: str, lease_s: float,
+                chunk_size: int, batch_size: int, should_stop: Callable[[], bool]) -> bool:
+    """A retrain worker's indexing step, shared: plan a fill-only run of ``version`` (``promote=False``) and
+    embed chunks here while every node's runner embeds others; True once the table is full (its job then
+    promotes it as before). False when nothing was shared (less than a chunk to embed, another run under way,
+    the run failed or was superseded, or ``should_stop()``): the caller embeds what is left itself."""
+    reindex = SharedReindex(db, owner=owner, lease_s=lease_s, chunk_size=chunk_size)
+    try:
+        run = reindex.plan(version, index.table, promote=False)
+    except ConflictError as e:
+        log.info("indexing %s alone: %s", version, e)
+        return False
+    if run is None:
+        return False
+
+    def no_flip(v: str, point: Callable[[], bool]) -> None:
+        raise RuntimeError("a fill-only run never moves the pointer")
+
+    runner = ChunkRunner(reindex, lambda v: (encoder, index), no_flip, batch_size=batch_size, run=run)
+
+    def work() -> bool:
+        if should_stop():
+            reindex.fail(run, "the retrain job was cancelled")
+            return False
+        return runner.step()
+
+    try:
+        reindex.wait(run, work=work)
+    except ReindexFailed as e:
+        log.warning("%s; indexing the rest alone", e)
+        return False
+    except BaseException:
+        reindex.fail(run, "the retrain worker failed")
+        raise
+    return True

@@ -1,12 +1,14 @@
 -- dupq schema 6: a promotion's re-embedding shared by every node. A run plans the questions a version lacks
 -- as chunks of questions.seq ranges (lo, hi]; any node claims a chunk (FOR UPDATE SKIP LOCKED, a lease),
 -- embeds it and marks it done in the transaction that writes its vectors. The node that completes the last
--- chunk takes the run's own lease and flips the pointer ('flipping' -> 'done', fenced by attempt).
+-- chunk takes the run's own lease and flips the pointer ('flipping' -> 'done', fenced by attempt). A run
+-- with promote = false (a retrain job's worker filling its candidate's table) ends without moving the pointer.
 CREATE TABLE reindex_runs (
     id          bigserial PRIMARY KEY,
     version     text NOT NULL,
     state       text NOT NULL CHECK (state IN ('embedding', 'flipping', 'done', 'failed')),
     rollback    boolean NOT NULL DEFAULT false,
+    promote     boolean NOT NULL DEFAULT true,
     total       bigint NOT NULL DEFAULT 0,
     chunks      integer NOT NULL DEFAULT 0,
     rebuild     boolean NOT NULL DEFAULT false,

@@ -217,8 +217,8 @@ class SharedReindex:
             run = c.execute("SELECT state, rollback, rebuild, promote FROM reindex_runs WHERE id=%s FOR UPDATE",
                             (chunk.run,)).fetchone()
             ok = run is not None and run[0] == "embedding" and c.execute(
-                "UPDATE reindex_chunks SET state='done', done_by=%s, rows=%s, seconds=%s, lease_until=NULL "
-                "WHERE run=%s AND n=%s AND attempt=%s AND state='claimed'",
+                "UPDATE reindex_chunks SET state='done', done_by=%s, rows=%s, seconds=%s, lease_until=NULL, "
+                "done_at=now() WHERE run=%s AND n=%s AND attempt=%s AND state='claimed'",
                 (self.owner, len(rows), seconds, chunk.run, chunk.n, chunk.attempt)).rowcount == 1
             if not ok:
                 raise _Lost

@@ -34,6 +34,7 @@ CREATE TABLE reindex_chunks (
     done_by     text,
     rows        integer,
     seconds     real,
+    done_at     timestamptz,
     error       text,
     PRIMARY KEY (run, n)
 );

@@ -553,6 +553,7 @@ class DupQ:
         embed): the caller embeds it all itself."""
         wait = self.nodes.share_reindex(version, lambda: self._reindex_tools(version)[1], rollback=rollback)
         if wait is None:
+            self._chunk_tools.pop(version, None)  # no run of it: nothing for this node's runner to embed
             return False
         bar = _progress(None, f"indexing {version} (chunks, every node)", progress, unit="chunk")
 

@@ -385,8 +385,6 @@ class ChunkRunner:
                     vecs = encoder.encode([t for _, t in todo], batch_size=self.batch_size)
                     vecs = Energy.from_name(encoder.energy_name).prepare(np.asarray(vecs, dtype=np.float32))
                     rows = [(seq, v) for (seq, _), v in zip(todo, vecs, strict=True)]
-                if self._stop.is_set():
-                    return True  # closing: the lease hands the chunk to another node
                 flip = self.reindex.complete(chunk, rows, time.perf_counter() - t0)
         except _Lost:
             log.info("reindex chunk %d of run %d: claim lost to another node", chunk.n, chunk.run)

@@ -126,6 +126,10 @@ class Settings:
             pages may call ``POST /api/v1/search`` from the browser (the widget, ``/widget.js``); none by
             default. TOML: ``cors_origins = ["https://forum.example"]``; environment: ``DUPQ_CORS_ORIGINS``,
             comma- or space-separated. Never a wildcard, never with credentials (docs/widget.md).
+        reindex_chunk_size: On PostgreSQL, questions per chunk of a promotion's shared re-embedding: every
+            node's runner claims chunks (a lease of ``job_lease_s``), so N nodes embed about 1/N of the bank
+            each; a node that dies mid-chunk costs that chunk only. A promotion with fewer questions to embed
+            than one chunk embeds them itself.
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -157,6 +161,7 @@ class Settings:
     pg_index: str = "halfvec"
     switch_wait_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
+    reindex_chunk_size: int = 1000
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -170,7 +175,7 @@ class Settings:
         top_n = self.rerank_top_n
         if isinstance(top_n, bool) or not isinstance(top_n, int) or not 1 <= top_n <= MAX_RERANK:
             raise SettingsError(f"rerank_top_n must be an integer between 1 and {MAX_RERANK}, got {top_n!r}")
-        for name in ("encode_batch_size", "import_batch_size", "ann_min_size"):
+        for name in ("encode_batch_size", "import_batch_size", "ann_min_size", "reindex_chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SettingsError(f"{name} must be a positive integer, got {value!r}")

@@ -324,6 +324,10 @@ class JobWorker:
             self.jobs.transition(job_id, "indexing", metrics=metrics)
             index, _ = self.backend.open_index(new.version, candidate.dim, candidate.energy)
             served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
+            should_stop = lambda: stop["flag"] or self.jobs.get(job_id).cancel  # noqa: E731
+            # Nodes (PostgreSQL): every node embeds chunks of the bank with it; then only a catch-up is left.
+            if not self.backend.fill_shared(new.version, served, index, should_stop=should_stop) and should_stop():
+                raise TrainingCancelled("cancelled while indexing")
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
             if has_cross(new.path):  # export the re-ranker as it will serve: no serving process has to

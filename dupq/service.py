@@ -130,6 +130,7 @@ class DupQ:
         self._closed = False
         self._write = threading.RLock()  # serialises writers; searches never take it
         self._prepared: dict[str, Serving] = {}  # versions loaded ahead of their promotion (by the nodes)
+        self._chunk_tools: dict[str, tuple[SiameseEncoder, VectorIndex]] = {}  # a shared reindex's version
         self.nodes = None
         # The writer of a SQLite home holds its lock; on PostgreSQL any number of nodes share the state.
         self.backend = open_backend(settings, writer=not read_only)
@@ -146,7 +147,8 @@ class DupQ:
                 # (on PostgreSQL: jobs whose lease ran out are taken over by the nodes' job runner).
                 self.retrainer.recover()
                 self.nodes.start(on_current=self._follow, on_ready=self._prepare, on_tick=self.retrainer.tick,
-                                 status=lambda: (self._serving.version, next(iter(self._prepared), None)))
+                                 status=lambda: (self._serving.version, next(iter(self._prepared), None)),
+                                 reindex_tools=self._reindex_tools, on_flip=self._flip_shared)
         except BaseException:
             self.close()
             raise
@@ -535,6 +537,8 @@ class DupQ:
         with self.nodes.loading(self._write):
             if version == self.version:
                 return
+            if version not in self._prepared and self._promote_shared(version, progress=progress, rollback=rollback):
+                return
             serving = self._prepared.pop(version, None) or self._load_serving(version, progress=progress)
             self._warm(serving)  # the swapped-in model answers its first searches at full speed
             self.nodes.announce(version)
@@ -543,6 +547,55 @@ class DupQ:
                     self._sync(serving)  # the questions added while it loaded
                 self.registry.set_current(version, rollback=rollback)
                 self._serving = serving  # one reference assignment: atomic for readers
+
+    def _promote_shared(self, version: str, *, progress: bool, rollback: bool) -> bool:
+        """Nodes (PostgreSQL): have every node embed a share of ``version``'s missing vectors, in chunks
+        (:mod:`dupq.storage.postgres.reindex`), and wait until the node that completed the last one moved the
+        pointer; then serve it here too. False where nothing is shared (SQLite, or less than one chunk to
+        embed): the caller embeds it all itself."""
+        wait = self.nodes.share_reindex(version, lambda: self._reindex_tools(version)[1], rollback=rollback)
+        if wait is None:
+            self._chunk_tools.pop(version, None)  # no run of it: nothing for this node's runner to embed
+            return False
+        bar = _progress(None, f"indexing {version} (chunks, every node)", progress, unit="chunk")
+
+        def shown(done: int, chunks: int) -> None:
+            bar.total = chunks
+            bar.update(done - bar.n)
+
+        try:
+            wait(shown)  # this node's runner embeds chunks too; searches go to the old version meanwhile
+        finally:
+            bar.close()
+        self._follow(version)  # the follower would switch within a second anyway
+        return True
+
+    def _reindex_tools(self, version: str) -> tuple[SiameseEncoder, VectorIndex]:
+        """The encoder and index a shared reindex of ``version`` embeds this node's chunks with (one version
+        kept: a node takes part in one run at a time)."""
+        tools = self._chunk_tools.get(version)
+        if tools is None:
+            encoder = self.load_version(version)
+            index, _ = self.backend.open_index(version, encoder.dim, encoder.energy_name)
+            tools = (encoder, index)
+            self._chunk_tools = {version: tools}
+        return tools
+
+    def _flip_shared(self, version: str, point: Any) -> None:
+        """Nodes: this node completed the last chunk of ``version``'s shared reindex (or took over the switch
+        from a node that died): load it, have the others load it, catch up the questions added since the run
+        began, then move the pointer (``point()``: exactly once, fenced by the run) and serve it."""
+        if self._closed:
+            raise RuntimeError("closing: another node takes the switch over")
+        serving = self._prepared.pop(version, None) or self._load_serving(version)
+        self._warm(serving)
+        self.nodes.announce(version)
+        with self._write:
+            self._sync(serving)
+            if point():
+                self._serving = serving
+                self._chunk_tools = {}
+                log.info("now serving %s (shared reindex complete; the pointer moved here)", version)
 
     def _prepare(self, version: str) -> None:
         """Nodes: load a version that became ``ready`` (files, model, warm-up, vectors) before its switch."""
@@ -565,6 +618,7 @@ class DupQ:
                 return
             self._sync(serving)  # one anti-join: the questions added while it loaded
             self._serving = serving
+            self._chunk_tools.pop(version, None)
             log.info("now serving %s (promoted elsewhere; switched in %.2fs)", version, time.perf_counter() - t0)
 
     def rollback(self, *, progress: bool = False) -> str:

@@ -167,7 +167,7 @@ class PgVectorIndex:
             rows = [(seqs[i], v) for i, v in zip(ids, vectors, strict=True) if i in seqs]
             if not rows:
                 return
-            _copy(c, self.table, rows)
+            copy_vectors(c, self.table, rows)
 
     def remove(self, ids: list[str]) -> None:
         """Delete ids (a deleted question's rows are gone already, by cascade)."""
@@ -248,6 +248,18 @@ class PgVectorIndex:
                     c.execute(f"ANALYZE {self.table}")
         return done
 
+    def ensure_hnsw(self) -> None:
+        """Build the HNSW index if it is missing (a shared reindex dropped it to fill the table), then
+        ``ANALYZE``; nothing to do when it exists."""
+        with self.db.connection() as c:
+            have = c.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{self.table}_hnsw",)).fetchone()[0]
+        if have:
+            return
+        with self.db.transaction() as c:
+            self._create_hnsw(c)
+        with self.db.connection() as c:
+            c.execute(f"ANALYZE {self.table}")
+
     def size_bytes(self) -> dict[str, int]:
         """On-disk size of the table and of its HNSW index."""
         with self.db.connection() as c:
@@ -256,7 +268,7 @@ class PgVectorIndex:
         return {"table": int(t[0]), "hnsw": int(t[1])}
 
 
-def _copy(c: Any, table: str, rows: Sequence[tuple[int, np.ndarray]]) -> None:
+def copy_vectors(c: Any, table: str, rows: Sequence[tuple[int, np.ndarray]]) -> None:
     """Binary COPY into a staging table, then upsert (two nodes catching up at once must not conflict)."""
     c.execute(f"CREATE TEMP TABLE IF NOT EXISTS _dupq_stage (LIKE {table}) ON COMMIT DROP")
     with c.cursor().copy("COPY _dupq_stage (seq, embedding) FROM STDIN (FORMAT BINARY)") as cp:

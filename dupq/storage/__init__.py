@@ -101,10 +101,20 @@ class Nodes(Protocol):
     """
 
     def start(self, *, on_current: Callable[[str], None], on_ready: Callable[[str], None],
-              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]]) -> None:
+              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]],
+              reindex_tools: Callable[[str], tuple[Any, VectorIndex]] | None = None,
+              on_flip: Callable[[str, Callable[[], bool]], None] | None = None) -> None:
         """Follow the others: ``on_current(version)`` when the shared pointer moved, ``on_ready(version)`` when
         a version is about to be promoted, ``on_tick()`` about once a second; ``status()`` is what this
-        process serves and has loaded ahead."""
+        process serves and has loaded ahead. Shared reindex (PostgreSQL): ``reindex_tools(version)`` gives the
+        encoder and index this node embeds its chunks with; ``on_flip(version, point)`` switches every node
+        once this node completed the last chunk (``point()``: the pointer move, True if it was this node's)."""
+        ...
+
+    def share_reindex(self, version: str, open_index: Callable[[], VectorIndex], *,
+                      rollback: bool = False) -> Callable[[Callable[[int, int], None] | None], None] | None:
+        """Share the re-embedding of a promotion of ``version`` with every node: None where there is nobody to
+        share it with (SQLite) or too little to embed; else a function that waits until the pointer moved."""
         ...
 
     def loading(self, write_lock: threading.RLock) -> AbstractContextManager[Any]:
@@ -151,6 +161,12 @@ class Backend:
     def nodes(self) -> Nodes:
         """This process's :class:`Nodes`."""
         raise NotImplementedError
+
+    def fill_shared(self, version: str, encoder: Any, index: VectorIndex, *,
+                    should_stop: Callable[[], bool]) -> bool:
+        """A retrain worker's indexing of its candidate, shared with every node (PostgreSQL: chunks,
+        :func:`dupq.storage.postgres.reindex.fill_shared`); False where nothing was shared: embed it alone."""
+        return False
 
     def close(self) -> None:
         self.store.close()
@@ -211,7 +227,21 @@ class PostgresBackend(Backend):
     def nodes(self) -> Nodes:
         from dupq.storage.postgres.nodes import SharedNodes
 
-        return SharedNodes(self.db, self.store, switch_wait_s=self.settings.switch_wait_s)
+        s = self.settings
+        return SharedNodes(self.db, self.store, switch_wait_s=s.switch_wait_s, lease_s=s.job_lease_s,
+                           chunk_size=s.reindex_chunk_size, batch_size=s.encode_batch_size)
+
+    def fill_shared(self, version: str, encoder: Any, index: VectorIndex, *,
+                    should_stop: Callable[[], bool]) -> bool:
+        import os
+
+        from dupq.storage.postgres.jobs import worker_owner
+        from dupq.storage.postgres.reindex import fill_shared
+
+        s = self.settings
+        return fill_shared(self.db, version, encoder, index, owner=f"{worker_owner(os.getpid())}:worker",
+                           lease_s=s.job_lease_s, chunk_size=s.reindex_chunk_size, batch_size=s.encode_batch_size,
+                           should_stop=should_stop)
 
     def close(self) -> None:
         super().close()

@@ -77,22 +77,51 @@ class SharedNodes:
         switch_wait_s: Longest wait of a promotion for the other live nodes.
     """
 
-    def __init__(self, db: Database, store: Any, *, switch_wait_s: float) -> None:
+    def __init__(self, db: Database, store: Any, *, switch_wait_s: float, lease_s: float = 30.0,
+                 chunk_size: int = 1000, batch_size: int = 64) -> None:
+        from dupq.storage.postgres.reindex import SharedReindex
+
         self.db = db
         self.store = store
         self.switch_wait_s = switch_wait_s
+        self.batch_size = batch_size
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.reindex = SharedReindex(db, owner=self.name, lease_s=lease_s, chunk_size=chunk_size)
         self._stop = threading.Event()
         self._follower: Any = None
         self._beat: threading.Thread | None = None
+        self._runner: Any = None
 
     def start(self, *, on_current: Callable[[str], None], on_ready: Callable[[str], None],
-              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]]) -> None:
+              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]],
+              reindex_tools: Callable[[str], tuple[Any, Any]] | None = None,
+              on_flip: Callable[[str, Callable[[], bool]], None] | None = None) -> None:
+        """Follow the pointer, report this node and, given ``reindex_tools`` and ``on_flip``, embed a share of
+        every shared reindex (:class:`~dupq.storage.postgres.reindex.ChunkRunner`, its own thread: a chunk
+        takes seconds, which the follower's second-by-second pointer checks must not wait for)."""
         from dupq.storage.postgres.follow import Follower
+        from dupq.storage.postgres.reindex import ChunkRunner
 
         self._follower = Follower(self.db, on_current, on_tick, on_ready=on_ready).start()
         self._beat = threading.Thread(target=self._report, args=(status,), name="dupq-node", daemon=True)
         self._beat.start()
+        if reindex_tools is not None and on_flip is not None:
+            self._runner = ChunkRunner(self.reindex, reindex_tools, on_flip, batch_size=self.batch_size).start()
+
+    def share_reindex(self, version: str, open_index: Callable[[], Any], *,
+                      rollback: bool = False) -> Callable[[Callable[[int, int], None] | None], None] | None:
+        """Plan (or join) the shared reindex of ``version``; returns ``wait(progress)``, which blocks until
+        every chunk is in and the pointer moved (``progress(chunks_done, chunks)`` on the way), or None when
+        fewer than one chunk of questions is missing (the caller catches them up itself)."""
+        index = open_index()
+        run = self.reindex.plan(version, index.table, rollback=rollback)
+        if run is None:
+            return None
+
+        def wait(progress: Callable[[int, int], None] | None = None) -> None:
+            self.reindex.wait(run, progress=None if progress is None else lambda st: progress(st.done, st.chunks))
+
+        return wait
 
     def _report(self, status: Callable[[], tuple[str, str | None]]) -> None:
         """Report this node (what it serves, what it has loaded ahead) about once a second."""
@@ -118,6 +147,9 @@ class SharedNodes:
 
     def close(self) -> None:
         self._stop.set()
+        if self._runner is not None:
+            self._runner.stop()  # a chunk it was embedding goes to another node after its lease
+            self._runner = None
         if self._follower is not None:
             self._follower.stop()
             self._follower = None

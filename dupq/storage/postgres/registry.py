@@ -94,17 +94,9 @@ class PgModelRegistry(ModelRegistry):
         return local
 
     def _point(self, version: str, *, rollback: bool) -> None:
-        """Point every node at ``version``: pointer, history and the NOTIFY in one transaction (nodes promote
-        concurrently: the rows are locked)."""
+        """Point every node at ``version`` (:func:`point`, in its own transaction)."""
         with self.store.db.transaction() as c:
-            rows = dict(c.execute(
-                "SELECT key, value FROM state WHERE key IN ('current_model', 'history') FOR UPDATE").fetchall())
-            hist = next_history(read_history(rows.get("current_model"), rows.get("history")), version,
-                                rollback=rollback)
-            for key, value in (("current_model", version), ("history", json.dumps(hist))):
-                c.execute("INSERT INTO state(key, value) VALUES (%s, %s) "
-                          "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
-            c.execute("SELECT pg_notify(%s, %s)", (CURRENT_CHANNEL, version))
+            point(c, version, rollback=rollback)
 
     def delete(self, version: str) -> None:
         """Remove a version that is not current: its record, files (cascade) and vector table."""
@@ -112,6 +104,18 @@ class PgModelRegistry(ModelRegistry):
 
         super().delete(version)
         drop_vectors(self.store.db, version)
+
+
+def point(c: Any, version: str, *, rollback: bool) -> None:
+    """Point every node at ``version`` inside transaction ``c``: pointer, history and the NOTIFY at once (nodes
+    promote concurrently: the rows are locked). A shared reindex calls it in the transaction that ends its run."""
+    rows = dict(c.execute(
+        "SELECT key, value FROM state WHERE key IN ('current_model', 'history') FOR UPDATE").fetchall())
+    hist = next_history(read_history(rows.get("current_model"), rows.get("history")), version, rollback=rollback)
+    for key, value in (("current_model", version), ("history", json.dumps(hist))):
+        c.execute("INSERT INTO state(key, value) VALUES (%s, %s) "
+                  "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (key, value))
+    c.execute("SELECT pg_notify(%s, %s)", (CURRENT_CHANNEL, version))
 
 
 def _upload(c: Any, version: str, folder: Path) -> None:

@@ -55,8 +55,14 @@ class OneWriter:
     writes back while it loads the new version, so that its index is complete at the switch."""
 
     def start(self, *, on_current: Callable[[str], None], on_ready: Callable[[str], None],
-              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]]) -> None:
+              on_tick: Callable[[], None], status: Callable[[], tuple[str, str | None]],
+              reindex_tools: Callable[[str], tuple[Any, Any]] | None = None,
+              on_flip: Callable[[str, Callable[[], bool]], None] | None = None) -> None:
         pass
+
+    def share_reindex(self, version: str, open_index: Callable[[], Any], *, rollback: bool = False) -> None:
+        """None: the one writer embeds the whole bank itself (no other node to share it with)."""
+        return None
 
     def loading(self, write_lock: threading.RLock) -> AbstractContextManager[Any]:
         return write_lock

@@ -299,7 +299,8 @@ class JobWorker:
             self.registry.register(new.version, parent=new.parent)
             self.jobs.transition(job_id, "indexing", metrics=metrics)
             index, _ = self.backend.open_index(new.version, candidate.dim, candidate.energy)
-            served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
+            served = SiameseEncoder.load(new.path, backend=self.settings.backend,  # embedded as it will serve
+                                         precision=self.settings.inference_precision)
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
             if has_cross(new.path):  # export the re-ranker as it will serve: no serving process has to

@@ -27,6 +27,7 @@ def phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
         "mining": "[-] mining hard negatives (kept only where the cross-encoder says non-duplicate)",
         "training": f"[2/3] twin encoder: {config.loss} + {config.ranking_loss} ranking loss",
         "evaluating": "[3/3] dev evaluation and threshold calibration",
+        "int8": "[-] int8: quantising the version and checking it against fp32 on dev",
     }
 
     def show(event: dict[str, Any]) -> None:

@@ -25,11 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,15 +171,24 @@ def quantize_ir(
         advanced = AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(smooth_quant_alpha)))
     ignored = nncf.IgnoredScope(types=list(ignored_types), validate=False) if ignored_types else None
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(items),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(items),
-        fast_bias_correction=fast_bias_correction,
-        ignored_scope=ignored,
-        advanced_parameters=advanced,
-    )
+    # NNCF draws progress bars and logs on stdout: both go to stderr (or nowhere), so that stdout stays the
+    # command's own (``dupq models quantize --json``).
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(items),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(items),
+                fast_bias_correction=fast_bias_correction,
+                ignored_scope=ignored,
+                advanced_parameters=advanced,
+            )
+    finally:
+        nncf_log.setLevel(level)
     options = {"calibration_questions": len(items), "smooth_quant_alpha": smooth_quant_alpha,
                "ignored_types": list(ignored_types), "fast_bias_correction": fast_bias_correction,
                "model_type": "transformer", "nncf": nncf.__version__}

@@ -1,0 +1,117 @@
+"""Static int8 per version (issue 28): the check after training, ``dupq models quantize``, the
+``inference_precision`` setting, ``dupq models list`` and ``dupq eval --runtime``.
+
+Real NNCF quantisation of the real model, calibrated on a few questions, checked on the fixtures' dev pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import FIXTURES, tiny_version
+
+from dupq.cli import main
+from dupq.config import Settings, SettingsError
+from dupq.evaluation.precision import int8_decision
+from dupq.models.encoder import SiameseEncoder
+from dupq.models.quantize import INT8_DIR, cpu_bf16
+
+DEV = str(FIXTURES / "train" / "dev.tsv")
+BEST_FLOAT = "bf16" if cpu_bf16() else "fp32"
+
+
+def test_training_quantises_and_records_the_decision() -> None:
+    folder = tiny_version._trained()  # trained with the default int8=True
+    record = SiameseEncoder.read_config(folder)["int8"]
+    assert (folder / INT8_DIR / "model.xml").is_file() and (folder / INT8_DIR / "model.bin").is_file()
+    for model in ("fp32", "int8"):
+        assert 0 < record[model]["ap"] <= 1 and 0 < record[model]["ndcg@10"] <= 1
+    passed, reason = int8_decision(record["fp32"], record["int8"], record["tolerance"])
+    assert record["decision"] == ("int8" if passed else "float") and record["reason"] == reason
+    assert record["tolerance"] == 0.003 and record["calibration"]["model_type"] == "transformer"
+    assert 0 < record["calibration"]["calibration_questions"] <= 300  # the version's own training questions
+
+
+def test_the_setting_forces_each_way(tmp_path: Path) -> None:
+    folder = tmp_path / "v"
+    shutil.copytree(tiny_version._trained(), folder, ignore=shutil.ignore_patterns("openvino"))
+    decision = SiameseEncoder.read_config(folder)["int8"]["decision"]
+    text = ["How do I reverse a list in Python?", "Best way to boil an egg?"]
+
+    def load(precision: str | None) -> SiameseEncoder:
+        return SiameseEncoder.load(folder, cached=False, backend="openvino", precision=precision)
+
+    auto = load("auto")
+    assert auto.serving_precision[0] == ("int8" if decision == "int8" else BEST_FLOAT)
+    forced = load("int8")
+    assert forced.serving_precision[0] == "int8"
+    assert forced.runtime.key.startswith("int8:")  # the int8 graph really serves
+    fp32 = load("fp32")
+    assert fp32.serving_precision == ("fp32", "fp32 (set)") and not fp32.runtime.key.startswith("int8:")
+    assert load("bf16").serving_precision[0] == BEST_FLOAT  # bf16 on a CPU without it: fp32, and says so
+    assert load(None).serving_precision[0] == BEST_FLOAT  # training, the gate, a plain eval: never int8
+    a, b = forced.encode(text), fp32.encode(text)
+    cosines = (a * b).sum(axis=1)
+    assert np.all(cosines > 0.95) and not np.allclose(a, b, atol=1e-6)  # close to fp32, but not the same graph
+
+    # New weights (a retrain into the folder): the int8 graph of the old ones is never served.
+    weights = next(p for p in folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    precision, why = load("auto").serving_precision
+    assert precision == BEST_FLOAT
+    assert "stale" in why or decision != "int8"
+    assert load("int8").serving_precision[0] == BEST_FLOAT  # forced, but there is no int8 graph of these weights
+
+
+def test_settings_reject_an_unknown_precision() -> None:
+    assert Settings.load(environ={"DUPQ_INFERENCE_PRECISION": "int8"}).inference_precision == "int8"
+    assert Settings.load(environ={}).inference_precision == "auto"
+    with pytest.raises(SettingsError, match="inference_precision must be one of auto, int8, bf16, fp32"):
+        Settings.load(environ={"DUPQ_INFERENCE_PRECISION": "int4"})
+
+
+def test_quantize_base_then_list_and_eval_at_the_serving_precision(runner, tmp_path: Path) -> None:
+    r = runner.invoke(main, ["models", "quantize", "base", "--pairs", DEV, "--subset-size", "40", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)  # NNCF's progress bars went to stderr
+    record = out["int8"]
+    assert record["dev"] == {"pairs": 10, "file": "dev.tsv"}
+    assert 0 < record["calibration"]["calibration_questions"] <= 40  # the small bank's stored questions
+    assert out["precision"] == ("int8" if record["decision"] == "int8" else BEST_FLOAT)
+
+    listed = json.loads(runner.invoke(main, ["models", "list", "--json"]).output)
+    base = next(v for v in listed if v["version"] == "base")
+    assert base["int8"]["decision"] == record["decision"] and base["precision"] == out["precision"]
+    table = runner.invoke(main, ["models", "list"]).output
+    line = next(line for line in table.splitlines() if line.startswith("*"))
+    assert f" {out['precision']} " in line and ("passed AP" in line or "FAILED AP" in line)
+
+    runtime = json.loads(runner.invoke(main, ["eval", DEV, "--runtime", "--json"]).output)
+    assert runtime["precision"] == out["precision"]
+    plain = json.loads(runner.invoke(main, ["eval", DEV, "--json"]).output)
+    assert plain["precision"] == BEST_FLOAT  # a plain eval never scores int8
+    assert abs(plain["results"]["base"]["pairs"]["ap"] - record["fp32"]["ap"]) < 0.01
+
+    runner.env["DUPQ_INFERENCE_PRECISION"] = "fp32"
+    forced = json.loads(runner.invoke(main, ["eval", DEV, "--runtime", "--json"]).output)
+    assert forced["precision"] == "fp32"
+    assert forced["results"]["base"]["pairs"]["ap"] == pytest.approx(record["fp32"]["ap"], abs=1e-4)
+    assert " fp32 " in next(line for line in runner.invoke(main, ["models", "list"]).output.splitlines()
+                            if line.startswith("*"))
+
+
+def test_quantize_errors_are_one_line(runner, tmp_path: Path) -> None:
+    r = runner.invoke(main, ["models", "quantize", "v20990101-000000", "--pairs", DEV])
+    assert r.exit_code == 1 and "unknown model version" in r.output and "Traceback" not in r.output
+    one_label = tmp_path / "dups.tsv"
+    one_label.write_text("question1\tquestion2\tlabel\nHow do I boil an egg?\tBest way to boil eggs?\t1\n")
+    r = runner.invoke(main, ["models", "quantize", "base", "--pairs", str(one_label)])
+    assert r.exit_code == 1 and "both duplicates and non-duplicates" in r.output
+    runner.env["DUPQ_INFERENCE_PRECISION"] = "int4"
+    r = runner.invoke(main, ["models", "list"])
+    assert r.exit_code == 2 and "inference_precision must be one of" in r.output

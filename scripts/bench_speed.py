@@ -441,10 +441,21 @@ def _quantize(home: Path, version: str, dev: Path) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
+def _dev(args: argparse.Namespace, data: Path, work: Path) -> Path:
+    """The dev pair file: all of it, or its first ``--dev-n`` pairs (a copy under the work folder)."""
+    dev = data / "dev" / "qqp_pairs_dev.tsv"
+    if not args.dev_n:
+        return dev
+    lines = dev.read_text().splitlines()
+    short = work / "dev_head.tsv"
+    short.write_text("\n".join(lines[: args.dev_n + 1]) + "\n")
+    return short
+
+
 def section_precision(args: argparse.Namespace, home: Path, data: Path, work: Path, questions: list[str]) -> None:
     from dupq.data import read_pairs, split_by_cluster
 
-    dev = data / "dev" / "qqp_pairs_dev.tsv"
+    dev = _dev(args, data, work)
     t0 = time.perf_counter()
     q = _quantize(home, "base", dev)
     print(f"  quantised base in {time.perf_counter() - t0:.0f} s: {q['int8']['decision']} ({q['int8']['reason']})",
@@ -453,7 +464,7 @@ def section_precision(args: argparse.Namespace, home: Path, data: Path, work: Pa
     au = read_pairs(data / "train" / "askubuntu_pairs_train.tsv").pairs
     with open(held, "w") as f:
         f.write("question1\tquestion2\tlabel\n")
-        for p in split_by_cluster(au, dev_fraction=0.2, seed=0).dev:
+        for p in list(split_by_cluster(au, dev_fraction=0.2, seed=0).dev)[: args.dev_n or None]:
             f.write(f"{p.question1}\t{p.question2}\t{p.label}\n")
     bulk_file = work / "bulk.txt"
     train = read_questions(data / "train" / "qqp_pairs_train.tsv")
@@ -507,7 +518,7 @@ def section_scale(args: argparse.Namespace, home: Path, data: Path, work: Path, 
     from dupq.models.encoder import packaged_model_path
     from dupq.service import DupQ
 
-    dev = data / "dev" / "qqp_pairs_dev.tsv"
+    dev = _dev(args, data, work)
     if not (home / "models" / "base" / "openvino-int8").is_dir():
         _quantize(home, "base", dev)
     version = "v20990101-000000"  # a second version: the packaged weights copied, quantised and checked as base
@@ -579,6 +590,8 @@ def main() -> int:
                     help="Comma-separated: encode, http, commands, import, and the opt-in precision, scale.")
     ap.add_argument("--bulk-n", type=int, default=4096, help="Questions per bulk round (precision section).")
     ap.add_argument("--scale-n", type=int, default=100_000, help="Questions imported (scale section).")
+    ap.add_argument("--dev-n", type=int, default=0,
+                    help="Dev (and AskUbuntu held-out) pairs used for the checks and quality (0: all).")
     ap.add_argument("--scale-first", choices=["today", "int8"], default="today",
                     help="Which precision imports first (promotion runs in the other order).")
     ap.add_argument("--quick", action="store_true", help="Small sizes, to check the script itself.")
@@ -593,7 +606,7 @@ def main() -> int:
         return 0
     if args.quick:
         args.requests, args.import_n, args.rounds, args.commands = 40, 1000, 2, 2
-        args.bulk_n, args.scale_n = 512, 2000
+        args.bulk_n, args.scale_n, args.dev_n = 512, 2000, 400
     dev = args.data / "dev" / "qqp_pairs_dev.tsv"
     if not dev.is_file():
         print(f"no data at {args.data} (give the data folder as the first argument)", file=sys.stderr)

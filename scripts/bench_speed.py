@@ -435,9 +435,11 @@ def _floats() -> list[str]:
     return ["fp32"] + (["bf16"] if float_precision() == "bf16" else [])
 
 
-def _quantize(home: Path, version: str, dev: Path) -> dict[str, Any]:
-    out = subprocess.run(dupq_cmd(home, "models", "quantize", version, "--pairs", str(dev), "--json"), env=_env(),
-                         cwd=ROOT, check=True, capture_output=True, text=True)
+def _quantize(home: Path, version: str, dev: Path, subset: int) -> dict[str, Any]:
+    out = subprocess.run(dupq_cmd(home, "models", "quantize", version, "--pairs", str(dev), "--json",
+                                  "--subset-size", str(subset)), env=_env(), cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"dupq models quantize {version} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout)
 
 
@@ -457,7 +459,7 @@ def section_precision(args: argparse.Namespace, home: Path, data: Path, work: Pa
 
     dev = _dev(args, data, work)
     t0 = time.perf_counter()
-    q = _quantize(home, "base", dev)
+    q = _quantize(home, "base", dev, args.subset_size)
     print(f"  quantised base in {time.perf_counter() - t0:.0f} s: {q['int8']['decision']} ({q['int8']['reason']})",
           flush=True)
     held = work / "askubuntu_heldout.tsv"  # written under the work folder, removed with it
@@ -520,16 +522,16 @@ def section_scale(args: argparse.Namespace, home: Path, data: Path, work: Path, 
 
     dev = _dev(args, data, work)
     if not (home / "models" / "base" / "openvino-int8").is_dir():
-        _quantize(home, "base", dev)
+        _quantize(home, "base", dev, args.subset_size)
     version = "v20990101-000000"  # a second version: the packaged weights copied, quantised and checked as base
     folder = home / "models" / version
-    sh.copytree(packaged_model_path(), folder, ignore=sh.ignore_patterns("__pycache__", "*.py"))
-    (folder / "dupq.json").write_text(json.dumps(
-        {**json.loads((home / "models" / "base" / "dupq.json").read_text()), "weights": ".", "int8": None}))
-    with DupQ.open(home, seed_bank=None) as svc:
+    with DupQ.open(home, seed_bank=None) as svc:  # opened first: opening removes unregistered version folders
+        sh.copytree(packaged_model_path(), folder, ignore=sh.ignore_patterns("__pycache__", "*.py"))
+        (folder / "dupq.json").write_text(json.dumps(
+            {**json.loads((home / "models" / "base" / "dupq.json").read_text()), "weights": ".", "int8": None}))
         svc.registry.register(version, parent="base")
     t0 = time.perf_counter()
-    q = _quantize(home, version, dev)
+    q = _quantize(home, version, dev, args.subset_size)
     print(f"  quantised {version} in {time.perf_counter() - t0:.0f} s: {q['int8']['decision']}", flush=True)
     texts = [t for t in read_questions(data / "train" / "qqp_pairs_train.tsv") if t not in stored][: args.scale_n]
     f = work / "scale.txt"
@@ -590,6 +592,7 @@ def main() -> int:
                     help="Comma-separated: encode, http, commands, import, and the opt-in precision, scale.")
     ap.add_argument("--bulk-n", type=int, default=4096, help="Questions per bulk round (precision section).")
     ap.add_argument("--scale-n", type=int, default=100_000, help="Questions imported (scale section).")
+    ap.add_argument("--subset-size", type=int, default=300, help="Calibration questions of the int8 check.")
     ap.add_argument("--dev-n", type=int, default=0,
                     help="Dev (and AskUbuntu held-out) pairs used for the checks and quality (0: all).")
     ap.add_argument("--scale-first", choices=["today", "int8"], default="today",

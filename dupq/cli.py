@@ -496,7 +496,9 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
     if rerank:
         if not has_cross(folder):
             raise click.ClickException(f"model {name!r} has no cross-encoder (train it with the cross-encoder on)")
-        cross = CrossScorer.load(folder / CROSS_DIR, backend=enc.backend)
+        cross = CrossScorer.load(folder / CROSS_DIR, backend=enc.backend,
+                                 precision=ctx.obj.inference_precision if runtime else None)
+        precision, why = cross.serving_precision
         fused = cross.fusion is not None  # the twin's scores are one of the fusion's inputs
         twin = ev.pair_scores(enc.encode, data, energy=enc.energy_name) if fused else [0.0] * len(data)
         scores = cross.rerank([(p.question1, p.question2) for p in data], twin, batch_size=64)

@@ -304,7 +304,8 @@ class JobWorker:
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
             if has_cross(new.path):  # export the re-ranker as it will serve: no serving process has to
-                CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend).score([("warm", "up")])
+                CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend,
+                                 precision=self.settings.inference_precision).score([("warm", "up")])
             self.registry.publish(new.version)  # the exports made here: nodes fetch them, never redo them
             self.jobs.transition(job_id, "ready")  # shared: every node starts loading the version now
             return 0

@@ -33,7 +33,8 @@ def summary(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def int8_decision(fp32: Mapping[str, float], int8: Mapping[str, float], tolerance: float) -> tuple[bool, str]:
-    """Whether int8 holds quality (each checked metric within ``tolerance`` of fp32's), and why.
+    """Whether int8 holds quality (each checked metric within ``tolerance`` of fp32's), and why. A metric
+    missing from both (the re-ranker's nDCG@10: it scores pairs, not a ranking) is not checked.
 
     Example:
         >>> int8_decision({"ap": 0.820, "ndcg@10": 0.940}, {"ap": 0.818, "ndcg@10": 0.941}, 0.003)
@@ -43,6 +44,8 @@ def int8_decision(fp32: Mapping[str, float], int8: Mapping[str, float], toleranc
     """
     diffs = []
     for name, _ in CHECKED:
+        if fp32.get(name) is None or int8.get(name) is None:  # a pair scorer (the re-ranker) has no nDCG@10
+            continue
         a, b = fp32[name], int8[name]
         label = "AP" if name == "ap" else "nDCG@10"
         if b < a - tolerance - 1e-12:

@@ -126,7 +126,7 @@ def int8_ready(version_dir: str | Path, float_key: str | None) -> bool:
 def quantize_ir(
     float_dir: str | Path,
     dest: str | Path,
-    texts: Sequence[str],
+    texts: Sequence[str] | Sequence[tuple[str, str]],
     *,
     key: str,
     subset_size: int = CALIBRATION_SIZE,
@@ -139,7 +139,8 @@ def quantize_ir(
     Args:
         float_dir: A float export folder (``model.xml``/``model.bin``/``tokenizer.json``).
         dest: The int8 folder to write (``models/<version>/openvino-int8``).
-        texts: Calibration questions (the version's own); at most ``subset_size`` are used.
+        texts: Calibration questions (the version's own); at most ``subset_size`` are used. For a cross-encoder's
+            pair-logit graph: question pairs, tokenised as ``[CLS] a [SEP] b [SEP]`` with their token type ids.
         key: The float export's key, recorded so that a stale int8 graph is recognised.
         subset_size: Calibration questions used.
         smooth_quant_alpha: SmoothQuant's alpha for the MatMuls (None: NNCF's default for transformers;
@@ -158,14 +159,18 @@ def quantize_ir(
 
     float_dir, dest = Path(float_dir), Path(dest)
     tok = Tokenizer.from_file(str(float_dir / "tokenizer.json"))
-    sample = [t for t in dict.fromkeys(texts) if t.strip()][:subset_size]
+    sample = [t for t in dict.fromkeys(texts) if (t[0].strip() if isinstance(t, tuple) else t.strip())][:subset_size]
     if not sample:
         raise ValueError("no calibration questions to quantise with")
+    model = ov.Core().read_model(str(float_dir / "model.xml"))
+    names = {i.get_any_name() for i in model.inputs}
     items = []
     for enc in tok.encode_batch(sample):
         ids = np.asarray([enc.ids], dtype=np.int64)
-        items.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
-    model = ov.Core().read_model(str(float_dir / "model.xml"))
+        item = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in names:
+            item["token_type_ids"] = np.asarray([enc.type_ids], dtype=np.int64)
+        items.append(item)
     advanced = None
     if smooth_quant_alpha is not None:
         advanced = AdvancedQuantizationParameters(

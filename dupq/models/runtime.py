@@ -65,8 +65,9 @@ XML, BIN, EXPORT_META, TOKENIZER = "model.xml", "model.bin", "export.json", "tok
 #: Largest batch run through OpenVINO at once: past 32 the attention buffers outgrow the caches and
 #: throughput drops (measured: b32 1.0, b64 0.8, b128 0.6-0.9 of b32 throughput on this CPU).
 MAX_BATCH = 32
-#: Source files that never influence the exported graph (docs, our own metadata, other exports).
-_IGNORED = {"README.md", ".gitattributes", "dupq.json"}
+#: Source files that never influence the exported graph (docs, our own metadata: a version's dupq.json and its
+#: cross-encoder's cross.json, where the int8 check is recorded after the export).
+_IGNORED = {"README.md", ".gitattributes", "dupq.json", "cross.json"}
 #: Folders of a version that are not its weights: the float and int8 exports, checkpoints, the cross-encoder.
 _NOT_WEIGHTS = ("openvino", "openvino-int8", "checkpoints", "cross")
 #: The precision an export's key is computed with, whatever precision it is compiled in: the IR on disk is fp32
@@ -346,6 +347,26 @@ class _Compiled:
         return slot
 
 
+def _int8_compiled(folder: str | Path, precision: str, threads: int | None) -> tuple[_Compiled, str]:
+    """The int8 export in ``folder`` read and wrapped for compiling (shared per key, precision and threads)."""
+    import openvino as ov
+
+    folder = Path(folder)
+    threads = threads or cpu_threads()
+    # The float key it was made from plus its own file's mtime: quantised again, it is compiled again.
+    key = f"int8:{cached_key(folder)}:{(folder / BIN).stat().st_mtime_ns}"
+    with _LOCK:
+        memo = _COMPILED.get((key, precision, threads))
+        if memo is None:
+            from tokenizers import Tokenizer
+
+            core = ov.Core()
+            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
+            memo = _COMPILED[(key, precision, threads)] = _Compiled(
+                core, core.read_model(str(folder / XML)), precision, threads, tokenizer)
+        return memo, key
+
+
 def bucket_for(n: int) -> int | None:
     """The padded length of a question of ``n`` tokens: the first bucket that holds it, else None (dynamic).
 
@@ -445,22 +466,8 @@ class OpenVINORuntime:
         or ``"f32"``) is what the rest of the graph (softmax, norms, GELU) computes in. Compiled models are
         shared per (export key, precision, threads) as :meth:`load_or_export` shares them.
         """
-        import openvino as ov
-
-        folder = Path(folder)
-        threads = threads or cpu_threads()
-        # The float key it was made from plus its own file's mtime: quantised again, it is compiled again.
-        key = f"int8:{cached_key(folder)}:{(folder / BIN).stat().st_mtime_ns}"
-        with _LOCK:
-            memo = _COMPILED.get((key, precision, threads))
-            if memo is None:
-                from tokenizers import Tokenizer
-
-                core = ov.Core()
-                tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
-                memo = _COMPILED[(key, precision, threads)] = _Compiled(
-                    core, core.read_model(str(folder / XML)), precision, threads, tokenizer)
-            return cls(memo, memo.tokenizer, key)
+        compiled, key = _int8_compiled(folder, precision, threads)
+        return cls(compiled, compiled.tokenizer, key)
 
     def _request(self) -> Any:
         return self.compiled.request()
@@ -604,6 +611,14 @@ class OpenVINOPairScorer:
             compiled = _Compiled(core, model, precision, threads, tokenizer)
             _COMPILED[(key, precision, threads)] = compiled
             return cls(compiled, tokenizer, key)
+
+    @classmethod
+    def load_int8(cls, folder: str | Path, *, precision: str = "bf16", threads: int | None = None
+                  ) -> OpenVINOPairScorer:
+        """The scorer of a static int8 export of the pair-logit graph (``cross/openvino-int8``), built as
+        :meth:`OpenVINORuntime.load_int8` builds the twin's."""
+        compiled, key = _int8_compiled(folder, precision, threads)
+        return cls(compiled, compiled.tokenizer, key)
 
     def _request(self) -> Any:
         return self.compiled.request()

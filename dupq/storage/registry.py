@@ -160,7 +160,7 @@ class ModelRegistry:
         path = self.path(version)
         if not has_cross(path):
             return None
-        return CrossScorer.load(path / CROSS_DIR, backend=backend or self.backend)
+        return CrossScorer.load(path / CROSS_DIR, backend=backend or self.backend, precision=self.precision)
 
     def exists(self, version: str) -> bool:
         return self._row(version) is not None and (self.path(version) / "dupq.json").is_file()

@@ -7,7 +7,11 @@
 3. both scored on the dev pairs by :func:`dupq.evaluation.evaluate_encoder` (fp32: the float graph compiled in
    f32; int8: the int8 graph as it would serve, the rest of the graph in the CPU's best float precision);
 4. the decision (:func:`dupq.evaluation.precision.int8_decision`) and both metric sets written into dupq.json
-   as ``"int8"``. The int8 export stays on disk either way, so ``inference_precision=int8`` can still force it.
+   as ``"int8"``. The int8 export stays on disk either way, so ``inference_precision=int8`` can still force it;
+5. the version's cross-encoder (re-ranker), if it has one, likewise: its pair-logit graph quantised (calibrated
+   on question pairs), its re-ranking score (fused with the twin's fp32 score where it has a fusion) scored on
+   the dev pairs in fp32 and int8, the decision on pair AP (a pair scorer has no nDCG@10) in cross.json's
+   ``"int8"``.
 
 Example:
     >>> record = quantize_version("models/v1", dev_pairs, questions)   # doctest: +SKIP
@@ -30,6 +34,7 @@ from dupq.config import INT8_TOLERANCE
 from dupq.data import Pair
 from dupq.evaluation import evaluate_encoder
 from dupq.evaluation.precision import int8_decision, summary
+from dupq.models.cross import CROSS_META
 from dupq.models.encoder import META_FILE, PACKAGED, SiameseEncoder, packaged_model_path
 from dupq.models.quantize import CALIBRATION_SIZE, INT8_DIR, cpu_flags, float_precision, quantize_ir
 
@@ -57,6 +62,7 @@ def quantize_version(
     smooth_quant_alpha: float | None = None,
     shared_export_cache: str | Path | None = None,
     dev_name: str | None = None,
+    calibration_pairs: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Quantise the version in ``folder``, check it on ``dev_pairs`` and record the outcome in its dupq.json.
 
@@ -69,6 +75,7 @@ def quantize_version(
         smooth_quant_alpha: SmoothQuant alpha of the MatMuls (None: NNCF's default for transformers).
         shared_export_cache: The machine's shared export folder (for ``base``: its float export is linked).
         dev_name: What the dev pairs were (a file name), recorded.
+        calibration_pairs: Question pairs to calibrate the cross-encoder on (default: consecutive ``texts``).
 
     Returns:
         The ``"int8"`` record written into dupq.json: ``decision`` (``"int8"`` or ``"float"``), ``reason``,
@@ -119,15 +126,66 @@ def quantize_version(
         "seconds": round(time.perf_counter() - t0, 1),
         "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    from dupq.models.cross import CROSS_DIR, has_cross
+
+    if has_cross(folder):
+        from dupq.evaluation import pair_scores
+
+        twin = pair_scores(lambda t: fp32.encode(t, normalize=normalize), dev_pairs, energy=encoder.energy)
+        sample = calibration_sample(texts, subset_size + 1)
+        pairs = list(calibration_pairs or zip(sample, sample[1:], strict=False))
+        try:
+            record["cross"] = quantize_cross(folder / CROSS_DIR, dev_pairs, twin, pairs, tolerance=tolerance,
+                                             subset_size=subset_size, smooth_quant_alpha=smooth_quant_alpha)
+        except Exception as e:  # noqa: BLE001 - the re-ranker then stays in float; the twin's record stands
+            record["cross"] = {"decision": "float", "reason": f"quantisation failed: {e}"}
+            _write_record(folder / CROSS_DIR, record["cross"], meta_file=CROSS_META)
     _write_record(folder, record)
     return record
 
 
-def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    """Put ``record`` into the folder's dupq.json as ``"int8"`` (written aside, then renamed)."""
-    path = folder / META_FILE
+def quantize_cross(folder: Path, dev_pairs: Sequence[Pair], twin_scores: Any, pairs: Sequence[tuple[str, str]], *,
+                   tolerance: float, subset_size: int, smooth_quant_alpha: float | None) -> dict[str, Any]:
+    """The cross-encoder in ``folder`` (``<version>/cross``) quantised and checked; the record is written into
+    its cross.json as ``"int8"`` and returned."""
+    import random as _random
+
+    from dupq.evaluation import pair_metrics
+    from dupq.models.cross import CrossScorer
+    from dupq.models.runtime import KEY_PRECISION, OpenVINOPairScorer, cached_key, weights_key
+
+    t0 = time.perf_counter()
+    cross = CrossScorer.load(folder, backend="openvino")
+    fp32 = OpenVINOPairScorer.load_or_export(None, folder, folder / "openvino", precision="f32",
+                                             loader=lambda: cross.model)
+    pairs = list(dict.fromkeys(pairs))
+    _random.Random(0).shuffle(pairs)
+    options = quantize_ir(folder / "openvino", folder / INT8_DIR, pairs[:subset_size],
+                          key=cached_key(folder / "openvino") or weights_key(folder, precision=KEY_PRECISION,
+                                                                             kind="pair-logit"),
+                          subset_size=subset_size, smooth_quant_alpha=smooth_quant_alpha)
+    rest = float_precision()
+    int8 = OpenVINOPairScorer.load_int8(folder / INT8_DIR, precision={"bf16": "bf16", "fp32": "f32"}[rest])
+    question_pairs = [(p.question1, p.question2) for p in dev_pairs]
+    labels = [p.label for p in dev_pairs]
+    scores = {}
+    for name, scorer in (("fp32", fp32), ("int8", int8)):
+        fused = cross.rerank_logits(scorer.logits(question_pairs), twin_scores)
+        metrics = pair_metrics(fused, labels, threshold=cross.rerank_threshold)
+        scores[name] = {"ap": round(float(metrics["ap"]), 5), "f1": round(float(metrics["f1"]), 5)}
+    passed, reason = int8_decision(scores["fp32"], scores["int8"], tolerance)
+    record = {"decision": "int8" if passed else "float", "reason": reason, "tolerance": tolerance,
+              "scorer": cross.scorer, "fp32": scores["fp32"], "int8": scores["int8"], "int8_rest_precision": rest,
+              "calibration": options, "seconds": round(time.perf_counter() - t0, 1)}
+    _write_record(folder, record, meta_file=CROSS_META)
+    return record
+
+
+def _write_record(folder: Path, record: dict[str, Any], *, meta_file: str = META_FILE) -> None:
+    """Put ``record`` into the folder's dupq.json (or cross.json) as ``"int8"`` (written aside, then renamed)."""
+    path = folder / meta_file
     meta = json.loads(path.read_text())
     meta["int8"] = record
-    tmp = path.with_name(META_FILE + ".tmp")
+    tmp = path.with_name(meta_file + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
     os.replace(tmp, path)

@@ -724,7 +724,8 @@ class _Run:
         emit(self.progress, step=self.steps, total=self.steps, phase="int8")
         texts = [q for p in self.data.train + self.data.ranking for q in (p.question1, p.question2)]
         try:
-            quantize_version(self.staging, self.data.dev, texts, dev_name="the run's dev pairs")
+            quantize_version(self.staging, self.data.dev, texts, dev_name="the run's dev pairs",
+                             calibration_pairs=[(p.question1, p.question2) for p in self.data.train])
         except Exception as e:  # noqa: BLE001 - quantisation is an optimisation; the version stands without it
             log.warning("int8 check failed; the version serves in float: %s", e)
             _write_record(self.staging, {"decision": "float", "reason": f"quantisation failed: {e}"})

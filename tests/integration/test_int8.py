@@ -36,6 +36,28 @@ def test_training_quantises_and_records_the_decision() -> None:
     assert record["tolerance"] == 0.003 and record["calibration"]["model_type"] == "transformer"
     assert 0 < record["calibration"]["calibration_questions"] <= 300  # the version's own training questions
 
+    # The re-ranker gets the same treatment: its pair-logit graph quantised and checked on dev pair AP.
+    cross = json.loads((folder / "cross" / "cross.json").read_text())["int8"]
+    assert cross == record["cross"] and (folder / "cross" / INT8_DIR / "model.xml").is_file()
+    assert cross["decision"] == ("int8" if int8_decision(cross["fp32"], cross["int8"], 0.003)[0] else "float")
+    assert "ndcg@10" not in cross["fp32"] and cross["calibration"]["calibration_questions"] > 0
+
+
+def test_the_reranker_serves_int8_when_forced(tmp_path: Path) -> None:
+    from dupq.models.cross import CrossScorer
+
+    folder = tmp_path / "cross"
+    shutil.copytree(tiny_version._trained() / "cross", folder, ignore=shutil.ignore_patterns("openvino"))
+    pairs = [("How do I reverse a list in Python?", "Python: reversing a list"),
+             ("How do I boil an egg?", "Which laptop should I buy?")]
+    forced = CrossScorer.load(folder, backend="openvino", precision="int8")
+    fp32 = CrossScorer.load(folder, backend="openvino", precision="fp32")
+    assert forced.serving_precision[0] == "int8" and fp32.serving_precision[0] == "fp32"
+    a, b = forced.logits(pairs), fp32.logits(pairs)
+    assert forced.runtime.key.startswith("int8:") and not fp32.runtime.key.startswith("int8:")
+    assert np.all(np.abs(a - b) < 0.5 + 0.1 * np.abs(b))  # close to fp32's logits
+    assert CrossScorer.load(folder, backend="openvino").serving_precision[0] == BEST_FLOAT  # never int8 unasked
+
 
 def test_the_setting_forces_each_way(tmp_path: Path) -> None:
     folder = tmp_path / "v"

@@ -625,6 +625,8 @@ def models_quantize(ctx: click.Context, version: str, pairs: Path, calibration: 
     click.echo(f"{version}: dev AP fp32 {fp32['ap']:.4f} int8 {int8['ap']:.4f}; "
                f"nDCG@10 fp32 {fp32['ndcg@10']:.4f} int8 {int8['ndcg@10']:.4f} ({record['dev']['pairs']} pairs)")
     click.echo(f"decision: {record['decision']} ({record['reason']})")
+    if record.get("cross"):
+        click.echo(f"re-ranker: {record['cross']['decision']} ({record['cross']['reason']})")
     click.echo(f"serves in: {precision} ({why}); the index keeps the vectors it has (dupq reindex re-embeds them)")
 
 

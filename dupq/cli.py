@@ -586,7 +586,7 @@ def _int8_check(record: dict[str, Any] | None) -> str:
         return "not checked"
     fp32, int8 = record.get("fp32"), record.get("int8")
     if not fp32 or not int8:
-        return f"{record.get('decision', '-')}: failed"
+        return "too few dev pairs" if "too few" in str(record.get("reason")) else "failed"
     return (f"{'passed' if record.get('decision') == 'int8' else 'FAILED'} AP {(int8['ap'] - fp32['ap']) * 100:+.2f} "
             f"nDCG {(int8['ndcg@10'] - fp32['ndcg@10']) * 100:+.2f}")
 

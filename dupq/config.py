@@ -55,6 +55,10 @@ INFERENCE_PRECISIONS = ("auto", "int8", "bf16", "fp32")
 #: A version serves in int8 only if its int8 model's dev pair AP and nDCG@10 are each at most this far below
 #: the fp32 model's (0.3 points), measured on the same pairs by the same harness.
 INT8_TOLERANCE = 0.003
+#: Fewest dev pairs the check after training runs on: with fewer, one pair ranked differently moves AP by more
+#: than the bound, so the check could not tell int8 from noise (the version serves in float and dupq.json says
+#: so; ``dupq models quantize VERSION --pairs FILE`` checks it on a larger file). The default dev split is ~300.
+INT8_MIN_DEV_PAIRS = 200
 
 #: Bank size from which a version's index is an HNSW graph (dupq/index/ann.py) instead of exact search.
 #: Exact search reads every vector per query (~linear: about 1 ms per 10k on this CPU), the graph about

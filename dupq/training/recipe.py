@@ -719,8 +719,14 @@ class _Run:
         """The int8 check in the staging folder (:func:`dupq.training.quantize.quantize_version`): the version's
         int8 export, calibrated on its own training questions, scored against fp32 on its dev pairs. A failure
         here never fails the training: the version then serves in float, and dupq.json says why."""
+        from dupq.config import INT8_MIN_DEV_PAIRS
         from dupq.training.quantize import _write_record, quantize_version
 
+        if len(self.data.dev) < INT8_MIN_DEV_PAIRS:
+            _write_record(self.staging, {"decision": "float", "reason": (
+                f"not checked: {len(self.data.dev)} dev pairs are too few to see a 0.3-point change (at least "
+                f"{INT8_MIN_DEV_PAIRS}); dupq models quantize VERSION --pairs FILE checks it on more")})
+            return
         emit(self.progress, step=self.steps, total=self.steps, phase="int8")
         texts = [q for p in self.data.train + self.data.ranking for q in (p.question1, p.question2)]
         try:

@@ -25,29 +25,50 @@ DEV = str(FIXTURES / "train" / "dev.tsv")
 BEST_FLOAT = "bf16" if cpu_bf16() else "fp32"
 
 
-def test_training_quantises_and_records_the_decision() -> None:
-    folder = tiny_version._trained()  # trained with the default int8=True
+def test_training_skips_the_check_on_too_few_dev_pairs() -> None:
+    folder = tiny_version._trained()  # trained with the default int8=True, on 10 dev pairs
     record = SiameseEncoder.read_config(folder)["int8"]
-    assert (folder / INT8_DIR / "model.xml").is_file() and (folder / INT8_DIR / "model.bin").is_file()
+    assert record["decision"] == "float" and "10 dev pairs are too few" in record["reason"]
+    assert not (folder / INT8_DIR).exists()
+    enc = SiameseEncoder.load(folder, cached=False, backend="openvino", precision="auto")
+    assert enc.serving_precision == (BEST_FLOAT, f"{BEST_FLOAT}: {record['reason']}")
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> Path:
+    """The tiny version (with its re-ranker) quantised and checked on the fixtures' dev pairs, once."""
+    from dupq.data import read_pairs
+    from dupq.training.quantize import quantize_version
+
+    folder = tmp_path_factory.mktemp("int8") / "v"
+    shutil.copytree(tiny_version._trained(), folder, ignore=shutil.ignore_patterns("openvino"))
+    train = read_pairs(FIXTURES / "train" / "pairs.tsv").pairs
+    quantize_version(folder, read_pairs(DEV).pairs, [q for p in train for q in (p.question1, p.question2)],
+                     subset_size=40, calibration_pairs=[(p.question1, p.question2) for p in train])
+    return folder
+
+
+def test_quantize_version_records_the_decision(quantized: Path) -> None:
+    record = SiameseEncoder.read_config(quantized)["int8"]
+    assert (quantized / INT8_DIR / "model.xml").is_file() and (quantized / INT8_DIR / "model.bin").is_file()
     for model in ("fp32", "int8"):
         assert 0 < record[model]["ap"] <= 1 and 0 < record[model]["ndcg@10"] <= 1
     passed, reason = int8_decision(record["fp32"], record["int8"], record["tolerance"])
     assert record["decision"] == ("int8" if passed else "float") and record["reason"] == reason
     assert record["tolerance"] == 0.003 and record["calibration"]["model_type"] == "transformer"
-    assert 0 < record["calibration"]["calibration_questions"] <= 300  # the version's own training questions
+    assert 0 < record["calibration"]["calibration_questions"] <= 40
 
     # The re-ranker gets the same treatment: its pair-logit graph quantised and checked on dev pair AP.
-    cross = json.loads((folder / "cross" / "cross.json").read_text())["int8"]
-    assert cross == record["cross"] and (folder / "cross" / INT8_DIR / "model.xml").is_file()
+    cross = json.loads((quantized / "cross" / "cross.json").read_text())["int8"]
+    assert cross == record["cross"] and (quantized / "cross" / INT8_DIR / "model.xml").is_file()
     assert cross["decision"] == ("int8" if int8_decision(cross["fp32"], cross["int8"], 0.003)[0] else "float")
     assert "ndcg@10" not in cross["fp32"] and cross["calibration"]["calibration_questions"] > 0
 
 
-def test_the_reranker_serves_int8_when_forced(tmp_path: Path) -> None:
+def test_the_reranker_serves_int8_when_forced(quantized: Path) -> None:
     from dupq.models.cross import CrossScorer
 
-    folder = tmp_path / "cross"
-    shutil.copytree(tiny_version._trained() / "cross", folder, ignore=shutil.ignore_patterns("openvino"))
+    folder = quantized / "cross"
     pairs = [("How do I reverse a list in Python?", "Python: reversing a list"),
              ("How do I boil an egg?", "Which laptop should I buy?")]
     forced = CrossScorer.load(folder, backend="openvino", precision="int8")
@@ -59,9 +80,9 @@ def test_the_reranker_serves_int8_when_forced(tmp_path: Path) -> None:
     assert CrossScorer.load(folder, backend="openvino").serving_precision[0] == BEST_FLOAT  # never int8 unasked
 
 
-def test_the_setting_forces_each_way(tmp_path: Path) -> None:
+def test_the_setting_forces_each_way(quantized: Path, tmp_path: Path) -> None:
     folder = tmp_path / "v"
-    shutil.copytree(tiny_version._trained(), folder, ignore=shutil.ignore_patterns("openvino"))
+    shutil.copytree(quantized, folder)  # copy2 keeps the weights' mtimes: the int8 graph stays theirs
     decision = SiameseEncoder.read_config(folder)["int8"]["decision"]
     text = ["How do I reverse a list in Python?", "Best way to boil an egg?"]
 

@@ -619,7 +619,8 @@ def models_quantize(ctx: click.Context, version: str, pairs: Path, calibration: 
                                       smooth_quant_alpha=smooth_quant_alpha, dev_name=pairs.name)
         precision, why = svc.serving_precision(version)
     if as_json:
-        click.echo(json.dumps({"version": version, "int8": record, "precision": precision}, indent=2))
+        click.echo(json.dumps({"version": version, "int8": record, "precision": precision, "precision_reason": why},
+                              indent=2))
         return
     fp32, int8 = record["fp32"], record["int8"]
     click.echo(f"{version}: dev AP fp32 {fp32['ap']:.4f} int8 {int8['ap']:.4f}; "

@@ -22,6 +22,7 @@ from dupq.models.encoder import SiameseEncoder
 from dupq.models.quantize import INT8_DIR, cpu_bf16
 
 DEV = str(FIXTURES / "train" / "dev.tsv")
+BOTH_BACKENDS = True  # the CLI tests run on the SQLite home and on PostgreSQL
 BEST_FLOAT = "bf16" if cpu_bf16() else "fp32"
 
 
@@ -125,7 +126,7 @@ def test_quantize_base_then_list_and_eval_at_the_serving_precision(runner, tmp_p
     record = out["int8"]
     assert record["dev"] == {"pairs": 10, "file": "dev.tsv"}
     assert 0 < record["calibration"]["calibration_questions"] <= 40  # the small bank's stored questions
-    assert out["precision"] == ("int8" if record["decision"] == "int8" else BEST_FLOAT)
+    assert out["precision"] == ("int8" if record["decision"] == "int8" else BEST_FLOAT), out["precision_reason"]
 
     listed = json.loads(runner.invoke(main, ["models", "list", "--json"]).output)
     base = next(v for v in listed if v["version"] == "base")

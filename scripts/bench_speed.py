@@ -237,7 +237,9 @@ def row(what: str, dupq: str, baseline: str, ratio: float | None, target: str, *
          "target": target, "verdict": verdict, "baseline_spread": base_spread, "note": note, "command": command}
     ROWS.append(r)
     if JSON_OUT.get("path"):
-        Path(JSON_OUT["path"]).write_text(json.dumps({**JSON_OUT["head"], "rows": ROWS, "complete": False}, indent=2))
+        extra = {k: v for k, v in JSON_OUT.items() if k not in ("path", "head")}  # the int8 sections' raw samples
+        Path(JSON_OUT["path"]).write_text(json.dumps({**JSON_OUT["head"], **extra, "rows": ROWS, "complete": False},
+                                                     indent=2))
     print(f"  -> {what}: {dupq} | {baseline} | {shown} | target {target}: {verdict} {note}", flush=True)
 
 
@@ -659,8 +661,9 @@ def main() -> int:
         note = f" ({r['note']})" if r["note"] else ""
         print(f"| {r['what']} | {r['dupq']}{note} | {r['baseline']} | {r['shown']} | {r['target']} | {r['verdict']} |")
     if args.json:
+        extra = {k: v for k, v in JSON_OUT.items() if k not in ("path", "head")}
         args.json.write_text(json.dumps({"machine": machine(), "load_start": load_start, "load_end": load_end,
-                                         "seconds": round(seconds), "args": sys.argv[1:], "rows": ROWS,
+                                         "seconds": round(seconds), "args": sys.argv[1:], **extra, "rows": ROWS,
                                          "complete": True}, indent=2))
     return 0
 

@@ -459,14 +459,21 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
 @click.option("--rerank", is_flag=True,
               help="Score the PAIRS with the version's re-ranking score (its cross-encoder, fused with the twin's "
                    "score when the version has a fusion) instead of the twin alone (pair metrics).")
+@click.option("--runtime", is_flag=True,
+              help="Score with the serving runtime at the precision it would serve (inference_precision, the "
+                   "version's int8 check, the CPU) instead of the best float precision.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write an HTML report with plots (PR curve, score histograms, training curves, versions).")
 @click.pass_context
 @handle_errors
 def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: str | None, baselines: bool,
-          rerank: bool, as_json: bool, report: Path | None = None) -> None:
-    """Evaluate a model on labelled PAIRS (pair + retrieval metrics) or on a --beir folder (retrieval)."""
+          rerank: bool, as_json: bool, report: Path | None = None, runtime: bool = False) -> None:
+    """Evaluate a model on labelled PAIRS (pair + retrieval metrics) or on a --beir folder (retrieval).
+
+    The encoder runs on the home's backend in the best float precision of the CPU (bf16 where native, else
+    fp32); --runtime scores it at the precision it serves in (int8 where its check passed and the
+    inference_precision setting allows it)."""
     from dupq import evaluation as ev
     from dupq.data import read_pairs
     from dupq.models.cross import CROSS_DIR, CrossScorer, has_cross
@@ -486,10 +493,16 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
             enc = svc.load_version(name)
             folder = svc.version_path(name)
             versions = _version_configs(svc) if report else []
+    enc.set_precision(ctx.obj.inference_precision if runtime else None)
+    precision, why = enc.serving_precision
+    if runtime and not as_json:
+        click.echo(f"model {name}: {why}", err=True)
     if rerank:
         if not has_cross(folder):
             raise click.ClickException(f"model {name!r} has no cross-encoder (train it with the cross-encoder on)")
-        cross = CrossScorer.load(folder / CROSS_DIR, backend=enc.backend)
+        cross = CrossScorer.load(folder / CROSS_DIR, backend=enc.backend,
+                                 precision=ctx.obj.inference_precision if runtime else None)
+        precision, why = cross.serving_precision
         fused = cross.fusion is not None  # the twin's scores are one of the fusion's inputs
         twin = ev.pair_scores(enc.encode, data, energy=enc.energy_name) if fused else [0.0] * len(data)
         scores = cross.rerank([(p.question1, p.question2) for p in data], twin, batch_size=64)
@@ -498,7 +511,8 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
         if baselines:
             results["BM25"] = ev.evaluate_bm25(data)
         if as_json:
-            click.echo(json.dumps({"data": str(pairs), "model": name, "results": results}, indent=2))
+            click.echo(json.dumps({"data": str(pairs), "model": name, "precision": precision, "results": results},
+                                  indent=2))
             return
         click.echo(ev.format_results(results))
         return
@@ -526,7 +540,8 @@ def eval_(ctx: click.Context, pairs: Path | None, beir: Path | None, version: st
                           table=ev.format_results(results), pairs=data if pairs else None, recorder=recorder)
         click.echo(f"report: {report}", err=True)
     if as_json:
-        click.echo(json.dumps({"data": str(pairs or beir), "model": name, "results": results}, indent=2))
+        click.echo(json.dumps({"data": str(pairs or beir), "model": name, "precision": precision,
+                               "precision_reason": why, "results": results}, indent=2))
         return
     click.echo(ev.format_results(results))
 
@@ -554,7 +569,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(versions, indent=2))
         return
     click.echo(f"  {'version':<20} {'parent':<20} {'energy':<9} {'threshold':>9} {'dev AP':>7} {'nDCG@10':>7}  "
-               f"{'policy':<14} created")
+               f"{'policy':<14} {'serves':<6} {'int8 check':<28} created")
     for v in versions:
         dev = v["metrics"].get("dev", {})
         ap = dev.get("pairs", {}).get("ap")
@@ -564,8 +579,60 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"{'*' if v['current'] else ' '} {v['version']:<20} {v['parent'] or '-':<20} {v['energy'] or '-':<9} "
             f"{'-' if threshold is None else f'{threshold:.4f}':>9} {'-' if ap is None else f'{ap:.4f}':>7} "
-            f"{'-' if ndcg is None else f'{ndcg:.4f}':>7}  {policy:<14} {v['created_at']}"
+            f"{'-' if ndcg is None else f'{ndcg:.4f}':>7}  {policy:<14} {v.get('precision') or '-':<6} "
+            f"{_int8_check(v.get('int8')):<28} {v['created_at']}"
         )
+
+
+def _int8_check(record: dict[str, Any] | None) -> str:
+    """The int8 check of ``models list``: the decision and the AP / nDCG@10 change it was made on."""
+    if not record:
+        return "not checked"
+    fp32, int8 = record.get("fp32"), record.get("int8")
+    if not fp32 or not int8:
+        return "too few dev pairs" if "too few" in str(record.get("reason")) else "failed"
+    return (f"{'passed' if record.get('decision') == 'int8' else 'FAILED'} AP {(int8['ap'] - fp32['ap']) * 100:+.2f} "
+            f"nDCG {(int8['ndcg@10'] - fp32['ndcg@10']) * 100:+.2f}")
+
+
+@models.command("quantize")
+@click.argument("version")
+@click.option("--pairs", "pairs", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labelled dev pairs (both labels) the int8 model is checked on against fp32.")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Questions to calibrate on (a question file; default: a sample of the stored questions).")
+@click.option("--subset-size", type=click.IntRange(1, 100_000), default=None,
+              help="Calibration questions used (default 300).")
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=None,
+              help="Largest drop of dev AP and of nDCG@10 int8 may cost (default 0.003 = 0.3 points).")
+@click.option("--smooth-quant-alpha", type=float, default=None,
+              help="SmoothQuant alpha of the MatMuls (default: NNCF's for transformers; negative: off).")
+@click.option("--json", "as_json", is_flag=True, help="Print the record written into dupq.json.")
+@click.pass_context
+@handle_errors
+def models_quantize(ctx: click.Context, version: str, pairs: Path, calibration: Path | None, subset_size: int | None,
+                    tolerance: float | None, smooth_quant_alpha: float | None, as_json: bool) -> None:
+    """Quantise VERSION to static int8 and check it against fp32 on the dev PAIRS; it serves in int8
+    (inference_precision auto) only if its dev AP and nDCG@10 each stay within 0.3 points."""
+    from dupq.data import iter_questions, read_pairs
+
+    dev = read_pairs(pairs).pairs
+    texts = [q.text for q in iter_questions(calibration) if q is not None] if calibration else None
+    with open_service(ctx) as svc:
+        record = svc.quantize_version(version, dev, calibration=texts, tolerance=tolerance, subset_size=subset_size,
+                                      smooth_quant_alpha=smooth_quant_alpha, dev_name=pairs.name)
+        precision, why = svc.serving_precision(version)
+    if as_json:
+        click.echo(json.dumps({"version": version, "int8": record, "precision": precision, "precision_reason": why},
+                              indent=2))
+        return
+    fp32, int8 = record["fp32"], record["int8"]
+    click.echo(f"{version}: dev AP fp32 {fp32['ap']:.4f} int8 {int8['ap']:.4f}; "
+               f"nDCG@10 fp32 {fp32['ndcg@10']:.4f} int8 {int8['ndcg@10']:.4f} ({record['dev']['pairs']} pairs)")
+    click.echo(f"decision: {record['decision']} ({record['reason']})")
+    if record.get("cross"):
+        click.echo(f"re-ranker: {record['cross']['decision']} ({record['cross']['reason']})")
+    click.echo(f"serves in: {precision} ({why}); the index keeps the vectors it has (dupq reindex re-embeds them)")
 
 
 @models.command("promote")

@@ -48,6 +48,17 @@ BACKENDS = ("openvino", "torch")
 DEFAULT_BACKEND = "openvino"
 #: OpenVINO inference precision: "bf16" (mean cosine 0.99999 to fp32) or "f32" (exact, ~1.6x slower).
 OPENVINO_PRECISION = "bf16"
+#: Values of the ``inference_precision`` setting (:func:`dupq.models.quantize.resolve_precision`): ``auto``
+#: serves a version in int8 where its dev check passed, else in the best float precision of the CPU (bf16
+#: where native, else fp32); the others force one (bf16 on a CPU without it runs fp32, and says so).
+INFERENCE_PRECISIONS = ("auto", "int8", "bf16", "fp32")
+#: A version serves in int8 only if its int8 model's dev pair AP and nDCG@10 are each at most this far below
+#: the fp32 model's (0.3 points), measured on the same pairs by the same harness.
+INT8_TOLERANCE = 0.003
+#: Fewest dev pairs the check after training runs on: with fewer, one pair ranked differently moves AP by more
+#: than the bound, so the check could not tell int8 from noise (the version serves in float and dupq.json says
+#: so; ``dupq models quantize VERSION --pairs FILE`` checks it on a larger file). The default dev split is ~300.
+INT8_MIN_DEV_PAIRS = 200
 
 #: Bank size from which a version's index is an HNSW graph (dupq/index/ann.py) instead of exact search.
 #: Exact search reads every vector per query (~linear: about 1 ms per 10k on this CPU), the graph about
@@ -98,6 +109,9 @@ class Settings:
         gate_fraction: Share of the stored pairs' duplicate clusters held out for the gate.
         gate_eval_file: A fixed labelled pair file the gate also evaluates on (optional).
         backend: Encoder backend for serving and import, ``"openvino"`` or ``"torch"``.
+        inference_precision: What the OpenVINO backend computes in (serving, import, reindex, promotion):
+            ``auto`` (default: int8 where the version's int8 check passed, else bf16 where the CPU has it, else
+            fp32), ``int8``, ``bf16`` or ``fp32`` (``DUPQ_INFERENCE_PRECISION``; docs/operations.md).
         ann_min_size: Bank size from which the index is approximate (HNSW) rather than exact.
         rerank: Re-rank searches with the served version's cross-encoder when a request does not say
             (``"rerank"`` in ``POST /api/v1/search``).
@@ -147,6 +161,7 @@ class Settings:
     gate_fraction: float = 0.2
     gate_eval_file: str | None = None
     backend: str = DEFAULT_BACKEND
+    inference_precision: str = "auto"
     ann_min_size: int = ANN_MIN_SIZE
     rate_limit_search: str | None = "50/second"
     rate_limit_write: str | None = "10/second"
@@ -185,6 +200,9 @@ class Settings:
             )
         if self.backend not in BACKENDS:
             raise SettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.inference_precision not in INFERENCE_PRECISIONS:
+            known = ", ".join(INFERENCE_PRECISIONS)
+            raise SettingsError(f"inference_precision must be one of {known}, got {self.inference_precision!r}")
         if self.database_url is not None and self.database_url.split("://", 1)[0] not in ("postgresql", "postgres"):
             raise SettingsError(f"database_url must be a postgresql:// URL, got {self.database_url!r}")
         if self.pg_index not in ("halfvec", "vector"):

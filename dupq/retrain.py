@@ -323,7 +323,8 @@ class JobWorker:
             self.registry.register(new.version, parent=new.parent)
             self.jobs.transition(job_id, "indexing", metrics=metrics)
             index, _ = self.backend.open_index(new.version, candidate.dim, candidate.energy)
-            served = SiameseEncoder.load(new.path, backend=self.settings.backend)  # embedded as it will serve
+            served = SiameseEncoder.load(new.path, backend=self.settings.backend,  # embedded as it will serve
+                                         precision=self.settings.inference_precision)
             should_stop = lambda: stop["flag"] or self.jobs.get(job_id).cancel  # noqa: E731
             # Nodes (PostgreSQL): every node embeds chunks of the bank with it; then only a catch-up is left.
             if not self.backend.fill_shared(new.version, served, index, should_stop=should_stop) and should_stop():
@@ -331,7 +332,8 @@ class JobWorker:
             sync_index(self.store, served, index, batch_size=self.settings.encode_batch_size, label=new.version)
             index.close()
             if has_cross(new.path):  # export the re-ranker as it will serve: no serving process has to
-                CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend).score([("warm", "up")])
+                CrossScorer.load(new.path / CROSS_DIR, backend=self.settings.backend,
+                                 precision=self.settings.inference_precision).score([("warm", "up")])
             self.registry.publish(new.version)  # the exports made here: nodes fetch them, never redo them
             self.jobs.transition(job_id, "ready")  # shared: every node starts loading the version now
             return 0

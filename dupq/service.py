@@ -700,6 +700,43 @@ class DupQ:
         """The folder of ``version`` (its dupq.json, weights, cross-encoder)."""
         return self.registry.path(version)
 
+    def quantize_version(self, version: str, dev_pairs: Any, *, calibration: Any = None,
+                         tolerance: float | None = None, subset_size: int | None = None,
+                         smooth_quant_alpha: float | None = None, dev_name: str | None = None) -> dict[str, Any]:
+        """``dupq models quantize``: make ``version``'s int8 export, check it against fp32 on ``dev_pairs`` and
+        record the decision (:func:`dupq.training.quantize.quantize_version`); returns the record.
+
+        ``calibration``: questions to calibrate on (default: a seeded sample of the stored questions). The
+        served version keeps its runtime until the next start or promotion; its index was embedded in the old
+        precision (``dupq reindex`` re-embeds it in the new one).
+        """
+        from dupq.config import INT8_TOLERANCE
+        from dupq.models.quantize import CALIBRATION_SIZE
+        from dupq.training.quantize import calibration_sample, quantize_version
+
+        self._check_writable()
+        if not self.registry.exists(version):
+            raise NotFoundError(f"unknown model version {version!r}")
+        n = subset_size or CALIBRATION_SIZE
+        if calibration is None:
+            calibration = calibration_sample([t for batch in self.store.iter_texts() for _, t in batch], n)
+        if tolerance is not None and tolerance < 0:
+            raise ValidationError(f"tolerance must be >= 0, got {tolerance}")
+        try:
+            record = quantize_version(self.registry.path(version), dev_pairs, calibration,
+                                      tolerance=INT8_TOLERANCE if tolerance is None else tolerance, subset_size=n,
+                                      smooth_quant_alpha=smooth_quant_alpha,
+                                      shared_export_cache=self.settings.export_cache, dev_name=dev_name)
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+        self.registry.update_config(version)
+        return record
+
+    def serving_precision(self, version: str) -> tuple[str, str]:
+        """What ``version`` serves in here (this home's backend and ``inference_precision``, its int8 check, the
+        CPU) and why: ``("int8" | "bf16" | "fp32", reason)``."""
+        return self.load_version(version).serving_precision
+
     def start_training(self, options: dict[str, Any] | None = None) -> Job:
         """Queue a retrain on the stored pairs in a worker process; returns the job (one at a time).
 
@@ -734,7 +771,28 @@ class DupQ:
         return self.store.pair_counts()
 
     def versions(self) -> list[dict[str, Any]]:
-        return self.registry.list()
+        """Every version's record, with ``precision`` / ``precision_reason``: what it serves in here."""
+        from dupq.models.quantize import cpu_bf16, resolve_precision
+
+        out = self.registry.list()
+        for v in out:
+            local = self.settings.models_dir / v["version"]
+            try:
+                if (local / "dupq.json").is_file():  # never fetched for a listing (PostgreSQL: from the database)
+                    v["precision"], v["precision_reason"] = self._encoder_at(local).serving_precision
+                elif self.settings.backend != "openvino":
+                    v["precision"], v["precision_reason"] = "fp32", "torch backend: fp32"
+                else:  # not on this node yet: its int8 export comes with its files
+                    v["precision"], v["precision_reason"] = resolve_precision(
+                        self.settings.inference_precision, v.get("int8"),
+                        int8_ready=(v.get("int8") or {}).get("calibration") is not None, cpu_bf16=cpu_bf16())
+            except (FileNotFoundError, OSError, ValueError):
+                v["precision"], v["precision_reason"] = None, "version files unreadable"
+        return out
+
+    def _encoder_at(self, folder: Path) -> SiameseEncoder:
+        return SiameseEncoder.load(folder, backend=self.settings.backend, precision=self.settings.inference_precision,
+                                   shared_export_cache=self.settings.export_cache)
 
     def version_config(self, version: str) -> dict[str, Any]:
         """The dupq.json of ``version`` (training config, metrics, histories); ``FileNotFoundError`` if gone."""

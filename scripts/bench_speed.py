@@ -31,6 +31,24 @@ Rows (targets of issue 11 in brackets):
 5. ``dupq import`` of ``--import-n`` new questions (whole command, a copy of the warm home) vs plain
    ``SentenceTransformer.encode(batch_size=32)`` of the same questions in the baseline worker [>= 4x].
 
+Opt-in sections of issue 28 (int8 inference), ``--sections precision,scale``::
+
+    flock /work/heavy.lock python scripts/bench_speed.py ../shared/data --sections precision,scale
+
+6. ``precision``: the packaged model quantised by ``dupq models quantize base --pairs DEV`` (calibrated on the
+   home's stored questions), then one worker process per precision (fp32, bf16 where the CPU has it, int8:
+   ``SiameseEncoder.load(..., precision=P)``, as a server loads it): bulk questions/s (``encode`` of
+   ``--bulk-n`` questions at batch 32, rounds interleaved across the workers, the order alternating) and
+   one-question p50 (interleaved likewise), then the quality of each on all dev pairs and on the AskUbuntu
+   held-out clusters (``split_by_cluster``, 20%, seed 0: the clusters bench_learning_curve.py and the
+   quality benchmark hold out) with ``evaluate_encoder``: pair AP and nDCG@10. Target: int8 bulk >= 1.8x
+   today's (the best float precision of the CPU), AP and nDCG@10 within 0.3 points of fp32, one-question p50
+   not slower.
+7. ``scale``: ``dupq import`` of ``--scale-n`` new questions into a copy of the home, and ``dupq models
+   promote`` of a second version (a copy of the packaged weights, quantised and checked like base) over the
+   bank that import made: whole-command times, today (``DUPQ_INFERENCE_PRECISION`` = the best float
+   precision) vs int8, one run each in the same run, alternating.
+
 Questions: real Quora questions from the data folder given as the first argument (dev pairs for searches and
 encodes, train pairs for the import); nothing from it is written into the project.
 """
@@ -103,7 +121,41 @@ def worker_dupq(home: str, threads: int) -> None:
     _serve_worker(one, None)
 
 
-def _serve_worker(one: Any, bulk: Any) -> None:
+def worker_precision(home: str, version: str, precision: str) -> None:
+    """dupq's encoder of ``version`` at one inference precision, as a server loads it, alone in its process;
+    also scores pair files (``quality``) with the same encoder."""
+    from dupq.models.encoder import SiameseEncoder
+
+    enc = SiameseEncoder.load(Path(home) / "models" / version, backend="openvino", precision=precision)
+    got, why = enc.serving_precision
+    if got != precision:
+        raise SystemExit(f"asked {precision}, serving {got}: {why}")
+    enc.warm_up(full=True)
+    enc.encode(["warm up the bulk model", "with two questions"])
+    enc.runtime.microbatch = False
+
+    def one(text: str) -> tuple[float, list[float]]:
+        t0 = time.perf_counter()
+        v = enc.encode([text])
+        return time.perf_counter() - t0, v[0].tolist()
+
+    def bulk(path: str) -> float:
+        texts = Path(path).read_text().splitlines()
+        t0 = time.perf_counter()
+        enc.encode(texts, batch_size=32)
+        return time.perf_counter() - t0
+
+    def quality(path: str) -> dict[str, float]:
+        from dupq.data import read_pairs
+        from dupq.evaluation import evaluate_encoder
+
+        r = evaluate_encoder(enc.encode, read_pairs(path).pairs, energy=enc.energy, threshold=enc.threshold)
+        return {"ap": r["pairs"]["ap"], "ndcg@10": r["retrieval"]["ndcg@10"]}
+
+    _serve_worker(one, bulk, quality)
+
+
+def _serve_worker(one: Any, bulk: Any, quality: Any = None) -> None:
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         msg = json.loads(line)
@@ -112,6 +164,8 @@ def _serve_worker(one: Any, bulk: Any) -> None:
             print(json.dumps({"seconds": seconds, "vec": vec if msg.get("vec") else None}), flush=True)
         elif "bulk" in msg:
             print(json.dumps({"seconds": bulk(msg["bulk"])}), flush=True)
+        elif "quality" in msg:
+            print(json.dumps(quality(msg["quality"])), flush=True)
         else:
             break
 
@@ -183,7 +237,9 @@ def row(what: str, dupq: str, baseline: str, ratio: float | None, target: str, *
          "target": target, "verdict": verdict, "baseline_spread": base_spread, "note": note, "command": command}
     ROWS.append(r)
     if JSON_OUT.get("path"):
-        Path(JSON_OUT["path"]).write_text(json.dumps({**JSON_OUT["head"], "rows": ROWS, "complete": False}, indent=2))
+        extra = {k: v for k, v in JSON_OUT.items() if k not in ("path", "head")}  # the int8 sections' raw samples
+        Path(JSON_OUT["path"]).write_text(json.dumps({**JSON_OUT["head"], **extra, "rows": ROWS, "complete": False},
+                                                     indent=2))
     print(f"  -> {what}: {dupq} | {baseline} | {shown} | target {target}: {verdict} {note}", flush=True)
 
 
@@ -369,6 +425,147 @@ def section_import(args: argparse.Namespace, home: Path, torch_w: Worker, data: 
         command="dupq import FILE --no-progress")
 
 
+def _flags() -> str:
+    from dupq.models.quantize import cpu_flags
+
+    return " ".join(cpu_flags())
+
+
+def _floats() -> list[str]:
+    from dupq.models.quantize import float_precision
+
+    return ["fp32"] + (["bf16"] if float_precision() == "bf16" else [])
+
+
+def _quantize(home: Path, version: str, dev: Path, subset: int) -> dict[str, Any]:
+    out = subprocess.run(dupq_cmd(home, "models", "quantize", version, "--pairs", str(dev), "--json",
+                                  "--subset-size", str(subset)), env=_env(), cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"dupq models quantize {version} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def _dev(args: argparse.Namespace, data: Path, work: Path) -> Path:
+    """The dev pair file: all of it, or its first ``--dev-n`` pairs (a copy under the work folder)."""
+    dev = data / "dev" / "qqp_pairs_dev.tsv"
+    if not args.dev_n:
+        return dev
+    lines = dev.read_text().splitlines()
+    short = work / "dev_head.tsv"
+    short.write_text("\n".join(lines[: args.dev_n + 1]) + "\n")
+    return short
+
+
+def section_precision(args: argparse.Namespace, home: Path, data: Path, work: Path, questions: list[str]) -> None:
+    from dupq.data import read_pairs, split_by_cluster
+
+    dev = _dev(args, data, work)
+    t0 = time.perf_counter()
+    q = _quantize(home, "base", dev, args.subset_size)
+    print(f"  quantised base in {time.perf_counter() - t0:.0f} s: {q['int8']['decision']} ({q['int8']['reason']})",
+          flush=True)
+    held = work / "askubuntu_heldout.tsv"  # written under the work folder, removed with it
+    au = read_pairs(data / "train" / "askubuntu_pairs_train.tsv").pairs
+    with open(held, "w") as f:
+        f.write("question1\tquestion2\tlabel\n")
+        for p in list(split_by_cluster(au, dev_fraction=0.2, seed=0).dev)[: args.dev_n or None]:
+            f.write(f"{p.question1}\t{p.question2}\t{p.label}\n")
+    bulk_file = work / "bulk.txt"
+    train = read_questions(data / "train" / "qqp_pairs_train.tsv")
+    bulk_file.write_text("\n".join(train[: args.bulk_n]) + "\n")
+    names = [*_floats(), "int8"]
+    workers = {n: Worker("precision", str(home), "base", n) for n in names}
+    try:
+        bulk: dict[str, list[float]] = {n: [] for n in names}
+        for rnd in range(args.rounds):
+            for n in (names if rnd % 2 == 0 else names[::-1]):
+                bulk[n].append(args.bulk_n / workers[n].ask(bulk=str(bulk_file))["seconds"])
+        one: dict[str, list[float]] = {n: [] for n in names}
+        for i, text in enumerate(questions):
+            for n in (names if i % 2 == 0 else names[::-1]):
+                one[n].append(workers[n].ask(one=text)["seconds"])
+        quality = {n: {"dev": workers[n].ask(quality=str(dev)), "askubuntu": workers[n].ask(quality=str(held))}
+                   for n in names}
+    finally:
+        for w in workers.values():
+            w.close()
+    today = _floats()[-1]
+    JSON_OUT.setdefault("precision", {}).update(bulk=bulk, one=one, quality=quality, check=q["int8"],
+                                                flags=_flags(), today=today)
+    for n in names:
+        qd, qa = quality[n]["dev"], quality[n]["askubuntu"]
+        row(f"{n}: bulk encode of {args.bulk_n} questions at batch 32 ({args.rounds} rounds), one question p50 "
+            f"({len(questions)} questions)",
+            f"{statistics.median(bulk[n]):.0f} q/s (rounds {', '.join(f'{x:.0f}' for x in bulk[n])}); one question "
+            f"p50 {p50(one[n]) * 1e3:.2f} ms",
+            f"{today}: {statistics.median(bulk[today]):.0f} q/s, p50 {p50(one[today]) * 1e3:.2f} ms",
+            statistics.median(bulk[n]) / statistics.median(bulk[today]), ">= 1.8x (int8)" if n == "int8" else "-",
+            base_spread=None, max_spread=args.max_spread,
+            met=(statistics.median(bulk[n]) >= 1.8 * statistics.median(bulk[today])) if n == "int8" else None,
+            note=f"dev AP {qd['ap']:.4f} nDCG@10 {qd['ndcg@10']:.4f}; AskUbuntu held-out AP {qa['ap']:.4f} "
+                 f"nDCG@10 {qa['ndcg@10']:.4f}; CPU flags {_flags()}")
+    f32d, i8d = quality["fp32"]["dev"], quality["int8"]["dev"]
+    ok = i8d["ap"] >= f32d["ap"] - 0.003 and i8d["ndcg@10"] >= f32d["ndcg@10"] - 0.003
+    row("int8 vs fp32 quality on dev", f"AP {(i8d['ap'] - f32d['ap']) * 100:+.2f}, nDCG@10 "
+        f"{(i8d['ndcg@10'] - f32d['ndcg@10']) * 100:+.2f} points", "fp32", None, "within 0.3 points",
+        base_spread=None, max_spread=args.max_spread, met=ok)
+    row("int8 one-question p50 vs today's", f"{p50(one['int8']) * 1e3:.2f} ms",
+        f"{today} {p50(one[today]) * 1e3:.2f} ms",
+        p50(one["int8"]) / p50(one[today]), "<= 1.0x", base_spread=spread(one[today]), max_spread=args.max_spread,
+        met=p50(one["int8"]) <= p50(one[today]))
+
+
+def section_scale(args: argparse.Namespace, home: Path, data: Path, work: Path, stored: set[str]) -> None:
+    """Whole ``dupq import`` of --scale-n questions and ``dupq models promote`` over that bank, today vs int8."""
+    import shutil as sh
+
+    from dupq.models.encoder import packaged_model_path
+    from dupq.service import DupQ
+
+    dev = _dev(args, data, work)
+    if not (home / "models" / "base" / "openvino-int8").is_dir():
+        _quantize(home, "base", dev, args.subset_size)
+    version = "v20990101-000000"  # a second version: the packaged weights copied, quantised and checked as base
+    folder = home / "models" / version
+    with DupQ.open(home, seed_bank=None) as svc:  # opened first: opening removes unregistered version folders
+        sh.copytree(packaged_model_path(), folder, ignore=sh.ignore_patterns("__pycache__", "*.py"))
+        (folder / "dupq.json").write_text(json.dumps(
+            {**json.loads((home / "models" / "base" / "dupq.json").read_text()), "weights": ".", "int8": None}))
+        svc.registry.register(version, parent="base")
+    t0 = time.perf_counter()
+    q = _quantize(home, version, dev, args.subset_size)
+    print(f"  quantised {version} in {time.perf_counter() - t0:.0f} s: {q['int8']['decision']}", flush=True)
+    texts = [t for t in read_questions(data / "train" / "qqp_pairs_train.tsv") if t not in stored][: args.scale_n]
+    f = work / "scale.txt"
+    f.write_text("\n".join(texts) + "\n")
+    today = _floats()[-1]
+    times: dict[str, dict[str, float]] = {}
+    homes = {}
+    for p in [today, "int8"] if args.scale_first != "int8" else ["int8", today]:
+        target = work / f"scale-{p}"
+        sh.copytree(home, target)
+        t0 = time.perf_counter()
+        subprocess.run(dupq_cmd(target, "import", str(f), "--no-progress"), env=_env(DUPQ_INFERENCE_PRECISION=p),
+                       cwd=ROOT, check=True, capture_output=True, text=True)
+        times.setdefault(p, {})["import"] = time.perf_counter() - t0
+        homes[p] = target
+        print(f"  import of {len(texts)} at {p}: {times[p]['import']:.1f} s", flush=True)
+    for p in ([today, "int8"] if args.scale_first == "int8" else ["int8", today]):  # the other order
+        t0 = time.perf_counter()
+        subprocess.run(dupq_cmd(homes[p], "models", "promote", version, "--no-progress"),
+                       env=_env(DUPQ_INFERENCE_PRECISION=p), cwd=ROOT, check=True, capture_output=True, text=True)
+        times[p]["promote"] = time.perf_counter() - t0
+        print(f"  promote over {len(texts) + len(stored)} at {p}: {times[p]['promote']:.1f} s", flush=True)
+        sh.rmtree(homes[p], ignore_errors=True)
+    JSON_OUT.setdefault("scale", {}).update(times=times, n=len(texts), bank=len(texts) + len(stored), today=today)
+    for what in ("import", "promote"):
+        desc = (f"dupq import of {len(texts)} new questions" if what == "import"
+                else f"dupq models promote {version} over a {len(texts) + len(stored)}-question bank")
+        row(f"{desc}, whole command", f"int8 {times['int8'][what]:.1f} s", f"{today} {times[today][what]:.1f} s",
+            times[today][what] / times["int8"][what], "- (speed-up)", base_spread=None, max_spread=args.max_spread,
+            met=None, command=f"DUPQ_INFERENCE_PRECISION=int8|{today} dupq {what} ...")
+
+
 # -- main --------------------------------------------------------------------------------------------------
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -393,16 +590,28 @@ def main() -> int:
     ap.add_argument("--commands", type=int, default=5, help="Runs of each whole-command measurement.")
     ap.add_argument("--max-spread", type=float, default=0.25,
                     help="Largest baseline spread (block medians) that still gives a ratio.")
-    ap.add_argument("--sections", default="encode,http,commands,import")
+    ap.add_argument("--sections", default="encode,http,commands,import",
+                    help="Comma-separated: encode, http, commands, import, and the opt-in precision, scale.")
+    ap.add_argument("--bulk-n", type=int, default=4096, help="Questions per bulk round (precision section).")
+    ap.add_argument("--scale-n", type=int, default=100_000, help="Questions imported (scale section).")
+    ap.add_argument("--subset-size", type=int, default=300, help="Calibration questions of the int8 check.")
+    ap.add_argument("--dev-n", type=int, default=0,
+                    help="Dev (and AskUbuntu held-out) pairs used for the checks and quality (0: all).")
+    ap.add_argument("--scale-first", choices=["today", "int8"], default="today",
+                    help="Which precision imports first (promotion runs in the other order).")
     ap.add_argument("--quick", action="store_true", help="Small sizes, to check the script itself.")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        worker_torch() if kind == "torch" else worker_dupq(rest[0], int(rest[1]))
+        if kind == "precision":
+            worker_precision(*rest)
+        else:
+            worker_torch() if kind == "torch" else worker_dupq(rest[0], int(rest[1]))
         return 0
     if args.quick:
         args.requests, args.import_n, args.rounds, args.commands = 40, 1000, 2, 2
+        args.bulk_n, args.scale_n, args.dev_n = 512, 2000, 400
     dev = args.data / "dev" / "qqp_pairs_dev.tsv"
     if not dev.is_file():
         print(f"no data at {args.data} (give the data folder as the first argument)", file=sys.stderr)
@@ -412,7 +621,7 @@ def main() -> int:
     if args.json:
         JSON_OUT.update(path=str(args.json), head={"machine": machine(), "load_start": load_start,
                                                    "args": sys.argv[1:]})
-    print(f"machine: {machine()}; load average at start {load_start}", flush=True)
+    print(f"machine: {machine()}; CPU flags {_flags()}; load average at start {load_start}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="dupq-bench-speed-"))
     try:
         home = work / "home"
@@ -424,7 +633,12 @@ def main() -> int:
 
         stored = {r["text"] for r in load_default_bank()}
         questions = [q for q in read_questions(dev) if q not in stored][: args.requests]
-        torch_w = Worker("torch")
+        precision_only = not set(sections) & {"encode", "http", "commands", "import"}
+        torch_w = None if precision_only else Worker("torch")
+        if "precision" in sections:
+            section_precision(args, home, args.data, work, questions)
+        if "scale" in sections:
+            section_scale(args, home, args.data, work, stored)
         try:
             if "encode" in sections:
                 section_encode(args, home, torch_w, questions)
@@ -435,7 +649,8 @@ def main() -> int:
             if "import" in sections:
                 section_import(args, home, torch_w, args.data, work, stored)
         finally:
-            torch_w.close()
+            if torch_w is not None:
+                torch_w.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_end, seconds = load(), time.time() - t_start
@@ -446,8 +661,9 @@ def main() -> int:
         note = f" ({r['note']})" if r["note"] else ""
         print(f"| {r['what']} | {r['dupq']}{note} | {r['baseline']} | {r['shown']} | {r['target']} | {r['verdict']} |")
     if args.json:
+        extra = {k: v for k, v in JSON_OUT.items() if k not in ("path", "head")}
         args.json.write_text(json.dumps({"machine": machine(), "load_start": load_start, "load_end": load_end,
-                                         "seconds": round(seconds), "args": sys.argv[1:], "rows": ROWS,
+                                         "seconds": round(seconds), "args": sys.argv[1:], **extra, "rows": ROWS,
                                          "complete": True}, indent=2))
     return 0
 

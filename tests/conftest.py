@@ -148,7 +148,7 @@ def runner(home: Path, db_url):
 #: Test modules whose tests fine-tune a real model (train() or the tiny trained version): `make test-fast`
 #: deselects them with the system tests. A module that starts training must be listed (or mark its tests).
 TRAINING_MODULES = {"test_budget", "test_cli_train", "test_recipe", "test_training", "test_plots", "test_no_torch",
-                    "test_feedback", "test_selection", "test_selection_cli"}
+                    "test_feedback", "test_selection", "test_selection_cli", "test_int8"}
 
 
 def pytest_collection_modifyitems(config, items):

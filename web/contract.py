@@ -267,6 +267,9 @@ class ModelVersion(Response):
     threshold: float | None
     metrics: dict[str, Any]
     data: dict[str, Any]
+    int8: dict[str, Any] | None = Field(
+        default=None, description="the version's int8 check (decision, reason, fp32 and int8 dev metrics); null: "
+                                  "never checked (docs/operations.md, int8 inference)")
 
 
 class Models(Response):

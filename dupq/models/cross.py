@@ -68,6 +68,8 @@ class CrossScorer:
             :class:`dupq.models.fusion.ScoreFusion` that :meth:`rerank` uses).
         backend: ``"openvino"`` (the export, bf16) or ``"torch"`` (fp32, the reference).
         source: Folder the weights came from (the export is keyed on its files).
+        precision: The ``inference_precision`` setting (:func:`dupq.models.quantize.resolve_precision`; its int8
+            check is cross.json's ``"int8"``, its int8 graph ``<source>/openvino-int8``); None: best float.
     """
 
     def __init__(
@@ -78,7 +80,9 @@ class CrossScorer:
         metadata: dict[str, Any] | None = None,
         backend: str = "torch",
         source: str | Path | None = None,
+        precision: str | None = None,
     ) -> None:
+        self.precision = precision
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self._model = model
@@ -93,11 +97,28 @@ class CrossScorer:
         self._model_lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: str | Path, *, backend: str = DEFAULT_BACKEND) -> CrossScorer:
+    def load(cls, folder: str | Path, *, backend: str = DEFAULT_BACKEND, precision: str | None = None) -> CrossScorer:
         """Open ``models/<version>/cross`` (cross.json now; the weights on first need, see :attr:`model`)."""
         folder = Path(folder)
         meta = json.loads((folder / CROSS_META).read_text())
-        return cls(None, threshold=meta.pop("threshold", None), metadata=meta, backend=backend, source=folder)
+        return cls(None, threshold=meta.pop("threshold", None), metadata=meta, backend=backend, source=folder,
+                   precision=precision)
+
+    @property
+    def serving_precision(self) -> tuple[str, str]:
+        """What :meth:`logits` computes in and why (as :attr:`SiameseEncoder.serving_precision`)."""
+        if self.backend != "openvino" or self.source is None:
+            return "fp32", "torch backend: fp32"
+        from dupq.models.quantize import INT8_DIR, cpu_bf16, float_precision, int8_ready, resolve_precision
+
+        if self.precision is None:
+            best = float_precision()
+            return best, f"{best}: the best float precision of this CPU"
+        from dupq.models.runtime import KEY_PRECISION, weights_key
+
+        key = weights_key(self.source, precision=KEY_PRECISION, kind="pair-logit")
+        ready = int8_ready(self.source, key) and (self.source / INT8_DIR).is_dir()
+        return resolve_precision(self.precision, self.metadata.get("int8"), int8_ready=ready, cpu_bf16=cpu_bf16())
 
     @property
     def model(self) -> Any:
@@ -119,15 +140,24 @@ class CrossScorer:
             with self._lock:
                 if self._runtime is None:
                     try:
+                        from dupq.models.quantize import INT8_DIR, float_precision
                         from dupq.models.runtime import OpenVINOPairScorer
 
-                        self._runtime = OpenVINOPairScorer.load_or_export(
-                            self._model,
-                            self.source,
-                            self.source / "openvino",
-                            precision=OPENVINO_PRECISION,
-                            loader=lambda: self.model,
-                        )
+                        precision, why = self.serving_precision
+                        if "asked" in why:
+                            log.warning("cross-encoder inference precision: %s", why)
+                        hint = {"bf16": OPENVINO_PRECISION, "fp32": "f32"}
+                        if precision == "int8":
+                            self._runtime = OpenVINOPairScorer.load_int8(self.source / INT8_DIR,
+                                                                         precision=hint[float_precision()])
+                        else:
+                            self._runtime = OpenVINOPairScorer.load_or_export(
+                                self._model,
+                                self.source,
+                                self.source / "openvino",
+                                precision=hint[precision],
+                                loader=lambda: self.model,
+                            )
                     except Exception:  # noqa: BLE001 - a broken export must not stop re-ranking
                         log.exception("OpenVINO cross-encoder unavailable; scoring with torch")
                         self._runtime = False

@@ -102,6 +102,9 @@ class SiameseEncoder:
         export_dir: Where the OpenVINO export is cached (``models/<version>/openvino``); None: in memory.
         shared_export_cache: A folder of exports shared by every home (None: no sharing); only the packaged
             base model, the same in every home, is exported there.
+        precision: The ``inference_precision`` setting the OpenVINO backend resolves
+            (:func:`dupq.models.quantize.resolve_precision`: ``auto``, ``int8``, ``bf16``, ``fp32``); None: the
+            best float precision of the CPU, never int8 (training, the gate, a plain ``dupq eval``).
 
     Example:
         >>> enc = SiameseEncoder.from_pretrained(energy=Energy.COSINE)       # doctest: +SKIP
@@ -122,8 +125,10 @@ class SiameseEncoder:
         shared_export_cache: str | Path | None = None,
         cached: bool = True,
         dim: int | None = None,
+        precision: str | None = None,
     ) -> None:
         self._model = model
+        self.precision = precision
         self._cached = cached  # how a lazily loaded model is loaded (shared per path, or a private copy)
         self._dim = dim  # dupq.json's dim, so that an encoder serving from OpenVINO need not load the model
         self.energy = Energy.from_name(energy)
@@ -211,6 +216,34 @@ class SiameseEncoder:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
 
+    def set_precision(self, precision: str | None) -> None:
+        """Set the ``inference_precision`` the OpenVINO runtime resolves (see ``precision`` above); a runtime
+        already made for another one is dropped, and the next encode makes the new one."""
+        if precision != self.precision:
+            with self._runtime_lock:
+                self.precision = precision
+                self._runtime = None
+
+    @property
+    def serving_precision(self) -> tuple[str, str]:
+        """What :meth:`encode` computes in and why: ``("int8" | "bf16" | "fp32", reason)``; torch is fp32.
+
+        From the ``precision`` setting, the version's int8 check (dupq.json's ``"int8"``), whether its int8
+        export (``<version>/openvino-int8``) is present and made from these weights, and the CPU.
+        """
+        if self.backend != "openvino" or self.source is None:
+            return "fp32", "torch backend: fp32"
+        from dupq.models.quantize import cpu_bf16, float_precision, int8_ready, resolve_precision
+
+        if self.precision is None:
+            best = float_precision()
+            return best, f"{best}: the best float precision of this CPU"
+        from dupq.models.runtime import KEY_PRECISION, weights_key
+
+        ready = self.export_dir is not None and int8_ready(
+            self.export_dir.parent, weights_key(self.source, precision=KEY_PRECISION))
+        return resolve_precision(self.precision, self.metadata.get("int8"), int8_ready=ready, cpu_bf16=cpu_bf16())
+
     @property
     def runtime(self) -> Any:
         """The OpenVINO runtime :meth:`encode` uses, or None when it runs torch.
@@ -227,19 +260,29 @@ class SiameseEncoder:
             with self._runtime_lock:
                 if self._runtime is None:
                     try:
+                        from dupq.models.quantize import INT8_DIR, float_precision
                         from dupq.models.runtime import OpenVINORuntime
 
+                        precision, why = self.serving_precision
+                        if "asked" in why:  # a forced precision this CPU or version cannot run
+                            log.warning("inference precision: %s", why)
+                        hint = {"bf16": OPENVINO_PRECISION, "fp32": "f32"}
                         # Only the packaged weights are the same in every home, so only they are shared.
                         shared = self.shared_export_cache if _is_packaged(self.source) else None
                         had_model = self._model is not None
-                        self._runtime = OpenVINORuntime.load_or_export(
-                            self._model,
-                            self.source,
-                            self.export_dir,
-                            precision=OPENVINO_PRECISION,
-                            shared_cache=shared,
-                            loader=lambda: self.model,
-                        )
+                        if precision == "int8":
+                            assert self.export_dir is not None  # int8 is resolved only with its export on disk
+                            self._runtime = OpenVINORuntime.load_int8(
+                                self.export_dir.parent / INT8_DIR, precision=hint[float_precision()])
+                        else:
+                            self._runtime = OpenVINORuntime.load_or_export(
+                                self._model,
+                                self.source,
+                                self.export_dir,
+                                precision=hint[precision],
+                                shared_cache=shared,
+                                loader=lambda: self.model,
+                            )
                         if not had_model:
                             # Loaded only to export: let it go, or every search would walk its parameters
                             # (the staleness check above, ~1 ms) and the process would keep ~90 MB of weights.
@@ -340,6 +383,7 @@ class SiameseEncoder:
         cached: bool = True,
         backend: str = DEFAULT_BACKEND,
         shared_export_cache: str | Path | None = None,
+        precision: str | None = None,
     ) -> SiameseEncoder:
         """Load a version saved with :meth:`save`.
 
@@ -349,6 +393,7 @@ class SiameseEncoder:
             backend: How :meth:`encode` runs (default :data:`dupq.config.DEFAULT_BACKEND`, OpenVINO); its
                 export is cached in ``<path>/openvino/``.
             shared_export_cache: Folder of exports shared by every home, for the packaged weights (None: off).
+            precision: The ``inference_precision`` setting (None: the best float precision, never int8).
         """
         meta = cls.read_config(path)
         weights = meta.pop("weights", ".")
@@ -366,6 +411,7 @@ class SiameseEncoder:
             shared_export_cache=shared_export_cache,
             cached=cached,
             dim=dim,
+            precision=precision,
         )
 
 

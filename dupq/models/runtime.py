@@ -4,10 +4,10 @@ Why OpenVINO in bf16 (measured on this 2-core AVX-512 VNNI / AVX512-BF16 CPU, ra
 docs/benchmarks.md): against plain ``SentenceTransformer.encode`` in fp32 at batch 32, OpenVINO runs the same
 graph 3-4x faster in fp32 and 3.5-6.6x faster with bf16 inference precision (the ratio grows with the
 machine's load), at a mean cosine of 0.99999 to the fp32 embeddings and the same dev pair AP. Inference is
-98% of a bulk encode (tokenising 4,096 questions: 1.9%), so precision is the lever. An NNCF int8 model
-was only 1.0-1.3x faster than bf16, moved embeddings visibly (min cosine 0.964, top-10 overlap 0.937) and
-needs one more dependency, so it is not offered. ONNX Runtime would pull ``optimum`` (which downgrades
-transformers), and torch's own bf16 / dynamic int8 were slower or lossier (see the issue's table).
+98% of a bulk encode (tokenising 4,096 questions: 1.9%), so precision is the lever. A static int8 graph (NNCF,
+:mod:`dupq.models.quantize`) is served only for a version whose own dev check passed, and only where the
+``inference_precision`` setting allows it (docs/benchmarks.md, int8 inference). ONNX Runtime would pull
+``optimum`` (which downgrades transformers), and torch's own bf16 / dynamic int8 were slower or lossier.
 
 What is exported: the whole SentenceTransformer pipeline after tokenisation (transformer, pooling, any
 Dense/Normalize modules) as one graph with dynamic batch and sequence axes, traced by
@@ -65,8 +65,14 @@ XML, BIN, EXPORT_META, TOKENIZER = "model.xml", "model.bin", "export.json", "tok
 #: Largest batch run through OpenVINO at once: past 32 the attention buffers outgrow the caches and
 #: throughput drops (measured: b32 1.0, b64 0.8, b128 0.6-0.9 of b32 throughput on this CPU).
 MAX_BATCH = 32
-#: Source files that never influence the exported graph (docs, our own metadata, other exports).
-_IGNORED = {"README.md", ".gitattributes", "dupq.json"}
+#: Source files that never influence the exported graph (docs, our own metadata: a version's dupq.json and its
+#: cross-encoder's cross.json, where the int8 check is recorded after the export).
+_IGNORED = {"README.md", ".gitattributes", "dupq.json", "cross.json"}
+#: Folders of a version that are not its weights: the float and int8 exports, checkpoints, the cross-encoder.
+_NOT_WEIGHTS = ("openvino", "openvino-int8", "checkpoints", "cross")
+#: The precision an export's key is computed with, whatever precision it is compiled in: the IR on disk is fp32
+#: either way, so f32 and bf16 share one export (the value the key always had: existing caches stay valid).
+KEY_PRECISION = "bf16"
 
 
 def weights_key(source: str | Path, *, precision: str, kind: str = "embedding") -> str:
@@ -83,8 +89,8 @@ def weights_key(source: str | Path, *, precision: str, kind: str = "embedding") 
         h.update(f"|{kind}".encode())
     for f in sorted(source.rglob("*")):
         rel = f.relative_to(source)
-        # cross/ is a version's cross-encoder (keyed on its own), openvino/ an export of these files.
-        if not f.is_file() or rel.parts[0] in ("openvino", "checkpoints", "cross") or rel.name in _IGNORED:
+        # cross/ is a version's cross-encoder (keyed on its own), openvino*/ exports of these files.
+        if not f.is_file() or rel.parts[0] in _NOT_WEIGHTS or rel.name in _IGNORED:
             continue
         st = f.stat()
         h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -341,6 +347,26 @@ class _Compiled:
         return slot
 
 
+def _int8_compiled(folder: str | Path, precision: str, threads: int | None) -> tuple[_Compiled, str]:
+    """The int8 export in ``folder`` read and wrapped for compiling (shared per key, precision and threads)."""
+    import openvino as ov
+
+    folder = Path(folder)
+    threads = threads or cpu_threads()
+    # The float key it was made from plus its own file's mtime: quantised again, it is compiled again.
+    key = f"int8:{cached_key(folder)}:{(folder / BIN).stat().st_mtime_ns}"
+    with _LOCK:
+        memo = _COMPILED.get((key, precision, threads))
+        if memo is None:
+            from tokenizers import Tokenizer
+
+            core = ov.Core()
+            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
+            memo = _COMPILED[(key, precision, threads)] = _Compiled(
+                core, core.read_model(str(folder / XML)), precision, threads, tokenizer)
+        return memo, key
+
+
 def bucket_for(n: int) -> int | None:
     """The padded length of a question of ``n`` tokens: the first bucket that holds it, else None (dynamic).
 
@@ -403,7 +429,7 @@ class OpenVINORuntime:
 
         get_st = _once(loader if st is None else (lambda: st))
         threads = threads or cpu_threads()
-        key = weights_key(source, precision=precision)
+        key = weights_key(source, precision=KEY_PRECISION)
         shared = Path(shared_cache) if shared_cache is not None else None
         with _LOCK:
             memo = _COMPILED.get((key, precision, threads))
@@ -431,6 +457,17 @@ class OpenVINORuntime:
             compiled = _Compiled(core, model, precision, threads, tokenizer)
             _COMPILED[(key, precision, threads)] = compiled
             return cls(compiled, tokenizer, key)
+
+    @classmethod
+    def load_int8(cls, folder: str | Path, *, precision: str = "bf16", threads: int | None = None) -> OpenVINORuntime:
+        """The runtime of a static int8 export (``models/<version>/openvino-int8``, :mod:`dupq.models.quantize`).
+
+        The quantised MatMuls run in int8 (VNNI / AMX-INT8 where the CPU has them); ``precision`` (``"bf16"``
+        or ``"f32"``) is what the rest of the graph (softmax, norms, GELU) computes in. Compiled models are
+        shared per (export key, precision, threads) as :meth:`load_or_export` shares them.
+        """
+        compiled, key = _int8_compiled(folder, precision, threads)
+        return cls(compiled, compiled.tokenizer, key)
 
     def _request(self) -> Any:
         return self.compiled.request()
@@ -549,7 +586,7 @@ class OpenVINOPairScorer:
 
         get_ce = _once(loader if ce is None else (lambda: ce))
         threads = threads or cpu_threads()
-        key = weights_key(source, precision=precision, kind="pair-logit")
+        key = weights_key(source, precision=KEY_PRECISION, kind="pair-logit")
         with _LOCK:
             memo = _COMPILED.get((key, precision, threads))
             if memo is not None:
@@ -574,6 +611,14 @@ class OpenVINOPairScorer:
             compiled = _Compiled(core, model, precision, threads, tokenizer)
             _COMPILED[(key, precision, threads)] = compiled
             return cls(compiled, tokenizer, key)
+
+    @classmethod
+    def load_int8(cls, folder: str | Path, *, precision: str = "bf16", threads: int | None = None
+                  ) -> OpenVINOPairScorer:
+        """The scorer of a static int8 export of the pair-logit graph (``cross/openvino-int8``), built as
+        :meth:`OpenVINORuntime.load_int8` builds the twin's."""
+        compiled, key = _int8_compiled(folder, precision, threads)
+        return cls(compiled, compiled.tokenizer, key)
 
     def _request(self) -> Any:
         return self.compiled.request()

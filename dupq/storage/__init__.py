@@ -285,7 +285,7 @@ def open_backend(settings: Settings, *, writer: bool = False, pool_size: int = 8
     try:
         store = PgQuestionStore(db)
         registry = PgModelRegistry(store, settings.models_dir, backend=settings.backend,
-                                   shared_export_cache=settings.export_cache)
+                                   shared_export_cache=settings.export_cache, precision=settings.inference_precision)
         return PostgresBackend(settings, store, PgJobStore(db, lease_s=settings.job_lease_s), registry, True, db)
     except BaseException:
         db.close()

@@ -85,6 +85,7 @@ class ModelRegistry:
         models_dir: Folder of the version folders.
         backend: Encoder backend of every loaded version (:meth:`SiameseEncoder.load`).
         shared_export_cache: Folder of OpenVINO exports shared by every home (None: off), passed to every load.
+        precision: The ``inference_precision`` setting every loaded version resolves (None: best float).
     """
 
     def __init__(
@@ -94,17 +95,20 @@ class ModelRegistry:
         *,
         backend: str = DEFAULT_BACKEND,
         shared_export_cache: str | Path | None = None,
+        precision: str | None = None,
     ) -> None:
         self.store = store
         self.models_dir = Path(models_dir)
         self.backend = backend
+        self.precision = precision
         self.shared_export_cache = Path(shared_export_cache) if shared_export_cache is not None else None
         self._ensure_base()
 
     @classmethod
     def from_settings(cls, store: Any, settings: Settings) -> ModelRegistry:
         """The registry of ``settings.home``, loading versions with its backend and shared export cache."""
-        return cls(store, settings.models_dir, backend=settings.backend, shared_export_cache=settings.export_cache)
+        return cls(store, settings.models_dir, backend=settings.backend, shared_export_cache=settings.export_cache,
+                   precision=settings.inference_precision)
 
     def _ensure_base(self) -> None:
         path = self.models_dir / BASE_VERSION
@@ -134,6 +138,17 @@ class ModelRegistry:
         """Store the record of a registered version (and, where nodes share no disk, its files)."""
         self.store.put_model_record(version, path=version, parent=parent, created_at=created_at, config=config)
 
+    def update_config(self, version: str) -> None:
+        """Record ``version``'s dupq.json again (after a step that changed it, e.g. ``dupq models quantize``), and
+        make the files added to its folder since (its int8 export) available to every process that serves it."""
+        row = self._row(version)
+        if row is None:
+            raise NotFoundError(f"unknown model version {version!r}")
+        config = SiameseEncoder.read_config(self.models_dir / version)
+        self._record(version, parent=row["parent"], created_at=row["created_at"], config=json.dumps(config))
+        if version != BASE_VERSION:
+            self.publish(version)
+
     def publish(self, version: str) -> None:
         """Make files written into a registered version's folder since :meth:`register` (its OpenVINO export)
         available to every process that serves it; with one home they already are."""
@@ -145,7 +160,7 @@ class ModelRegistry:
         path = self.path(version)
         if not has_cross(path):
             return None
-        return CrossScorer.load(path / CROSS_DIR, backend=backend or self.backend)
+        return CrossScorer.load(path / CROSS_DIR, backend=backend or self.backend, precision=self.precision)
 
     def exists(self, version: str) -> bool:
         return self._row(version) is not None and (self.path(version) / "dupq.json").is_file()
@@ -183,7 +198,8 @@ class ModelRegistry:
         if not self.exists(version):
             raise NotFoundError(f"unknown model version {version!r}")
         return SiameseEncoder.load(
-            self.path(version), backend=self.backend, shared_export_cache=self.shared_export_cache
+            self.path(version), backend=self.backend, shared_export_cache=self.shared_export_cache,
+            precision=self.precision,
         )
 
     def list(self) -> list[dict[str, Any]]:
@@ -202,6 +218,7 @@ class ModelRegistry:
                     "threshold": cfg.get("threshold"),
                     "metrics": cfg.get("metrics", {}),
                     "data": cfg.get("data", {}),
+                    "int8": cfg.get("int8"),  # the int8 check (dupq.models.quantize), None: never checked
                 }
             )
         return out

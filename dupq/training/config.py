@@ -142,6 +142,10 @@ class TrainConfig:
         # P and R in (0, 1]: a decimal fraction with a non-zero digit, or 1. Narrower than the CLI's parser
         # (which also takes "f1", upper case, exponents), never wider.
         "pattern": r"^(max_f1|(precision|recall):(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?))$"})
+    int8: bool = field(default=True, metadata={
+        "help": "After training, quantise the version to static int8 and serve it in int8 only if its dev AP and "
+                "nDCG@10 each stay within 0.3 points of fp32 (dupq.json's int8 record says why either way).",
+        "cli": "--int8/--no-int8"})
     time_budget_minutes: float | None = field(default=40.0, metadata={
         "help": "Minutes the training may take. On a machine too slow for the full recipe in that time, fewer "
                 "steps are trained (the cross-encoder's first), and the run says so.",

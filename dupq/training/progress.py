@@ -28,6 +28,7 @@ def phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
         "training": f"[2/3] twin encoder: {config.loss} + {config.ranking_loss} ranking loss",
         "evaluating": "[3/3] dev evaluation and threshold calibration",
         "refit": "[-] refit: the chosen recipe trained again on train + dev (small data)",
+        "int8": "[-] int8: quantising the version and checking it against fp32 on dev",
     }
 
     def show(event: dict[str, Any]) -> None:

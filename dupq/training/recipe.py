@@ -768,7 +768,30 @@ class _Run:
         )
         self.check_stop()
         encoder.save(self.staging)
+        if config.int8:
+            self.int8()
         os.rename(self.staging, self.output_dir)  # atomic: the version appears complete or not at all
+
+    def int8(self) -> None:
+        """The int8 check in the staging folder (:func:`dupq.training.quantize.quantize_version`): the version's
+        int8 export, calibrated on its own training questions, scored against fp32 on its dev pairs. A failure
+        here never fails the training: the version then serves in float, and dupq.json says why."""
+        from dupq.config import INT8_MIN_DEV_PAIRS
+        from dupq.training.quantize import _write_record, quantize_version
+
+        if len(self.data.dev) < INT8_MIN_DEV_PAIRS:
+            _write_record(self.staging, {"decision": "float", "reason": (
+                f"not checked: {len(self.data.dev)} dev pairs are too few to see a 0.3-point change (at least "
+                f"{INT8_MIN_DEV_PAIRS}); dupq models quantize VERSION --pairs FILE checks it on more")})
+            return
+        emit(self.progress, step=self.steps, total=self.steps, phase="int8")
+        texts = [q for p in self.data.train + self.data.ranking for q in (p.question1, p.question2)]
+        try:
+            quantize_version(self.staging, self.data.dev, texts, dev_name="the run's dev pairs",
+                             calibration_pairs=[(p.question1, p.question2) for p in self.data.train])
+        except Exception as e:  # noqa: BLE001 - quantisation is an optimisation; the version stands without it
+            log.warning("int8 check failed; the version serves in float: %s", e)
+            _write_record(self.staging, {"decision": "float", "reason": f"quantisation failed: {e}"})
 
     def clean_up(self) -> None:
         """After success, failure or cancellation: the scratch folders (a failed rank 0's staging folder is

@@ -286,6 +286,11 @@ class QuestionRecords(SqlAccess):
                           f"ORDER BY created_at, question_id LIMIT {self.mark}", (qid, limit))
         return [r[0] for r in rows]
 
+    def pair_link(self, pair_id: int) -> str | None:
+        """The question whose link holds labelled pair ``pair_id`` (the pair its closing stored), if any."""
+        rows = self._rows(f"SELECT question_id FROM canonical_links WHERE pair_seq={self.mark}", (int(pair_id),))
+        return rows[0][0] if rows else None
+
     def link_count(self) -> int:
         """How many questions are closed as duplicates."""
         return int(self._rows("SELECT COUNT(*) FROM canonical_links")[0][0])

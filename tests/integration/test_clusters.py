@@ -253,3 +253,64 @@ def test_duplicate_of_endpoints_disabled_without_a_token(home, db_url) -> None:
         assert r.status_code == 403 and r.get_json()["error"]["code"] == "admin_disabled"
     finally:
         app.extensions["dupq"].close()
+
+
+# -- the pages: the search page, the question page, the admin form, the review queue ------------------------------
+def test_search_page_shows_asked_before_as_text_never_html(client) -> None:
+    svc = client.application.extensions["dupq"]
+    svc.add_questions([{"id": "xss", "text": "How do I flip a Python list? <img src=x onerror=alert(1)>"}])
+    svc.close_as_duplicate("xss", "py-rev-1")
+    page = client.get("/", query_string={"q": "How do I flip a Python list? <img src=x onerror=alert(1)>"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "asked before as" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img src=x" not in html
+    assert 'href="/q/xss"' in html
+    # The closed question's own page names its canonical question.
+    q = client.get("/q/xss").get_data(as_text=True)
+    assert "Closed as a duplicate of" in q and 'href="/q/py-rev-1"' in q
+
+
+def test_admin_form_closes_and_reopens(client) -> None:
+    svc = client.application.extensions["dupq"]
+    assert client.post("/admin/duplicate-of", data={"question": "py-rev-2", "canonical": "py-rev-1"}).status_code == 401
+    client.post("/admin/login", data={"token": "test-admin-token"})
+    assert "Duplicate clusters" in client.get("/admin/").get_data(as_text=True)
+    r = client.post("/admin/duplicate-of", data={"question": "py-rev-2", "canonical": "py-rev-1"},
+                    follow_redirects=True)
+    assert "py-rev-2 is closed as a duplicate of py-rev-1." in r.get_data(as_text=True)
+    assert svc.question("py-rev-2")["duplicate_of"] == "py-rev-1"
+    assert svc.store.canonical_link("py-rev-2").actor == "admin"
+    r = client.post("/admin/duplicate-of", data={"question": "py-rev-1", "canonical": "py-rev-2"},
+                    follow_redirects=True)
+    assert "would make a cycle" in r.get_data(as_text=True)
+    r = client.post("/admin/reopen", data={"question": "py-rev-2"}, follow_redirects=True)
+    assert "Reopened py-rev-2" in r.get_data(as_text=True) and svc.duplicate_count() == 0
+    r = client.post("/admin/reopen", data={"question": "nope"}, follow_redirects=True)
+    assert "no question with id" in r.get_data(as_text=True)
+
+
+def test_review_same_label_can_close_one_and_undo_reopens(client) -> None:
+    svc = client.application.extensions["dupq"]
+    client.post("/admin/login", data={"token": "test-admin-token"})
+    page = client.get("/admin/review").get_data(as_text=True)
+    assert 'name="close"' in page  # stored neighbour pairs offer it
+    pair = next(c for c in client.get("/admin/review.json", headers=AUTH).get_json()["pairs"] if c["id1"])
+    form = {"question1": pair["question1"], "question2": pair["question2"], "id1": pair["id1"], "id2": pair["id2"]}
+    json_ = {"Accept": "application/json"}
+    # "Different" never closes, whatever the option says.
+    r = client.post("/admin/review/label", data={**form, "label": "0", "close": "1"}, headers=json_)
+    assert r.status_code == 201 and r.get_json()["closed"] is None and svc.duplicate_count() == 0
+    client.post(f"/admin/review/undo/{r.get_json()['pair']['id']}", headers=json_)
+    r = client.post("/admin/review/label", data={**form, "label": "1", "close": "2"}, headers=json_)
+    body = r.get_json()
+    assert r.status_code == 201 and body["closed"]["id"] == pair["id2"]
+    assert body["closed"]["duplicate_of"] == pair["id1"]
+    assert body["pair"]["source"] == "review" and body["pair"]["id"] == body["closed"]["pair_id"]
+    assert svc.question(pair["id2"])["duplicate_of"] == pair["id1"] and svc.pair_counts() == {"review": 1}
+    r = client.post(f"/admin/review/undo/{body['pair']['id']}", headers=json_)
+    assert r.get_json() == {"undone": body["pair"]["id"], "reopened": pair["id2"]}
+    assert svc.question(pair["id2"])["duplicate_of"] is None and svc.pair_counts() == {}
+    bad = client.post("/admin/review/label", data={**form, "label": "1", "close": "3"}, headers=json_)
+    assert bad.status_code == 400
+    searched = client.post("/admin/review/label", data={**form, "id1": "", "label": "1", "close": "1"}, headers=json_)
+    assert searched.status_code == 400 and "stored" in searched.get_json()["error"]["message"]

@@ -314,3 +314,19 @@ def test_review_same_label_can_close_one_and_undo_reopens(client) -> None:
     assert bad.status_code == 400
     searched = client.post("/admin/review/label", data={**form, "id1": "", "label": "1", "close": "1"}, headers=json_)
     assert searched.status_code == 400 and "stored" in searched.get_json()["error"]["message"]
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+def test_cli_close_search_reopen(runner) -> None:
+    from dupq.cli import main
+
+    r = runner.invoke(main, ["close", "py-rev-2", "--as-duplicate-of", "py-rev-1"])
+    assert r.exit_code == 0 and "py-rev-2 is closed as a duplicate of py-rev-1" in r.output, r.output
+    r = runner.invoke(main, ["search", "flip the order of items in a Python list", "-k", "2"])
+    assert r.exit_code == 0 and "[py-rev-1]" in r.output and "asked before as:" in r.output and "[py-rev-2]" in r.output
+    r = runner.invoke(main, ["close", "py-rev-1", "--as-duplicate-of", "py-rev-2"])
+    assert r.exit_code == 1 and "cycle" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["reopen", "py-rev-2"])
+    assert r.exit_code == 0 and "py-rev-2 is reopened (it was a duplicate of py-rev-1)" in r.output
+    r = runner.invoke(main, ["reopen", "nope"])
+    assert r.exit_code == 1 and "no question with id 'nope'" in r.output

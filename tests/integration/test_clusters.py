@@ -118,6 +118,20 @@ def test_a_search_that_hits_only_a_closed_question_answers_with_its_canonical_on
     assert ids[:2] == ["mongolia", "ulaanbaatar"]
 
 
+def test_a_big_cluster_is_fetched_past_until_k_clusters(svc: DupQ) -> None:
+    """15 close variants of one question, all closed onto it, fill the index's first hits: the search asks the
+    index again (twice the k each round) until it has k distinct clusters, or the bank is exhausted."""
+    variants = [(f"rev-{n}", f"How do I reverse a list in Python? (variant {n})") for n in range(15)]
+    add(svc, *variants)
+    for qid, _ in variants:
+        svc.close_as_duplicate(qid, "py-rev-1")
+    res = svc.search("How do I reverse a list in Python?", k=5)["results"]
+    assert len({r["id"] for r in res}) == 5 and res[0]["id"] == "py-rev-1"
+    assert len(res[0]["duplicates"]) == 15  # every variant hit before the 5th cluster did
+    everything = svc.search("How do I reverse a list in Python?", k=20)["results"]  # 8 clusters in all
+    assert sorted(r["id"] for r in everything) == sorted(svc.store.ids() - {qid for qid, _ in variants})
+
+
 @pytest.fixture
 def bank_svc(home, db_url):
     """The bundled bank (370 questions, 78 paraphrase groups), each group closed onto its first member."""

@@ -4,8 +4,12 @@ measures and prints, not a test).
 Usage:
     python scripts/bench_clusters.py                                   # bank + ../shared/data/dev/qqp_pairs_dev.tsv
     python scripts/bench_clusters.py --dev PATH --limit 2000 --json out.json
+    python scripts/bench_clusters.py --store-only                      # the store's part alone, seconds
 
-Everything goes through the real service (``DupQ.search`` on a fresh SQLite home, the packaged base model), first
+0. **The store alone**: an import's 20,000 links closed (with their pairs) among 40,000 questions, a re-import of
+   them, and the one query a collapsed search adds (``canonical_of`` on 10 hits).
+
+Everything else goes through the real service (``DupQ.search`` on a fresh SQLite home, the packaged base model), first
 with no question closed, then with the clusters closed (``DupQ.close_as_duplicate``):
 
 1. **The bundled bank** (370 questions, 78 paraphrase groups): each group closed onto its first member. Queries:
@@ -146,21 +150,52 @@ def bench_dev(home: Path, dev: Path, limit: int | None) -> dict[str, Any]:
     }
 
 
+def bench_store(folder: Path, n: int = 40_000) -> dict[str, Any]:
+    """The store's part alone (no model): an import's links closed in one transaction (``close_duplicates``, each
+    with its labelled pair), the same links again (a re-import: all already so), and ``canonical_of`` on the 10
+    hits of a search (the one query a collapsed search adds)."""
+    from dupq.storage.records import NewQuestion
+    from dupq.storage.sqlite.store import QuestionStore
+
+    store = QuestionStore(folder / "store.sqlite3")
+    store.add([NewQuestion(f"stored question number {i}?", f"q{i}") for i in range(n)])
+    links = [(f"q{i}", f"q{i - 1}") for i in range(1, n, 2)]
+    t0 = time.perf_counter()
+    made = store.close_duplicates(links, actor="bench", pair_source="bench", labelled=set()).count("made")
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    again = store.close_duplicates(links, actor="bench", pair_source="bench", labelled=store.labelled_keys())
+    second = time.perf_counter() - t0
+    hits = [f"q{i}" for i in range(10)]
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        store.canonical_of(hits)
+    lookup_ms = (time.perf_counter() - t0)
+    store.close()
+    return {"questions": n, "links": len(links), "made": made, "links_per_s": round(len(links) / first),
+            "reimport_existing": again.count("existing"), "reimport_s": round(second, 2),
+            "canonical_of_10_hits_ms": round(lookup_ms, 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dev", type=Path, default=ROOT.parent / "shared" / "data" / "dev" / "qqp_pairs_dev.tsv")
     ap.add_argument("--limit", type=int, default=None, help="only the first N dev pairs (a smoke run)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--store-only", action="store_true", help="only the store's part (no model, seconds)")
     args = ap.parse_args()
     out: dict[str, Any] = {"cpu": cpu_kind(), "threads": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="dupq-clusters-") as tmp:
-        out["bank"] = bench_bank(Path(tmp) / "bank")
-        print(json.dumps({"bank": out["bank"]}, indent=1), flush=True)
-        if args.dev.is_file():
-            out["dev"] = bench_dev(Path(tmp) / "dev", args.dev, args.limit)
-            print(json.dumps({"dev": out["dev"]}, indent=1), flush=True)
-        else:
-            print(f"no dev file at {args.dev}: the dev part is skipped", file=sys.stderr)
+        out["store"] = bench_store(Path(tmp))
+        print(json.dumps({"store": out["store"]}, indent=1), flush=True)
+        if not args.store_only:
+            out["bank"] = bench_bank(Path(tmp) / "bank")
+            print(json.dumps({"bank": out["bank"]}, indent=1), flush=True)
+            if args.dev.is_file():
+                out["dev"] = bench_dev(Path(tmp) / "dev", args.dev, args.limit)
+                print(json.dumps({"dev": out["dev"]}, indent=1), flush=True)
+            else:
+                print(f"no dev file at {args.dev}: the dev part is skipped", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

@@ -464,6 +464,21 @@ class DupQ:
             raise _link_error(e) from None
         return {"id": link.question_id, "duplicate_of": link.canonical_id, "pair_id": link.pair_id, "closed": made}
 
+    def duplicate_link(self, qid: str) -> dict[str, Any]:
+        """The link of a question closed as a duplicate: ``{"id", "duplicate_of", "closed_onto", "pair_id",
+        "actor", "created_at"}`` (``closed_onto``: the question it was closed onto; ``duplicate_of``: the end of
+        the chain).
+
+        Raises:
+            NotFoundError: No such question, or (``not_duplicate``) it is not closed: the link does not exist.
+        """
+        link = self.store.canonical_link(qid)
+        if link is None:
+            self.get(qid)  # 404 not_found for an unknown question
+            raise NotFoundError(f"question {qid!r} is not closed as a duplicate", code="not_duplicate")
+        return {"id": link.question_id, "duplicate_of": link.canonical_id, "closed_onto": link.target_id,
+                "pair_id": link.pair_id, "actor": link.actor, "created_at": link.created_at}
+
     def reopen(self, qid: Any) -> dict[str, Any]:
         """Reopen a question closed as a duplicate: its link and the pair closing stored (only that one) are removed.
 

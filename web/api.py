@@ -104,6 +104,20 @@ def delete_question(qid: str):
     return jsonify({"deleted": qid})
 
 
+@bp.get("/api/v1/questions/<path:qid>/duplicate-of")
+@operation(
+    Operation(
+        "getDuplicateOf",
+        "The link of a question closed as a duplicate (exists while it is closed)",
+        {200: (c.ClosedLink, "The link"),
+         404: (c.Error, "No such question, or not_duplicate: it is not closed")},
+        path=_QID,
+    )
+)
+def get_duplicate_of(qid: str):
+    return jsonify(get_service().duplicate_link(qid))
+
+
 @bp.post("/api/v1/questions/<path:qid>/duplicate-of")
 @write_limit
 @operation(

@@ -246,6 +246,15 @@ class DuplicateLink(Response):
     closed: bool = Field(description="false: it already was closed onto this canonical question (nothing changed)")
 
 
+class ClosedLink(Response):
+    id: str
+    duplicate_of: str = Field(description="the canonical question (the end of the chain)")
+    closed_onto: str = Field(description="the question it was closed onto (differs when that one was closed later)")
+    pair_id: int | None = Field(description="the labelled pair closing stored; null: none")
+    actor: str = Field(description="who closed it: api, admin, review, cli, import")
+    created_at: str
+
+
 class Reopened(Response):
     id: str
     duplicate_of: None

@@ -230,6 +230,8 @@ def test_duplicate_of_endpoints(client) -> None:
     assert r.status_code == 200 and r.get_json()["duplicate_of"] == "py-rev-1" and r.get_json()["closed"] is True
     q = client.get("/api/v1/questions/py-rev-2").get_json()
     assert q["duplicate_of"] == "py-rev-1" and q["id"] == "py-rev-2" and "meta" in q
+    link = client.get(url).get_json()  # the link itself, while it exists
+    assert link["duplicate_of"] == link["closed_onto"] == "py-rev-1" and link["actor"] == "api"
     res = client.post("/api/v1/search", json={"question": "flip a Python list's order", "k": 3}).get_json()
     assert res["results"][0]["id"] == "py-rev-1" and res["results"][0]["duplicates"][0]["id"] == "py-rev-2"
     bad = client.post("/api/v1/questions/py-rev-1/duplicate-of", json={"canonical": "py-rev-2"}, headers=AUTH)
@@ -247,11 +249,16 @@ def test_duplicate_of_endpoints(client) -> None:
     assert client.get("/api/v1/questions/py-rev-2").get_json()["duplicate_of"] is None
     r = client.delete(url, headers=AUTH)
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "not_duplicate"
+    r = client.get(url)
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_duplicate"
+    assert client.get("/api/v1/questions/nope/duplicate-of").get_json()["error"]["code"] == "not_found"
+    assert set(client.options(url).headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "DELETE", "OPTIONS"}
     assert client.delete("/api/v1/questions/nope/duplicate-of", headers=AUTH).status_code == 404
     # The contract declares both operations and the results' duplicates.
     spec = client.get("/api/v1/openapi.json").get_json()
     ops = spec["paths"]["/api/v1/questions/{qid}/duplicate-of"]
     assert ops["post"]["operationId"] == "closeAsDuplicate" and ops["delete"]["operationId"] == "reopenQuestion"
+    assert ops["get"]["operationId"] == "getDuplicateOf"
     assert ops["post"]["security"] == [{"bearer": []}]
     assert "duplicates" in spec["components"]["schemas"]["SearchResult"]["properties"]
     assert "duplicate_of" in spec["components"]["schemas"]["QuestionDetail"]["properties"]

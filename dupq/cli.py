@@ -147,6 +147,9 @@ def import_(ctx: click.Context, path: Path, fmt: str | None, site: str | None, p
             f"duplicate links: {r['links']} -> {r['pairs_added']} labelled pairs added ({r['pairs_existing']} "
             f"already labelled, {r['pairs_self']} of one text); {r['links_missing']} to posts the export lacks",
             *(f"  {a} -> {b}" for a, b in r["missing_samples"]),
+            f"closed as duplicates: {r['closed']} ({r['closed_existing']} already so, {r['closed_other']} already "
+            f"closed onto another question); {r['cycles']} links refused: they would close a cycle",
+            *(f"  {a} -> {b}" for a, b in r["cycle_samples"]),
             f"in {r['seconds']:.1f}s; {svc.count()} questions stored",
         ]
         if r["duplicates_unnamed"]:
@@ -193,6 +196,37 @@ def search(ctx: click.Context, text: str, k: int, rerank: bool | None, as_json: 
     for n, r in enumerate(res["results"], 1):
         mark = "  DUPLICATE" if r["duplicate"] else ""
         click.echo(f"{n:3d}. {r['score']:.3f}  {r['text']}  [{r['id']}]{mark}")
+        for d in r.get("duplicates", []):
+            click.echo(f"       asked before as: {d['score']:.3f}  {d['text']}  [{d['id']}]")
+
+
+@main.command("close")
+@click.argument("qid")
+@click.option("--as-duplicate-of", "canonical", required=True, metavar="ID",
+              help="The question QID duplicates (its canonical question, or one closed onto it).")
+@click.pass_context
+@handle_errors
+def close(ctx: click.Context, qid: str, canonical: str) -> None:
+    """Close question QID as a duplicate of another: searches answer with the canonical question (QID attached),
+    and the pair is stored labelled for the next retrain."""
+    with open_service(ctx) as svc:
+        r = svc.close_as_duplicate(qid, canonical, actor="cli")
+    if r["closed"]:
+        click.echo(f"{qid} is closed as a duplicate of {r['duplicate_of']} (labelled pair {r['pair_id']})")
+    else:
+        click.echo(f"{qid} already was a duplicate of {r['duplicate_of']}: nothing changed")
+
+
+@main.command("reopen")
+@click.argument("qid")
+@click.pass_context
+@handle_errors
+def reopen(ctx: click.Context, qid: str) -> None:
+    """Reopen question QID, closed as a duplicate (its link and the labelled pair closing stored are removed)."""
+    with open_service(ctx) as svc:
+        r = svc.reopen(qid)
+    removed = f"; labelled pair {r['pair_removed']} removed" if r["pair_removed"] is not None else ""
+    click.echo(f"{qid} is reopened (it was a duplicate of {r['reopened_from']}){removed}")
 
 
 @main.command()

@@ -11,7 +11,8 @@ most. Candidates come from two places:
 
 Pairs already labelled (any source, either order) and self-pairs are left out; the rest are sorted by
 ``|score - threshold|``, nearest first. Labels given in the queue are stored as pairs with source ``review``,
-which the next retrain uses like every other stored pair.
+which the next retrain uses like every other stored pair. A "same" label of two stored questions may also close
+one as a duplicate of the other (:func:`label_pair`); undoing that label reopens it (:func:`undo_label`).
 
 Example:
     >>> recent = RecentSearches()                                          # doctest: +SKIP
@@ -175,3 +176,47 @@ def uncertain_pairs(
         best.append({**c, "margin": abs(c["score"] - threshold), "duplicate": bool(enc.is_duplicate(c["score"]))})
     best.sort(key=lambda c: c["margin"])
     return best[:limit]
+
+
+def label_pair(svc: Any, question1: Any, question2: Any, label: Any, *, close: str | None = None,
+               id1: str | None = None, id2: str | None = None) -> dict[str, Any]:
+    """Store a moderator's label (source ``review``); with ``label`` 1 and ``close``, also close one question as a
+    duplicate of the other: ``"1"`` closes ``id1`` onto ``id2``, ``"2"`` closes ``id2`` onto ``id1``.
+
+    Closing stores the label itself (the pair of the closed question and its canonical one, source ``review``), so
+    the one label is both: :func:`undo_label` then reopens the question. Returns ``{"pair": ..., "closed": ...}``
+    (``closed``: what :meth:`dupq.service.DupQ.close_as_duplicate` returned, or None).
+
+    Raises:
+        ValidationError: ``close`` is not ``"1"``/``"2"``, or an id is missing (a searched question is not stored:
+            it cannot be closed). With label 0, ``close`` is ignored.
+        NotFoundError, ConflictError: as :meth:`dupq.service.DupQ.close_as_duplicate`.
+    """
+    from dupq.errors import ValidationError
+
+    if close not in (None, "", "1", "2"):
+        raise ValidationError("close must be 1 (the first question) or 2 (the second)", code="invalid_option")
+    if not close or label != 1:  # "different" never closes anything
+        return {"pair": svc.add_pair(question1, question2, label, source="review", model_version=svc.version),
+                "closed": None}
+    if not id1 or not id2:
+        raise ValidationError("both questions must be stored ones to close one as a duplicate", code="invalid_option")
+    qid, canonical = (id1, id2) if close == "1" else (id2, id1)
+    closed = svc.close_as_duplicate(qid, canonical, actor="review", pair_source="review")
+    if closed["pair_id"] is None or not closed["closed"]:  # already closed so: the label is stored on its own
+        pair = svc.add_pair(question1, question2, label, source="review", model_version=svc.version)
+    else:
+        pair = svc.store.get_pair(closed["pair_id"])
+    return {"pair": pair, "closed": closed}
+
+
+def undo_label(svc: Any, pair_id: int) -> dict[str, Any]:
+    """Undo one review label: the question its "same and close" closed is reopened (which removes the label),
+    otherwise the label alone is removed. Returns ``{"undone": pair_id, "reopened": id or None}``."""
+    qid = svc.store.pair_link(pair_id)
+    pair = svc.store.get_pair(pair_id)
+    if qid is not None and pair is not None and pair["source"] == "review":
+        svc.reopen(qid)
+        return {"undone": pair_id, "reopened": qid}
+    svc.delete_pair(pair_id, source="review")
+    return {"undone": pair_id, "reopened": None}

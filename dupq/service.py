@@ -16,18 +16,19 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dupq.config import DEFAULT_HOME, MAX_K, Settings
-from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
+from dupq.errors import BusyError, ConflictError, DupQError, NotFoundError, ValidationError
 from dupq.index import VectorIndex, sync_index
+from dupq.index.base import Hit
 from dupq.models.encoder import SiameseEncoder
 from dupq.retrain import Retrainer
 from dupq.storage import open_backend
 from dupq.storage.jobs import Job
-from dupq.storage.records import DuplicateIdError, NewQuestion, Question
+from dupq.storage.records import DuplicateIdError, LinkError, NewQuestion, Question
 from dupq.text import clean_id, normalize_question
 from dupq.training.versions import NewVersion, train_new_version
 
@@ -66,8 +67,11 @@ class ImportReport:
 class ExportReport:
     """What ``import_export`` did: the reader's counts (``parsed``: :meth:`dupq.sources.ImportReport.to_dict`),
     the questions added or skipped (``existing``: id already stored; ``same_text``: text stored under another id),
-    and the duplicate links turned into labelled pairs (``pairs_existing``: the pair already had a label;
-    ``pairs_self``: both ends have one text; ``links_unstored``: an end is no longer stored)."""
+    the duplicate links turned into labelled pairs (``pairs_existing``: the pair already had a label;
+    ``pairs_self``: both ends have one text; ``links_unstored``: an end is no longer stored), and into canonical
+    links (``closed``: questions closed as duplicates now; ``closed_existing``: already so; ``closed_other``: already
+    closed onto another question, e.g. the second original of a question closed against two; ``cycles``: links
+    refused because they would close a cycle, the first of them in ``cycle_samples`` as ``[id, original]``)."""
 
     parsed: dict[str, Any]
     added: int
@@ -79,6 +83,11 @@ class ExportReport:
     links_unstored: int
     seconds: float
     embedded: bool = True
+    closed: int = 0
+    closed_existing: int = 0
+    closed_other: int = 0
+    cycles: int = 0
+    cycle_samples: list[list[str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +99,11 @@ class ExportReport:
             "pairs_existing": self.pairs_existing,
             "pairs_self": self.pairs_self,
             "links_unstored": self.links_unstored,
+            "closed": self.closed,
+            "closed_existing": self.closed_existing,
+            "closed_other": self.closed_other,
+            "cycles": self.cycles,
+            "cycle_samples": self.cycle_samples,
             "embedded": self.embedded,
             "seconds": round(self.seconds, 2),
         }
@@ -104,6 +118,41 @@ class Serving:
     encoder: SiameseEncoder
     index: VectorIndex
     cross: Any = None  # dupq.models.cross.CrossScorer
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One answer of a search: a canonical question and its hits (itself and/or its closed duplicates), best first.
+
+    ``hits`` are ``(Hit, text)``; the cluster's score is its best hit's (``best_at``), whichever question of the
+    cluster that is: a search that matches only a closed duplicate answers with the canonical question, scored by
+    that duplicate's match. The closed duplicates that matched are attached to the answer as ``duplicates``.
+    """
+
+    id: str
+    text: str
+    hits: list[tuple[Any, str]]
+    best_at: int = 0
+    url: dict[str, str] = field(default_factory=dict)  # the canonical question's ``url`` (:func:`_url`), if any
+
+    @property
+    def best(self) -> Any:
+        return self.hits[self.best_at][0]
+
+    def rescored(self, scores: list[float]) -> Cluster:
+        """The same cluster with each hit's score replaced (a re-ranking's, higher is better) and best re-chosen."""
+        hits = [(Hit(h.id, s), t) for (h, t), s in zip(self.hits, scores, strict=True)]
+        best = max(range(len(hits)), key=lambda i: (hits[i][0].score, -i))
+        return Cluster(self.id, self.text, hits, best, self.url)
+
+    def result(self, score: float, duplicate: Any) -> dict[str, Any]:
+        """The API's result: the canonical question with the cluster's score, plus ``duplicates`` when any matched."""
+        out: dict[str, Any] = {"id": self.id, "text": self.text, "score": round(float(score), 6),
+                               "duplicate": bool(duplicate), **self.url}
+        dups = [{"id": h.id, "text": t, "score": round(float(h.score), 6)} for h, t in self.hits if h.id != self.id]
+        if dups:
+            out["duplicates"] = dups
+        return out
 
 
 def clean_rerank(rerank: Any, default: bool) -> bool:
@@ -265,36 +314,24 @@ class DupQ:
                 code="no_cross_encoder",
             )
         qv = enc.encode([text])
-        hits = serving.index.search(qv, max(k, self.settings.rerank_top_n) if rerank else k)[0]
-        found = self.store.get_many([h.id for h in hits])
-        hits = [h for h in hits if h.id in found]  # deleted between index search and lookup
+        clusters = self._clusters(serving, qv, max(k, self.settings.rerank_top_n) if rerank else k)
         if not rerank:
-            results = [
-                {
-                    "id": h.id,
-                    "text": found[h.id].text,
-                    "score": round(h.score, 6),
-                    "duplicate": bool(enc.is_duplicate(h.score)),
-                    **_url(found[h.id]),
-                }
-                for h in hits
-            ]
+            results = [c.result(c.best.score, enc.is_duplicate(c.best.score)) for c in clusters[:k]]
             scorer, threshold = "twin", enc.threshold
         else:
+            # Every hit of the candidate clusters is re-scored (a closed duplicate may match better than its
+            # canonical question); a cluster's score is its best hit's.
             cross = serving.cross
-            scores = cross.rerank([(text, found[h.id].text) for h in hits], [h.score for h in hits])
-            order = sorted(range(len(hits)), key=lambda i: -scores[i])[:k]  # stable: twin order breaks ties
-            results = [
-                {
-                    "id": hits[i].id,
-                    "text": found[hits[i].id].text,
-                    "score": round(float(scores[i]), 6),
-                    "duplicate": bool(cross.is_rerank_duplicate(scores[i])),
-                    "twin_score": round(hits[i].score, 6),
-                    **_url(found[hits[i].id]),
-                }
-                for i in order
-            ]
+            pairs = [(text, t) for c in clusters for _, t in c.hits]
+            scores = iter(cross.rerank(pairs, [h.score for c in clusters for h, _ in c.hits]))
+            rescored = [c.rescored([float(next(scores)) for _ in c.hits]) for c in clusters]
+            order = sorted(range(len(rescored)), key=lambda i: -rescored[i].best.score)[:k]  # stable: twin order
+            results = []
+            for i in order:
+                c = rescored[i]
+                r = c.result(c.best.score, cross.is_rerank_duplicate(c.best.score))
+                r["twin_score"] = round(clusters[i].hits[c.best_at][0].score, 6)
+                results.append(r)
             scorer, threshold = cross.scorer, cross.rerank_threshold
         return {
             "model": serving.version,
@@ -304,6 +341,34 @@ class DupQ:
             "took_ms": round((time.perf_counter() - t0) * 1000, 3),
             "results": results,
         }
+
+
+    def _clusters(self, serving: Serving, qv: Any, want: int) -> list[Cluster]:
+        """The best ``want`` duplicate clusters for the query vector ``qv``, best first (fewer: the bank has fewer).
+
+        A cluster is a canonical question and those of its hits that matched (itself, its closed duplicates);
+        hits are grouped by the end of their chain of canonical links (:meth:`dupq.storage.Store.canonical_of`)
+        in index order, so a cluster ranks by its best hit. The index is asked for ``want`` hits, then for twice
+        as many each round while the hits make fewer than ``want`` clusters and the bank holds more.
+        """
+        fetch, found = want, {}
+        while True:
+            hits = serving.index.search(qv, fetch)[0]
+            missing = [h.id for h in hits if h.id not in found]
+            found.update(self.store.get_many(missing) if missing else {})
+            live = [h for h in hits if h.id in found]  # deleted between index search and lookup
+            ends = self.store.canonical_of([h.id for h in live])
+            if len({ends.get(h.id, h.id) for h in live}) >= want or len(hits) < fetch:
+                break
+            fetch *= 2
+        groups: dict[str, list[tuple[Any, str]]] = {}
+        for h in live:
+            groups.setdefault(ends.get(h.id, h.id), []).append((h, found[h.id].text))
+        unseen = [end for end in groups if end not in found]
+        found.update(self.store.get_many(unseen) if unseen else {})
+        return [Cluster(end, found[end].text if end in found else members[0][1], members,
+                        url=_url(found[end]) if end in found else {})
+                for end, members in list(groups.items())[:want]]
 
     # -- questions --------------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -356,6 +421,90 @@ class DupQ:
         if q is None:
             raise NotFoundError(f"no question with id {qid!r}")
         return q
+
+    def question(self, qid: str) -> dict[str, Any]:
+        """One stored question as the API shows it: its record plus ``duplicate_of``, the canonical question it
+        is closed onto (the end of its chain; None: it is open)."""
+        q = self.get(qid)
+        return {**q.to_dict(), "duplicate_of": self.store.canonical_of([q.id]).get(q.id)}
+
+    # -- duplicate clusters: a question closed as a duplicate of its canonical question ---------------------
+    def close_as_duplicate(self, qid: Any, canonical: Any, *, actor: str = "api",
+                           pair_source: str = "canonical") -> dict[str, Any]:
+        """Close question ``qid`` as a duplicate of ``canonical``: searches then answer with the canonical question
+        and attach ``qid`` when it matched.
+
+        A chain resolves to its end: closing onto a question that is itself closed links to that one's canonical
+        question, and questions already closed onto ``qid`` follow it there. In the same transaction the pair
+        (``qid``, canonical) is stored labelled 1 with source ``pair_source`` for the next retrain; :meth:`reopen`
+        removes exactly that pair. Closing again onto the same canonical question changes nothing.
+
+        Args:
+            qid: The question to close.
+            canonical: The question it duplicates.
+            actor: Who closed it (``api``, ``admin``, ``review``, ``cli``), kept with the link.
+            pair_source: The labelled pair's source.
+
+        Returns:
+            ``{"id", "duplicate_of", "pair_id", "closed"}``: ``closed`` is False when it already was so
+            (``pair_id``: the pair stored when it was closed, None if none was).
+
+        Raises:
+            NotFoundError: Either id is not stored (404).
+            ConflictError: ``duplicate_cycle`` (``canonical`` is ``qid`` or one of its duplicates) or
+                ``already_duplicate`` (``qid`` is closed onto another question: reopen it first) (409).
+
+        Example:
+            >>> svc.close_as_duplicate("py-rev-2", "py-rev-1")                 # doctest: +SKIP
+            {'id': 'py-rev-2', 'duplicate_of': 'py-rev-1', 'pair_id': 7, 'closed': True}
+        """
+        self._check_writable()
+        for name, value in (("id", qid), ("canonical", canonical)):
+            if not isinstance(value, str) or not value:
+                raise ValidationError(f"{name} must be a question id", code="invalid_type")
+        try:
+            link, made = self.store.close_duplicate(qid, canonical, actor=actor, pair_source=pair_source)
+        except LinkError as e:
+            raise _link_error(e) from None
+        return {"id": link.question_id, "duplicate_of": link.canonical_id, "pair_id": link.pair_id, "closed": made}
+
+    def duplicate_link(self, qid: str) -> dict[str, Any]:
+        """The link of a question closed as a duplicate: ``{"id", "duplicate_of", "closed_onto", "pair_id",
+        "actor", "created_at"}`` (``closed_onto``: the question it was closed onto; ``duplicate_of``: the end of
+        the chain).
+
+        Raises:
+            NotFoundError: No such question, or (``not_duplicate``) it is not closed: the link does not exist.
+        """
+        link = self.store.canonical_link(qid)
+        if link is None:
+            self.get(qid)  # 404 not_found for an unknown question
+            raise NotFoundError(f"question {qid!r} is not closed as a duplicate", code="not_duplicate")
+        return {"id": link.question_id, "duplicate_of": link.canonical_id, "closed_onto": link.target_id,
+                "pair_id": link.pair_id, "actor": link.actor, "created_at": link.created_at}
+
+    def reopen(self, qid: Any) -> dict[str, Any]:
+        """Reopen a question closed as a duplicate: its link and the pair closing stored (only that one) are removed.
+
+        Returns ``{"id", "duplicate_of": None, "reopened_from", "pair_removed"}`` (the canonical question it was
+        closed onto; the id of the pair removed, None if closing stored none).
+
+        Raises:
+            NotFoundError: No such question (404).
+            ConflictError: ``not_duplicate``: it is not closed (409).
+        """
+        self._check_writable()
+        if not isinstance(qid, str) or not qid:
+            raise ValidationError("id must be a question id", code="invalid_type")
+        try:
+            link = self.store.reopen(qid)
+        except LinkError as e:
+            raise _link_error(e) from None
+        return {"id": qid, "duplicate_of": None, "reopened_from": link.canonical_id, "pair_removed": link.pair_id}
+
+    def duplicate_count(self) -> int:
+        """How many stored questions are closed as duplicates."""
+        return self.store.link_count()
 
     def list(self, offset: int = 0, limit: int = 50) -> tuple[list[Question], int]:
         return self.store.list(offset, limit), self.store.count()
@@ -455,7 +604,13 @@ class DupQ:
         except DataError:
             self._take_back(added)
             raise
-        pairs = self._link_pairs(export.links(), same_text, source=export.format)
+        links = export.links()
+        labelled = self.store.labelled_keys()
+        canonical = self._link_canonical(links, labelled, source=export.format)
+        rest = [link for link, made in zip(links, canonical.pop("made"), strict=True) if not made]
+        pairs = self._link_pairs(rest, same_text, labelled, source=export.format)
+        pairs["pairs_added"] += canonical.pop("pairs_added")
+        pairs["pairs_existing"] += canonical.pop("pairs_existing")
         return ExportReport(
             parsed=export.report.to_dict(),
             added=len(added),
@@ -464,15 +619,40 @@ class DupQ:
             seconds=time.perf_counter() - t0,
             embedded=embed,
             **pairs,
+            **canonical,
         )
 
-    def _link_pairs(self, links: list[Any], same_text: dict[str, str], *, source: str) -> dict[str, int]:
+    def _link_canonical(self, links: list[Any], labelled: set[str], *, source: str) -> dict[str, Any]:
+        """Close each linked question of an export as a duplicate of its original (the first link of a question
+        wins; a chain resolves to its end), storing the pair of each new link unless it has a label already
+        (``labelled``, extended). A link that would close a cycle, or that finds its question closed onto another
+        one already, is counted, never raised; ``made``: per link, whether it became a canonical link."""
+        from dupq.sources import MAX_SAMPLES
+
+        self._check_writable()
+        before = len(labelled)
+        status = self.store.close_duplicates([tuple(link) for link in links], actor="import", pair_source=source,
+                                             labelled=labelled) if links else []
+        made = [s == "made" for s in status]
+        cycles = [list(link) for link, s in zip(links, status, strict=True) if s == "cycle"]
+        return {
+            "made": made,
+            "pairs_added": len(labelled) - before,
+            "pairs_existing": sum(made) - (len(labelled) - before),
+            "closed": sum(made),
+            "closed_existing": status.count("existing"),
+            "closed_other": status.count("closed"),
+            "cycles": len(cycles),
+            "cycle_samples": cycles[:MAX_SAMPLES],
+        }
+
+    def _link_pairs(self, links: list[Any], same_text: dict[str, str], labelled: set[str], *,
+                    source: str) -> dict[str, int]:
         """Store an export's duplicate links as labelled pairs (label 1) of their stored texts, once each."""
         from dupq.text import pair_key
 
         ids = sorted({qid for link in links for qid in link})
         text = {qid: q.text for qid, q in self.store.get_many(ids).items()}
-        labelled = self.store.labelled_keys()
         rows: list[tuple[str, str, int]] = []
         counts = {"pairs_existing": 0, "pairs_self": 0, "links_unstored": 0}
         for link in links:
@@ -856,6 +1036,14 @@ def _url(q: Any) -> dict[str, str]:
     an import of a site's export records it), which the widget links to; nothing when it has none."""
     url = q.meta.get("url") if isinstance(q.meta, dict) else None
     return {"url": url} if isinstance(url, str) and url else {}
+
+
+def _link_error(e: LinkError) -> DupQError:
+    """The API's error for a canonical link the store refused."""
+    if e.kind == "missing":
+        return NotFoundError(str(e))
+    codes = {"cycle": "duplicate_cycle", "closed": "already_duplicate", "open": "not_duplicate"}
+    return ConflictError(str(e), code=codes.get(e.kind, "conflict"))
 
 
 def _pair_row(question1: Any, question2: Any, label: Any, *, where: str = "") -> tuple[str, str, int]:

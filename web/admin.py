@@ -24,6 +24,7 @@ def status() -> dict[str, Any]:
         "model": svc.version,
         "questions": svc.question_counts(),
         "pairs": svc.pair_counts(),
+        "closed_duplicates": svc.duplicate_count(),
         "job": job.to_dict() if job else None,
         "versions": svc.versions(),
     }
@@ -57,11 +58,12 @@ def status_json():
     return jsonify(status())
 
 
-def _act(fn: Any, done: str) -> Any:
+def _act(fn: Any, done: str | None) -> Any:
     check_admin()
     try:
         fn()
-        flash(done, "ok")
+        if done:
+            flash(done, "ok")
     except DupQError as e:
         flash(e.message, "error")
     return redirect(url_for("admin.index"))
@@ -76,6 +78,25 @@ def promote():
 @bp.post("/rollback")
 def rollback():
     return _act(lambda: get_service().rollback(), "Rolled back.")
+
+
+@bp.post("/duplicate-of")
+def close_as_duplicate():
+    """Close a question as a duplicate of another (the page's small form; the API: POST .../duplicate-of)."""
+    qid, canonical = request.form.get("question", "").strip(), request.form.get("canonical", "").strip()
+
+    def close() -> None:
+        out = get_service().close_as_duplicate(qid, canonical, actor="admin")
+        flash(f"{qid} is closed as a duplicate of {out['duplicate_of']}." if out["closed"] else
+              f"{qid} already was a duplicate of {out['duplicate_of']}.", "ok")
+
+    return _act(close, None)
+
+
+@bp.post("/reopen")
+def reopen():
+    qid = request.form.get("question", "").strip()
+    return _act(lambda: get_service().reopen(qid), f"Reopened {qid}: it is no longer a duplicate.")
 
 
 @bp.post("/train")

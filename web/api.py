@@ -86,11 +86,11 @@ def list_questions(query: c.ListQuery):
 
 @bp.get("/api/v1/questions/<path:qid>")
 @operation(
-    Operation("getQuestion", "Get one question", {200: (c.Question, "The question"), 404: (c.Error, "No such id")},
-              path=_QID)
+    Operation("getQuestion", "Get one question (with duplicate_of, its canonical question if it is closed)",
+              {200: (c.QuestionDetail, "The question"), 404: (c.Error, "No such id")}, path=_QID)
 )
 def get_question(qid: str):
-    return jsonify(get_service().get(qid).to_dict())
+    return jsonify(get_service().question(qid))
 
 
 @bp.delete("/api/v1/questions/<path:qid>")
@@ -102,6 +102,58 @@ def get_question(qid: str):
 def delete_question(qid: str):
     get_service().delete(qid)
     return jsonify({"deleted": qid})
+
+
+@bp.get("/api/v1/questions/<path:qid>/duplicate-of")
+@operation(
+    Operation(
+        "getDuplicateOf",
+        "The link of a question closed as a duplicate (exists while it is closed)",
+        {200: (c.ClosedLink, "The link"),
+         404: (c.Error, "No such question, or not_duplicate: it is not closed")},
+        path=_QID,
+    )
+)
+def get_duplicate_of(qid: str):
+    return jsonify(get_service().duplicate_link(qid))
+
+
+@bp.post("/api/v1/questions/<path:qid>/duplicate-of")
+@write_limit
+@operation(
+    Operation(
+        "closeAsDuplicate",
+        "Close a question as a duplicate of another: searches answer with the canonical question, this one "
+        "attached; a labelled pair is stored for training",
+        {200: (c.DuplicateLink, "Closed (or already closed onto that canonical question)"),
+         404: (c.Error, "No such question (either id)"),
+         409: (c.Error, "duplicate_cycle: the canonical is this question or one of its duplicates; "
+                        "already_duplicate: closed onto another question (reopen it first)")},
+        path=_QID,
+        body=c.CloseRequest,
+        auth=True,
+        limited=True,
+    )
+)
+def close_as_duplicate(qid: str, body: c.CloseRequest):
+    return jsonify(get_service().close_as_duplicate(qid, body.canonical, actor="api"))
+
+
+@bp.delete("/api/v1/questions/<path:qid>/duplicate-of")
+@write_limit
+@operation(
+    Operation(
+        "reopenQuestion",
+        "Reopen a question closed as a duplicate (its link and the pair closing stored are removed)",
+        {200: (c.Reopened, "Reopened"), 404: (c.Error, "No such question"),
+         409: (c.Error, "not_duplicate: the question is not closed")},
+        path=_QID,
+        auth=True,
+        limited=True,
+    )
+)
+def reopen_question(qid: str):
+    return jsonify(get_service().reopen(qid))
 
 
 @bp.post("/api/v1/pairs")

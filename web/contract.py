@@ -134,6 +134,11 @@ class AddPairsRequest(Request):
     source: Literal["api", "feedback", "import"] = "api"
 
 
+class CloseRequest(Request):
+    canonical: QuestionId = Field(description="the question this one duplicates; if that one is closed itself, the "
+                                  "end of its chain (its canonical question) is used")
+
+
 class ListQuery(BaseModel):
     """Query of ``GET /api/v1/questions`` (query values are strings: lax integers)."""
 
@@ -188,13 +193,24 @@ class Error(Response):
     error: ErrorDetail
 
 
+class DuplicateResult(Response):
+    id: str
+    text: str
+    score: float = Field(description="this closed duplicate's own score (as the result's score)")
+
+
 class SearchResult(Response):
     id: str
     text: str
     score: float = Field(description="cosine similarity, or Euclidean distance; re-ranked: the re-ranking "
-                         "duplicate score in [0, 1] (see scorer)")
+                         "duplicate score in [0, 1] (see scorer). A canonical question with closed duplicates: the "
+                         "best score of its cluster's hits (its own or a closed duplicate's)")
     duplicate: bool = Field(description="the score crosses the deciding scorer's threshold")
-    twin_score: float | None = Field(None, description="re-ranked results only: the twin's score")
+    twin_score: float | None = Field(None, description="re-ranked results only: the twin's score (of the hit that "
+                                     "gave the score)")
+    duplicates: list[DuplicateResult] | None = Field(
+        None, description="present when closed duplicates of this (canonical) question matched: each cluster of "
+        "duplicates is answered once, as its canonical question, with those attached, best first")
     url: str | None = Field(None, description="the question's own address on its community's site (its meta.url), "
                             "present when stored; the widget links there, else to /q/<id>")
 
@@ -219,6 +235,33 @@ class Question(Response):
     text: str
     meta: dict[str, Any]
     created_at: str
+
+
+class QuestionDetail(Question):
+    duplicate_of: str | None = Field(description="the canonical question this one is closed onto (null: open)")
+
+
+class DuplicateLink(Response):
+    id: str
+    duplicate_of: str = Field(description="the canonical question (the end of the chain)")
+    pair_id: int | None = Field(description="the labelled pair closing stored (removed on reopen); null: none")
+    closed: bool = Field(description="false: it already was closed onto this canonical question (nothing changed)")
+
+
+class ClosedLink(Response):
+    id: str
+    duplicate_of: str = Field(description="the canonical question (the end of the chain)")
+    closed_onto: str = Field(description="the question it was closed onto (differs when that one was closed later)")
+    pair_id: int | None = Field(description="the labelled pair closing stored; null: none")
+    actor: str = Field(description="who closed it: api, admin, review, cli, import")
+    created_at: str
+
+
+class Reopened(Response):
+    id: str
+    duplicate_of: None
+    reopened_from: str = Field(description="the canonical question it was closed onto")
+    pair_removed: int | None = Field(description="the labelled pair removed with the link; null: there was none")
 
 
 class QuestionPage(Response):
@@ -327,7 +370,7 @@ def error_code(err: Mapping[str, Any], default: str | None = None) -> tuple[str,
         return "empty_question", f"{path} must not be empty"
     if name == "label":
         return "invalid_label", f"{path} must be 0 or 1"
-    if name == "id" and not typed:
+    if name in ("id", "canonical") and not typed:
         return "invalid_id", f"{path} must be 1-{MAX_ID_CHARS} visible ASCII characters without whitespace"
     if name == "source":
         return "invalid_option", f"{path} must be api, feedback or import"

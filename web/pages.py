@@ -84,7 +84,11 @@ def question(qid: str):
         return render_template("question.html", missing=qid), 404
     similar = svc.search(stored.text, 6)
     similar["results"] = [r for r in similar["results"] if r["id"] != stored.id][:5]
-    return render_template("question.html", question=stored, result=similar)
+    for r in similar["results"]:  # this question itself is no "asked before as" of its canonical question
+        r["duplicates"] = [d for d in r.get("duplicates", []) if d["id"] != stored.id]
+    canonical = svc.question(qid)["duplicate_of"]
+    return render_template("question.html", question=stored, result=similar,
+                           canonical=svc.get(canonical) if canonical else None)
 
 
 def _remember_pair(pair_id: int) -> None:

@@ -2,7 +2,9 @@
 
 ``GET /admin/review`` is the page (S = same, D = different, J / K or ↓ / ↑ move, U = undo), ``GET
 /admin/review.json`` the queue as JSON, ``POST /admin/review/label`` stores a pair with source ``review``
-(JSON when asked, else a redirect back), ``POST /admin/review/undo/<id>`` removes one review label. Candidate
+(JSON when asked, else a redirect back; with ``close`` = 1 or 2 and a "same" label it also closes the first or the
+second question as a duplicate of the other), ``POST /admin/review/undo/<id>`` removes one review label (and
+reopens the question its label closed). Candidate
 selection: :mod:`dupq.review`.
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
 from dupq.errors import DupQError
-from dupq.review import uncertain_pairs
+from dupq.review import label_pair, uncertain_pairs, undo_label
 from web.auth import check_admin, signed_in
 from web.errors import error_response
 from web.pages import wants_json
@@ -61,19 +63,19 @@ def label():
     check_admin()
     svc = get_service()
     raw = request.form.get("label", "")
+    f = request.form
     try:
-        pair = svc.add_pair(
-            request.form.get("question1"),
-            request.form.get("question2"),
-            int(raw) if raw in ("0", "1") else raw,
-            source="review",
-            model_version=svc.version,
-        )
+        out = label_pair(svc, f.get("question1"), f.get("question2"), int(raw) if raw in ("0", "1") else raw,
+                         close=f.get("close") or None, id1=f.get("id1") or None, id2=f.get("id2") or None)
     except DupQError as e:
         return _failed(e)
+    pair, closed = out["pair"], out["closed"]
+    message = f"Labelled {'same' if pair['label'] else 'different'} (pair {pair['id']})."
+    if closed:
+        message += f" {closed['id']} is closed as a duplicate of {closed['duplicate_of']}."
     if wants_json():
-        return jsonify({"pair": pair}), 201
-    flash(f"Labelled {'same' if pair['label'] else 'different'} (pair {pair['id']}).", "ok")
+        return jsonify({"pair": pair, "closed": closed, "message": message}), 201
+    flash(message, "ok")
     return redirect(url_for("admin.review.page"))
 
 
@@ -81,10 +83,10 @@ def label():
 def undo(pair_id: int):
     check_admin()
     try:
-        get_service().delete_pair(pair_id, source="review")
+        out = undo_label(get_service(), pair_id)
     except DupQError as e:
         return _failed(e)
     if wants_json():
-        return jsonify({"undone": pair_id})
-    flash("Label undone.", "ok")
+        return jsonify(out)
+    flash("Label undone." + (f" {out['reopened']} is reopened." if out["reopened"] else ""), "ok")
     return redirect(url_for("admin.review.page"))

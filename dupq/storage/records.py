@@ -26,6 +26,35 @@ class DuplicateIdError(StoreError):
         self.ids = ids
 
 
+class LinkError(StoreError):
+    """A canonical link that cannot be made: ``kind`` says why (``missing``: an id is not stored; ``cycle``: the
+    canonical is the question itself or one of its duplicates; ``closed``: already closed onto another question;
+    ``open``: reopening a question that is not closed)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class CanonicalLink:
+    """``question_id`` is closed as a duplicate of ``canonical_id`` (the end of its chain, an open question).
+
+    ``target_id`` is the question it was closed onto (the stored link; differs from ``canonical_id`` when that
+    question was itself closed later), ``pair_id`` the labelled pair closing stored (None: none was stored).
+    """
+
+    question_id: str
+    canonical_id: str
+    target_id: str
+    pair_id: int | None
+    actor: str
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class NewQuestion:
     """A question to add; ``id`` is generated when None."""

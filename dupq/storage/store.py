@@ -15,11 +15,24 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from dupq.storage.records import DuplicateIdError, NewQuestion, Question, StoredPair, created_now, new_id, new_questions
+from dupq.storage.records import (
+    CanonicalLink,
+    DuplicateIdError,
+    LinkError,
+    NewQuestion,
+    Question,
+    StoredPair,
+    created_now,
+    new_id,
+    new_questions,
+)
 from dupq.storage.sql import SqlAccess
 from dupq.text import pair_key
 
 PAIR_COLUMNS = "question1, question2, pair_key, label, source, model_version, created_at"
+#: How far a chain of canonical links is followed when read (a guard only: writes refuse cycles and link each
+#: question to the end of its target's chain, so chains grow only when a canonical question is closed later).
+MAX_CHAIN = 1000
 _MODEL_COLUMNS = "version, path, parent, created_at, config"
 
 
@@ -214,6 +227,167 @@ class QuestionRecords(SqlAccess):
     def labelled_keys(self) -> set[str]:
         """The order-free keys of every labelled pair (the review queue skips pairs that already have a label)."""
         return {r[0] for r in self._rows("SELECT DISTINCT pair_key FROM pairs")}
+
+    # -- canonical links: a question closed as a duplicate of another ----------------------------------------
+    # One link per closed question, to the question it was closed onto. Reading follows the chain to its end (the
+    # canonical question, which is open); writing refuses a cycle, and links a question closed onto an already
+    # closed one straight to that one's end. Writers of links are serialised like writers of questions
+    # (``_adding``: on PostgreSQL the revision row), so two nodes cannot close A onto B and B onto A at once.
+    def _chain_sql(self, n: int) -> str:
+        """Every step of the chains that start at ``n`` ids: rows ``(start, node, depth)``; a start's end is its
+        deepest node. Ids that are not closed have no row."""
+        return (
+            "WITH RECURSIVE up(start, node, depth) AS ("
+            f"SELECT question_id, canonical_id, 1 FROM canonical_links WHERE question_id IN ({self._marks(n)}) "
+            "UNION ALL SELECT up.start, l.canonical_id, up.depth + 1 FROM up "
+            f"JOIN canonical_links l ON l.question_id = up.node WHERE up.depth < {MAX_CHAIN}) "
+            "SELECT start, node, depth FROM up"
+        )
+
+    @staticmethod
+    def _ends(rows: Iterable[Any]) -> dict[str, str]:
+        best: dict[str, tuple[int, str]] = {}
+        for start, node, depth in rows:
+            if start not in best or depth > best[start][0]:
+                best[start] = (int(depth), node)
+        return {start: node for start, (_, node) in best.items()}
+
+    def canonical_of(self, ids: list[str]) -> dict[str, str]:
+        """The canonical question (the end of the chain) of each closed id among ``ids``; open ids are left out.
+
+        Example:
+            >>> store.canonical_of(["a", "b", "c"])   # doctest: +SKIP
+            {'a': 'c'}
+        """
+        out: dict[str, str] = {}
+        ids = list(dict.fromkeys(ids))
+        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[i : i + 500]
+            out.update(self._ends(tuple(r) for r in self._rows(self._chain_sql(len(chunk)), chunk)))
+        return out
+
+    def _end_in(self, c: Any, qid: str) -> str:
+        """The end of ``qid``'s chain (``qid`` itself when it is open), read inside transaction ``c``."""
+        return self._ends(tuple(r) for r in c.execute(self._chain_sql(1), (qid,)).fetchall()).get(qid, qid)
+
+    def canonical_link(self, qid: str) -> CanonicalLink | None:
+        """The link of ``qid`` (None: it is open or unknown), with the end of its chain as ``canonical_id``."""
+        rows = self._rows("SELECT question_id, canonical_id, pair_seq, actor, created_at FROM canonical_links "
+                          f"WHERE question_id={self.mark}", (qid,))
+        if not rows:
+            return None
+        r = rows[0]
+        end = self.canonical_of([qid]).get(qid, r[1])
+        return CanonicalLink(r[0], end, r[1], None if r[2] is None else int(r[2]), r[3], r[4])
+
+    def duplicates_of(self, qid: str, limit: int = 100) -> list[str]:
+        """The ids closed directly onto ``qid``, oldest link first (at most ``limit``)."""
+        rows = self._rows(f"SELECT question_id FROM canonical_links WHERE canonical_id={self.mark} "
+                          f"ORDER BY created_at, question_id LIMIT {self.mark}", (qid, limit))
+        return [r[0] for r in rows]
+
+    def pair_link(self, pair_id: int) -> str | None:
+        """The question whose link holds labelled pair ``pair_id`` (the pair its closing stored), if any."""
+        rows = self._rows(f"SELECT question_id FROM canonical_links WHERE pair_seq={self.mark}", (int(pair_id),))
+        return rows[0][0] if rows else None
+
+    def link_count(self) -> int:
+        """How many questions are closed as duplicates."""
+        return int(self._rows("SELECT COUNT(*) FROM canonical_links")[0][0])
+
+    def _close(self, c: Any, qid: str, target: str, *, actor: str, pair_source: str | None,
+               labelled: set[str] | None, created: str) -> tuple[CanonicalLink, bool]:
+        """Close ``qid`` onto the end of ``target``'s chain inside transaction ``c``; ``(link, made)``.
+
+        Raises :class:`LinkError` before writing anything. Already closed onto the same end: the link as it is,
+        ``made`` False. ``pair_source``: store the pair (``qid``, end) labelled 1 with this source, unless its key
+        is in ``labelled`` (None: always); the link remembers it so that reopening removes exactly it.
+        """
+        marks = self._marks(2)
+        texts = {r[0]: r[1] for r in c.execute(f"SELECT id, text FROM questions WHERE id IN ({marks})",
+                                               (qid, target)).fetchall()}
+        for i in (qid, target):
+            if i not in texts:
+                raise LinkError("missing", f"no question with id {i!r}")
+        if qid == target:
+            raise LinkError("cycle", f"question {qid!r} cannot be a duplicate of itself")
+        end = self._end_in(c, target)
+        if end == qid:
+            raise LinkError("cycle", f"{target!r} is already a duplicate of {qid!r}: closing {qid!r} onto it "
+                            "would make a cycle")
+        row = c.execute("SELECT canonical_id, pair_seq, actor, created_at FROM canonical_links "
+                        f"WHERE question_id={self.mark}", (qid,)).fetchone()
+        if row is not None:
+            have = self._end_in(c, qid)
+            if have != end:
+                raise LinkError("closed", f"question {qid!r} is already closed as a duplicate of {have!r}; "
+                                "reopen it first")
+            return CanonicalLink(qid, have, row[0], None if row[1] is None else int(row[1]), row[2], row[3]), False
+        if end not in texts:
+            texts[end] = c.execute(f"SELECT text FROM questions WHERE id={self.mark}", (end,)).fetchone()[0]
+        pair_seq = None
+        key = pair_key(texts[qid], texts[end])
+        if pair_source is not None and texts[qid] != texts[end] and (labelled is None or key not in labelled):
+            pair_seq = self._insert_pair(c, (texts[qid], texts[end], key, 1, pair_source, None, created))
+            if labelled is not None:
+                labelled.add(key)
+        c.execute(f"INSERT INTO canonical_links(question_id, canonical_id, pair_seq, actor, created_at) "
+                  f"VALUES ({self._marks(5)})", (qid, end, pair_seq, actor, created))
+        return CanonicalLink(qid, end, end, pair_seq, actor, created), True
+
+    def close_duplicate(self, qid: str, target: str, *, actor: str,
+                        pair_source: str | None = "canonical") -> tuple[CanonicalLink, bool]:
+        """Close ``qid`` as a duplicate of ``target`` (of the end of its chain, if it is closed itself).
+
+        Stores the pair (``qid``, canonical) labelled 1 with ``pair_source`` (None: no pair) in the same
+        transaction. Returns ``(link, made)``; ``made`` is False when ``qid`` was already closed onto that
+        canonical question (nothing written).
+
+        Raises:
+            LinkError: ``missing`` (an id is not stored), ``cycle`` (``target`` is ``qid`` or one of its
+                duplicates), ``closed`` (``qid`` is closed onto another question).
+        """
+        with self._adding() as c:
+            return self._close(c, qid, target, actor=actor, pair_source=pair_source, labelled=None,
+                               created=created_now())
+
+    def close_duplicates(self, links: Iterable[tuple[str, str]], *, actor: str, pair_source: str | None,
+                         labelled: set[str] | None = None) -> list[str]:
+        """Close many (an import's links) in one transaction; what became of each, in order: ``made`` (linked),
+        ``existing`` (already so), or the :class:`LinkError` kind (``missing``, ``cycle``, ``closed``); nothing
+        is raised. A pair is stored for a link made unless its key is in ``labelled`` (extended in place)."""
+        out: list[str] = []
+        created = created_now()
+        with self._adding() as c:
+            for qid, target in links:
+                try:
+                    made = self._close(c, qid, target, actor=actor, pair_source=pair_source, labelled=labelled,
+                                       created=created)[1]
+                    out.append("made" if made else "existing")
+                except LinkError as e:
+                    out.append(e.kind)
+        return out
+
+    def reopen(self, qid: str) -> CanonicalLink:
+        """Remove ``qid``'s link and the pair closing stored (only that pair); returns the link as it was.
+
+        Questions closed onto ``qid`` stay closed onto it (it is now their canonical question).
+
+        Raises:
+            LinkError: ``missing`` (no such question) or ``open`` (it is not closed).
+        """
+        with self._adding() as c:
+            row = c.execute("SELECT canonical_id, pair_seq, actor, created_at FROM canonical_links "
+                            f"WHERE question_id={self.mark}", (qid,)).fetchone()
+            if row is None:
+                if c.execute(f"SELECT 1 FROM questions WHERE id={self.mark}", (qid,)).fetchone() is None:
+                    raise LinkError("missing", f"no question with id {qid!r}")
+                raise LinkError("open", f"question {qid!r} is not closed as a duplicate")
+            end = self._end_in(c, qid)
+            c.execute(f"DELETE FROM canonical_links WHERE question_id={self.mark}", (qid,))
+            if row[1] is not None:
+                c.execute(f"DELETE FROM pairs WHERE seq={self.mark}", (int(row[1]),))
+            return CanonicalLink(qid, end, row[0], None if row[1] is None else int(row[1]), row[2], row[3])
 
     # -- model version records (dupq.storage.registry) ------------------------------------------------------
     def model_record(self, version: str) -> dict[str, Any] | None:

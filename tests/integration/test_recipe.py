@@ -177,6 +177,34 @@ def test_reranked_search_orders_by_the_cross_encoder(trained: dict[str, Any]) ->
         assert svc.search(q, k=2, rerank=False)["scorer"] == "twin"
 
 
+def test_reranked_search_answers_each_cluster_once(trained: dict[str, Any]) -> None:
+    """Re-ranking scores every hit of the candidate clusters; a cluster answers once, as its canonical question,
+    with its best re-ranking score, its matched duplicates attached with their own (issue 25)."""
+    from dupq.service import DupQ
+
+    with DupQ(Settings(home=trained["home"], seed_bank=str(SMALL_BANK), rerank_top_n=8)) as svc:
+        q = "How do I reverse a list in Python?"
+        cross = svc.serving.cross
+        hits = svc.search(q, k=8)["results"]  # the whole small bank, not collapsed yet
+        scores = dict(zip([h["id"] for h in hits], cross.rerank([(q, h["text"]) for h in hits],
+                                                                [h["score"] for h in hits]), strict=True))
+        twin = {h["id"]: h["score"] for h in hits}
+        svc.close_as_duplicate("py-rev-1", "lx-disk-1")  # the exact match, closed onto an unrelated question
+        try:
+            res = svc.search(q, k=8, rerank=True)["results"]
+        finally:
+            svc.reopen("py-rev-1")
+        ids = [r["id"] for r in res]
+        assert "py-rev-1" not in ids and len(ids) == len(set(ids)) == 7
+        disk = next(r for r in res if r["id"] == "lx-disk-1")
+        assert [d["id"] for d in disk["duplicates"]] == ["py-rev-1"]
+        assert disk["duplicates"][0]["score"] == pytest.approx(scores["py-rev-1"], abs=1e-5)
+        best = max(("py-rev-1", "lx-disk-1"), key=lambda i: scores[i])
+        assert disk["score"] == pytest.approx(scores[best], abs=1e-5)
+        assert disk["twin_score"] == pytest.approx(twin[best], abs=1e-5)
+        assert [r["score"] for r in res] == sorted((r["score"] for r in res), reverse=True)
+
+
 def test_rerank_through_the_api(trained: dict[str, Any]) -> None:
     from web import create_app
 

@@ -68,8 +68,9 @@ def _get_json(url: str, token: str | None = None) -> Any:
         return json.loads(r.read())
 
 
-def _post_json(url: str, body: dict[str, Any]) -> Any:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def _post_json(url: str, body: dict[str, Any], token: str | None = None, method: str = "POST") -> Any:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method=method)
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -220,6 +221,30 @@ def test_stored_and_typed_html_is_text(page) -> None:
     page.wait_for_timeout(200)
     assert page.evaluate("window.__pwned") is None
     shot(page, "04-html-as-text")
+
+
+def test_a_canonical_result_shows_its_closed_duplicates_as_text(page, server: str) -> None:
+    """Issue 25: a cluster answers once, as its canonical question, "asked before as" its matched duplicates."""
+    text = '<b id="dupbold">Flip</b> the order of a Python list <img src=x onerror="window.__pwned=3">'
+    qid = _post_json(server + "/api/v1/questions", {"questions": [{"text": text}]})["ids"][0]
+    url = f"{server}/api/v1/questions/{qid}/duplicate-of"
+    _post_json(url, {"canonical": "py-001"}, ADMIN_TOKEN)
+    try:
+        page.goto("/")
+        type_question(page, "Flip the order of a Python list")
+        asked = page.locator("#result-list li", has=page.locator("p.asked")).first
+        asked.wait_for()
+        assert f"/q/{qid}" in asked.locator("p.asked a").first.get_attribute("href")
+        assert text in asked.locator("p.asked").inner_text()
+        assert page.locator("#results img, #dupbold").count() == 0
+        ids = [a.get_attribute("href") for a in page.locator("#result-list a.qtext").all()]
+        assert f"/q/{qid}" not in ids and len(ids) == len(set(ids))
+        page.wait_for_timeout(200)
+        assert page.evaluate("window.__pwned") is None
+        shot(page, "05b-asked-before-as")
+    finally:
+        _post_json(url, {}, ADMIN_TOKEN, method="DELETE")
+        _post_json(f"{server}/api/v1/questions/{qid}", {}, ADMIN_TOKEN, method="DELETE")
 
 
 def test_feedback_and_undo_store_and_remove_a_pair(page, server: str) -> None:

@@ -34,7 +34,7 @@
       const data = await post(form.action, body);
       const done = document.createElement("span");
       done.className = "done";
-      done.textContent = value === "1" ? `Labelled same (pair ${data.pair.id}).` : `Labelled different (pair ${data.pair.id}).`;
+      done.textContent = data.message || (value === "1" ? `Labelled same (pair ${data.pair.id}).` : `Labelled different (pair ${data.pair.id}).`);
       form.replaceWith(done);
       li.classList.add("labelled");
       undoStack.push({ li, form, done, id: data.pair.id });

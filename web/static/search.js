@@ -46,6 +46,17 @@
     return f;
   }
 
+  // A canonical question whose closed duplicates matched: "asked before as “…”, “…”" (texts as text, never HTML).
+  function askedBefore(dups) {
+    const p = el("p", { class: "asked" }, "asked before as ");
+    dups.slice(0, 3).forEach((d, i) => {
+      if (i) p.append(", ");
+      p.append(el("a", { href: cfg.question.replace("__ID__", encodeURIComponent(d.id)), text: `“${d.text}”` }));
+    });
+    if (dups.length > 3) p.append(` and ${dups.length - 3} more`);
+    return p;
+  }
+
   function render(question, data) {
     const likely = data.results.filter((r) => r.duplicate);
     const summary = el("p", { id: "summary" },
@@ -62,7 +73,9 @@
           el("span", { class: "score", title: "similarity to your question", text: r.score.toFixed(3) }),
           r.duplicate ? el("span", { class: "badge", text: "likely duplicate" }) : null,
           feedbackForm(question, r, data.model));
-        li.append(link, meta);
+        li.append(link);
+        if (r.duplicates && r.duplicates.length) li.append(askedBefore(r.duplicates));
+        li.append(meta);
         list.append(li);
       }
       nodes.push(list);

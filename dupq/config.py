@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dupq.filters import check_field_name
 from dupq.system import default_shared_cache
 
 #: Where state lives when neither ``--home`` nor ``DUPQ_HOME`` says otherwise.
@@ -122,6 +123,10 @@ class Settings:
         switch_wait_s: On PostgreSQL, longest wait of a promotion for the other live nodes to load the new
             version before the pointer flips (then each switches at once); a node slower than that loads it
             after the flip and serves the old version meanwhile.
+        filter_fields: The ``meta`` fields a search may filter on (``"filter"`` in ``POST /api/v1/search``,
+            ``dupq search --filter``; dupq/filters.py): the store indexes them (SQLite: the ``question_fields``
+            table, rebuilt when this list changes; PostgreSQL: a GIN index per field on ``meta -> field``). TOML:
+            a list of strings; ``DUPQ_FILTER_FIELDS``: comma-separated (empty: no field is filterable).
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -152,6 +157,7 @@ class Settings:
     job_lease_s: float = 30.0
     pg_index: str = "halfvec"
     switch_wait_s: float = 60.0
+    filter_fields: tuple[str, ...] = ("tags", "site")
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -173,6 +179,13 @@ class Settings:
             raise SettingsError(
                 f"session_cookie_samesite must be Lax, Strict or None, got {self.session_cookie_samesite!r}"
             )
+        ff = self.filter_fields
+        if isinstance(ff, str) or not isinstance(ff, (list, tuple)):
+            raise SettingsError(f"filter_fields must be a list of field names, got {ff!r}")
+        try:
+            object.__setattr__(self, "filter_fields", tuple(dict.fromkeys(check_field_name(f) for f in ff)))
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
         if self.backend not in BACKENDS:
             raise SettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.database_url is not None and self.database_url.split("://", 1)[0] not in ("postgresql", "postgres"):
@@ -278,6 +291,8 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
         if raw == "":
             if f.name in _EMPTY_IS_NONE:
                 values[f.name] = None
+            elif isinstance(f.default, tuple):  # an empty list
+                values[f.name] = []
             continue
         values[f.name] = _convert(f.name, raw, var)
     return values
@@ -285,6 +300,8 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _convert(name: str, raw: str, where: str) -> Any:
     kind = {f.name: f.default for f in fields(Settings)}.get(name)
+    if isinstance(kind, tuple):  # a list setting: comma-separated
+        return [item.strip() for item in raw.split(",") if item.strip()]
     try:
         if isinstance(kind, bool):
             return raw.lower() in ("1", "true", "yes", "on")

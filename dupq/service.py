@@ -22,6 +22,7 @@ from typing import Any
 
 from dupq.config import DEFAULT_HOME, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
+from dupq.filters import QuestionFilter
 from dupq.index import VectorIndex, sync_index
 from dupq.models.encoder import SiameseEncoder
 from dupq.retrain import Retrainer
@@ -239,8 +240,13 @@ class DupQ:
         self.store.set_state("seeded", "1")
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, question: Any, k: Any = 10, rerank: Any = None) -> dict[str, Any]:
+    def search(self, question: Any, k: Any = 10, rerank: Any = None, filter: Any = None) -> dict[str, Any]:  # noqa: A002
         """Top-k stored questions for ``question``, best first, each marked duplicate or not.
+
+        ``filter`` (dupq/filters.py; None: every question): ``{FIELD: VALUE | {"any": [...]} | {"none": [...]}}`` on
+        the ``filter_fields`` setting's fields: the best k among the questions that match (a pre-filter, before
+        any re-ranking): never one that does not, and k whenever k match. An undeclared field or a malformed
+        filter is a ``ValidationError`` (400).
 
         ``rerank`` (None: the ``rerank`` setting): the twin retrieves ``max(k, rerank_top_n)`` candidates, the
         version's cross-encoder re-scores them (OpenVINO), and the top k by that score come back, with
@@ -254,6 +260,7 @@ class DupQ:
         text = normalize_question(question)
         k = clean_k(k)
         rerank = clean_rerank(rerank, self.settings.rerank)
+        qf = QuestionFilter.parse(filter, self.settings.filter_fields)
         serving = self._serving  # one read: a concurrent swap cannot mix two models in one answer
         enc = serving.encoder
         if rerank and serving.cross is None:
@@ -262,8 +269,9 @@ class DupQ:
                 "or promote a version trained with the cross-encoder",
                 code="no_cross_encoder",
             )
+        scope = self.store.scope(qf) if qf is not None else None
         qv = enc.encode([text])
-        hits = serving.index.search(qv, max(k, self.settings.rerank_top_n) if rerank else k)[0]
+        hits = serving.index.search(qv, max(k, self.settings.rerank_top_n) if rerank else k, scope)[0]
         found = self.store.get_many([h.id for h in hits])
         hits = [h for h in hits if h.id in found]  # deleted between index search and lookup
         if not rerank:

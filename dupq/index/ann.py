@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from dupq.config import ANN_REBUILD_DEAD_FRACTION
-from dupq.index.base import Hit
-from dupq.index.exact import ExactIndex, top_hits
+from dupq.index.base import Hit, Scope
+from dupq.index.exact import ExactIndex, search_rows, top_hits
 from dupq.index.storage import VectorLog, write_atomic
 from dupq.models.energy import Energy
 from dupq.system import cpu_threads
@@ -76,6 +76,12 @@ def _threads_for(rows: int) -> int:
     return cpu_threads() if rows >= PARALLEL_BUILD_MIN else 1
 
 
+#: A filtered search scans its scope exactly up to this many matching questions, through the graph above
+#: (measured at 1M: scripts/bench_filter.py, docs/benchmarks.md "Scoped search").
+SCOPE_EXACT_MAX = 20_000
+#: ...and looks at no more than this many graph candidates before it scans its scope exactly.
+SCOPE_GRAPH_MAX = 8192
+
 #: Settings baked into a built graph; the others (expansion_search, candidates) apply at search time.
 BUILD_PARAMS = ("connectivity", "expansion_add", "dtype")
 
@@ -95,6 +101,9 @@ class AnnParams:
         candidates: Graph hits re-ranked exactly per query (at least k).
         dtype: Scalar type of the graph's own vector copy; None: the energy's
             (:attr:`dupq.models.energy.Energy.graph_dtype`: ``i8`` for cosine, ``f16`` for Euclidean).
+        scope_exact_max: A filtered search scores every question in its scope exactly when at most this many
+            match; above, it goes through the graph (:meth:`AnnIndex._scoped`).
+        scope_graph_max: Most graph candidates a filtered search looks at before it scans its scope exactly.
     """
 
     connectivity: int = 16
@@ -102,6 +111,8 @@ class AnnParams:
     expansion_search: int = 192
     candidates: int = 32
     dtype: str | None = None
+    scope_exact_max: int = SCOPE_EXACT_MAX
+    scope_graph_max: int = SCOPE_GRAPH_MAX
 
     def dtype_for(self, energy: Energy) -> str:
         return self.dtype or energy.graph_dtype
@@ -262,15 +273,47 @@ class AnnIndex:
                 self._save_graph(g)
 
     # -- search ---------------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-k hits per query row, best first, scored exactly (graph candidates re-ranked in float32)."""
+    def search(self, queries: np.ndarray, k: int, scope: Scope | None = None) -> list[list[Hit]]:
+        """Top-k hits per query row, best first, scored exactly (graph candidates re-ranked in float32).
+
+        With a ``scope`` (a filter): an exact scan over its questions when at most ``params.scope_exact_max``
+        match, else the graph's candidates, widened until k of them match (:meth:`_scoped`)."""
         queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         with self._lock:
             g = self._graph
             if g is None:
-                return ExactIndex(self.log).search(queries, k)
+                return ExactIndex(self.log).search(queries, k, scope)
+            if scope is not None:
+                ids = scope.ids(limit=self.params.scope_exact_max)
+                if ids is not None:  # selective: few enough to score every one of them
+                    return search_rows(self.log, queries, self.log.rows_of(ids), k)
+                return [self._scoped(g, q, k, scope) for q in queries]
             cands = g.search(queries, max(k, self.params.candidates))
             return [self._rerank(q, rows, k) for q, rows in zip(queries, cands, strict=True)]
+
+    def _scoped(self, g: _Graph, q: np.ndarray, k: int, scope: Scope) -> list[Hit]:
+        """The best k in ``scope`` through the graph: its best ``count`` candidates, of which the store keeps
+        those in scope; ``count`` grows (to the share in scope seen so far) until k are found or the graph
+        holds no more. The graph's best candidates hold the best k of the scope once k of them are in it, so
+        the recall is the graph's own; past ``scope_graph_max`` candidates an exact scan of the scope answers."""
+        ids = self.log.row_ids()
+        seen: dict[int, bool] = {}  # row -> in scope
+        count = max(self.params.candidates, 2 * k)
+        while True:
+            rows = g.search(q[None, :], count)[0]
+            exhausted = len(rows) < count
+            rows = rows[self.log.alive[rows]] if len(rows) else rows
+            new = [int(r) for r in rows if int(r) not in seen]
+            if new:
+                kept = scope.keep([ids[r] for r in new])
+                seen.update((r, ids[r] in kept) for r in new)
+            good = np.array([r for r in rows if seen[int(r)]], dtype=np.int64)
+            if len(good) >= k or exhausted:  # k found, or every alive entry was a candidate
+                return self._rerank(q, good, k)
+            if count >= self.params.scope_graph_max:
+                return search_rows(self.log, q[None, :], self.log.rows_of(scope.ids() or []), k)[0]
+            share = max(len(good), 1) / max(len(rows), 1)
+            count = min(self.params.scope_graph_max, max(4 * count, int(1.5 * k / share)))
 
     def _rerank(self, q: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         rows = rows[self.log.alive[rows]] if len(rows) else rows

@@ -16,12 +16,14 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dupq.index.base import Hit
+from dupq.filters import QuestionFilter
+from dupq.index.base import Hit, Scope
 from dupq.index.exact import top_hits
 
 if TYPE_CHECKING:  # the connection pool is passed in: the index layer never opens a database itself
@@ -166,19 +168,34 @@ class PgVectorIndex:
                 c.execute(f"DELETE FROM {self.table} v USING questions q WHERE q.seq = v.seq AND q.id = ANY(%s)",
                           (list(ids),))
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-k hits per query row through the HNSW index, re-scored and ordered by the exact energy."""
+    def search(self, queries: np.ndarray, k: int, scope: Scope | None = None) -> list[list[Hit]]:
+        """Top-k hits per query row through the HNSW index, re-scored and ordered by the exact energy.
+
+        With a ``scope``: its filter is in the ``WHERE`` of the same query (:func:`filter_sql`), which the HNSW
+        index answers with an iterative scan (``hnsw.iterative_scan``) or the planner with the GIN index of the
+        filtered fields; when that gives fewer than k (the iterative scan stopped at ``hnsw.max_scan_tuples``),
+        an exact scan of the scope answers: k whenever k match."""
         queries = self.energy.prepare(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         cast = f"::halfvec({self.dim})" if self.kind == "halfvec" else ""
-        sql = (f"SELECT q.id, v.embedding FROM (SELECT seq, embedding FROM {self.table} "
-               f"ORDER BY {self._key} {self._op} %s::vector{cast} LIMIT %s) v JOIN questions q USING (seq)")
+        params: list[Any] = []
+        if scope is None:
+            sql = (f"SELECT q.id, v.embedding FROM (SELECT seq, embedding FROM {self.table} "
+                   f"ORDER BY {self._key} {self._op} %s::vector{cast} LIMIT %s) v JOIN questions q USING (seq)")
+        else:
+            where, params = filter_sql(scope.filter)
+            scoped = f"SELECT q.id, v.embedding FROM {self.table} v JOIN questions q ON q.seq = v.seq WHERE {where} "
+            sql = scoped + f"ORDER BY v.{self._key} {self._op} %s::vector{cast} LIMIT %s"
+            # "+ 0": an expression no index serves, so this one is an exact scan of the scope.
+            exact = scoped + f"ORDER BY (v.embedding {self._op} %s::vector) + 0 LIMIT %s"
         out: list[list[Hit]] = []
         with self.db.transaction() as c:
             if k > self.db.ef_search:
                 c.execute(f"SET LOCAL hnsw.ef_search = {int(min(k, 1000))}")
             cur = c.cursor(binary=True)
             for qv in queries:
-                rows = cur.execute(sql, (qv, k)).fetchall()
+                rows = cur.execute(sql, (*params, qv, k)).fetchall()
+                if scope is not None and len(rows) < k:
+                    rows = cur.execute(exact, (*params, qv, k)).fetchall()
                 if not rows:
                     out.append([])
                     continue
@@ -244,6 +261,33 @@ class PgVectorIndex:
             t = c.execute("SELECT pg_table_size(%s), COALESCE(pg_relation_size(to_regclass(%s)), 0)",
                           (self.table, f"{self.table}_hnsw")).fetchone()
         return {"table": int(t[0]), "hnsw": int(t[1])}
+
+
+def filter_sql(qf: QuestionFilter, alias: str = "q") -> tuple[str, list[Any]]:
+    """The ``WHERE`` condition of a filter over ``questions`` (as ``alias``) and its parameters.
+
+    Each clause is ``(meta -> 'FIELD') @> ANY(values)``: a ``jsonb`` scalar is contained in an equal scalar and in
+    an array holding it (the filter's meaning, dupq/filters.py), and the expression is the one the GIN index of
+    a declared field is built on (:func:`field_index_sql`), so the planner can use it. ``none`` negates it, a
+    missing field counting as "has none of them".
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    for c in qf.clauses:
+        cond = f"({alias}.meta -> '{c.field}') @> ANY(%s::jsonb[])"  # field names are checked: FIELD_PATTERN
+        parts.append(f"NOT COALESCE({cond}, false)" if c.negate else cond)
+        params.append(list(c.keys))
+    return " AND ".join(parts) or "true", params
+
+
+def field_index_sql(field: str) -> tuple[str, str]:
+    """The name and ``CREATE INDEX`` statement of the GIN index of a filterable field (``jsonb_path_ops``: the
+    smaller kind, enough for ``@>``)."""
+    import hashlib
+
+    name = "questions_filter_" + re.sub(r"[^a-z0-9_]", "_", field.lower())[:30] + "_"
+    name += hashlib.sha1(field.encode()).hexdigest()[:8]
+    return name, f"CREATE INDEX IF NOT EXISTS {name} ON questions USING gin ((meta -> '{field}') jsonb_path_ops)"
 
 
 def _copy(c: Any, table: str, rows: Sequence[tuple[int, np.ndarray]]) -> None:

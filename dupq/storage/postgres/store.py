@@ -14,10 +14,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from dupq.filters import QuestionFilter
 from dupq.index.pgvector import field_index_sql, filter_sql
 from dupq.storage.postgres.db import Database, PgAccess
 from dupq.storage.store import PAIR_COLUMNS, QuestionRecords
+
+
+def _as_is(text: str) -> str:
+    return text
+
 
 #: Batches this large or larger are written with binary COPY rather than one INSERT ... SELECT unnest.
 COPY_MIN = 64
@@ -59,8 +66,8 @@ class PgQuestionStore(PgAccess, QuestionRecords):
         if len(rows) >= COPY_MIN:
             with c.cursor().copy("COPY questions (id, text, meta, created_at) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.set_types(["text", "text", "jsonb", "text"])
-                for r in rows:
-                    cp.write_row(r)
+                for r in rows:  # the meta is JSON text already: sent as it is (a plain str would become a jsonb string)
+                    cp.write_row((r[0], r[1], Jsonb(r[2], dumps=_as_is), r[3]))
         else:
             c.cursor().executemany(
                 "INSERT INTO questions(id, text, meta, created_at) VALUES (%s, %s, %s::jsonb, %s)", rows

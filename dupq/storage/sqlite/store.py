@@ -107,6 +107,12 @@ class QuestionStore(QuestionRecords):
             c.executemany("INSERT INTO question_fields(seq, field, value) SELECT seq, ?, ? FROM questions WHERE id=?",
                           [(f, v, r[0]) for r in rows for f, v in field_rows(json.loads(r[2]), fields)])
 
+    def _insert_pairs(self, c: Any, rows: list[tuple]) -> None:
+        c.executemany(f"INSERT INTO pairs({PAIR_COLUMNS}) VALUES ({self._marks(7)})", rows)
+
+    def _insert_pair(self, c: Any, row: tuple) -> int:
+        return int(c.execute(f"INSERT INTO pairs({PAIR_COLUMNS}) VALUES ({self._marks(7)})", row).lastrowid)
+
     # -- scoped search (dupq/filters.py) ---------------------------------------------------------------------
     def _indexed_fields(self, c: Any = None) -> tuple[str, ...]:
         """The fields ``question_fields`` holds (state ``filter_fields``)."""
@@ -182,9 +188,3 @@ class SqliteScope:
             sql = f"SELECT q.id FROM questions q WHERE q.id IN ({', '.join('?' * len(chunk))}) AND {self._where}"
             out.update(r[0] for r in self.store.query(sql, [*chunk, *self._params]))
         return out
-
-    def _insert_pairs(self, c: Any, rows: list[tuple]) -> None:
-        c.executemany(f"INSERT INTO pairs({PAIR_COLUMNS}) VALUES ({self._marks(7)})", rows)
-
-    def _insert_pair(self, c: Any, row: tuple) -> int:
-        return int(c.execute(f"INSERT INTO pairs({PAIR_COLUMNS}) VALUES ({self._marks(7)})", row).lastrowid)

@@ -159,26 +159,39 @@ class QuestionStore(QuestionRecords):
 class SqliteScope:
     """A filter's questions in a SQLite home (:class:`dupq.index.base.Scope`).
 
-    A clause is ``q.seq [NOT] IN (SELECT seq FROM question_fields WHERE field=? AND value IN (...))``: SQLite
-    reads a positive one from the ``(field, value, seq)`` index and looks the questions up by rowid, so a
-    selective filter never scans the questions table."""
+    :meth:`ids` reads a positive clause's rows from the ``(field, value, seq)`` index and joins the questions by
+    rowid (streamed: a ``LIMIT`` stops it early, where ``seq IN (subquery)`` would first materialise every match);
+    the other clauses are ``[NOT] EXISTS`` lookups in the primary key ``(seq, field, value)``, as in :meth:`keep`."""
 
     def __init__(self, store: QuestionStore, qf: QuestionFilter) -> None:
         self.store = store
         self.filter = qf
+        clauses = sorted(qf.clauses, key=lambda c: (c.negate, len(c.keys)))
+        self._driver = clauses[0] if not clauses[0].negate else None
+        self._where, self._params = self._exists(clauses)
+        self._rest, self._rest_params = self._exists(clauses[1:] if self._driver else clauses)
+
+    @staticmethod
+    def _exists(clauses: Sequence[Any]) -> tuple[str, list[str]]:
         parts, params = [], []
-        for c in sorted(qf.clauses, key=lambda c: c.negate):  # a positive clause first: SQLite drives from it
-            marks = ", ".join("?" * len(c.keys))
-            parts.append(f"q.seq {'NOT ' if c.negate else ''}IN (SELECT f.seq FROM question_fields f "
-                         f"WHERE f.field = ? AND f.value IN ({marks}))")
+        for c in clauses:
+            parts.append(f"{'NOT ' if c.negate else ''}EXISTS (SELECT 1 FROM question_fields f WHERE f.seq = q.seq "
+                         f"AND f.field = ? AND f.value IN ({', '.join('?' * len(c.keys))}))")
             params += [c.field, *c.keys]
-        self._where, self._params = " AND ".join(parts), params
+        return " AND ".join(parts) or "1", params
 
     def ids(self, limit: int | None = None) -> list[str] | None:
-        sql = f"SELECT q.id FROM questions q WHERE {self._where}"
+        d = self._driver
+        if d is None:
+            sql, params = f"SELECT q.id FROM questions q WHERE {self._where}", list(self._params)
+        else:  # one value: one row per question (the primary key); several: a question may hold two of them
+            marks = ", ".join("?" * len(d.keys))
+            sql = (f"SELECT {'DISTINCT ' if len(d.keys) > 1 else ''}q.id FROM question_fields d "
+                   f"JOIN questions q ON q.seq = d.seq WHERE d.field = ? AND d.value IN ({marks}) AND {self._rest}")
+            params = [d.field, *d.keys, *self._rest_params]
         if limit is None:
-            return [r[0] for r in self.store.query(sql, self._params)]
-        rows = self.store.query(sql + " LIMIT ?", [*self._params, limit + 1])
+            return [r[0] for r in self.store.query(sql, params)]
+        rows = self.store.query(sql + " LIMIT ?", [*params, limit + 1])
         return None if len(rows) > limit else [r[0] for r in rows]
 
     def keep(self, ids: Sequence[str]) -> set[str]:

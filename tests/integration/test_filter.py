@@ -277,3 +277,16 @@ def test_page_search_filter(client) -> None:
     assert "Windows laptop wifi" not in page and 'name="f.site"' in page and 'value="askubuntu.com"' in page
     page = client.get("/?q=wifi+keeps+dropping&f.tags=windows,+dns").get_data(as_text=True)
     assert "Windows laptop wifi" in page and "DNS lookups" in page and "Ubuntu laptop" not in page
+
+
+@pytest.mark.training
+def test_a_reranked_search_is_filtered_before_reranking(svc) -> None:
+    from support import tiny_version
+
+    svc.promote(tiny_version.install(svc))  # a version with a cross-encoder
+    svc.add_questions(ADDED)
+    res = svc.search("my wifi connection keeps dropping", k=2, rerank=True, filter={"site": "askubuntu.com"})
+    assert res["scorer"].startswith("cross-encoder") and all("twin_score" in r for r in res["results"])
+    assert sorted(r["id"] for r in res["results"]) == ["au-dns", "au-wifi"]  # the two that match, re-ranked
+    res = svc.search("my wifi connection keeps dropping", k=3, rerank=True, filter={"tags": {"none": ["wifi"]}})
+    assert len(res["results"]) == 3 and not {"au-wifi", "su-wifi"} & {r["id"] for r in res["results"]}

@@ -12,7 +12,7 @@ store's lookups included, the encoder excluded). The ground truth is an exact sc
 numpy; every result is checked against the metadata (0 outside the filter, k whenever k match).
 
 usearch is also run with its exact-scan threshold forced to 0 (always the graph) and to N (always an exact
-scan of the scope), which is how ``SCOPE_EXACT_MAX`` was chosen.
+scan of the scope), which is how ``SCOPE_EXACT_PER_ROOT`` was chosen.
 
 Usage:
     flock /work/heavy.lock python scripts/bench_filter.py --n 100000 --out docs/bench_filter_100k.json

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dupq.filters import QuestionFilter
+from dupq.index.ann import SCOPE_EXACT_PER_ROOT
 from dupq.index.base import Hit, Scope
 from dupq.index.exact import top_hits
 
@@ -173,10 +174,11 @@ class PgVectorIndex:
     def search(self, queries: np.ndarray, k: int, scope: Scope | None = None) -> list[list[Hit]]:
         """Top-k hits per query row through the HNSW index, re-scored and ordered by the exact energy.
 
-        With a ``scope``: its filter is in the ``WHERE`` of the same query (:func:`filter_sql`), which the HNSW
-        index answers with an iterative scan (``hnsw.iterative_scan``) or the planner with the GIN index of the
-        filtered fields; when that gives fewer than k (the iterative scan stopped at ``hnsw.max_scan_tuples``),
-        an exact scan of the scope answers: k whenever k match."""
+        With a ``scope``: as the in-process index does (:meth:`dupq.index.AnnIndex.search`), a selective filter
+        (at most ``SCOPE_EXACT_PER_ROOT * sqrt(rows)`` match; the GIN index of the filtered fields finds them) is
+        answered by an exact scan of its questions; otherwise the filter is in the ``WHERE`` of the HNSW query
+        (:func:`filter_sql`), which an iterative scan (``hnsw.iterative_scan``) answers; when that gives fewer
+        than k (it stopped at ``hnsw.max_scan_tuples``), an exact scan of the scope answers: k whenever k match."""
         queries = self.energy.prepare(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         cast = f"::halfvec({self.dim})" if self.kind == "halfvec" else ""
         params: list[Any] = []
@@ -189,6 +191,8 @@ class PgVectorIndex:
             sql = scoped + f"ORDER BY v.{self._key} {self._op} %s::vector{cast} LIMIT %s"
             # "+ 0": an expression no index serves, so this one is an exact scan of the scope.
             exact = scoped + f"ORDER BY (v.embedding {self._op} %s::vector) + 0 LIMIT %s"
+            listed = (f"SELECT q.id, v.embedding FROM {self.table} v JOIN questions q ON q.seq = v.seq WHERE "
+                      f"v.seq = ANY(%s) ORDER BY (v.embedding {self._op} %s::vector) + 0 LIMIT %s")
         # A filtered scan takes SCOPE_ROWS x k rows (relaxed order) and keeps the best k by the exact score: the
         # iterative scan's later rows are less accurate (measured: recall@10 0.91 -> see docs/benchmarks.md).
         limit = k if scope is None else min(SCOPE_ROWS * k, 1000)
@@ -197,9 +201,20 @@ class PgVectorIndex:
             if limit > self.db.ef_search:
                 c.execute(f"SET LOCAL hnsw.ef_search = {int(min(limit, 1000))}")
             cur = c.cursor(binary=True)
+            seqs = None  # a selective scope's questions: scanned exactly
+            if scope is not None:
+                n = c.execute("SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)",
+                              (self.table,)).fetchone()[0]
+                most = int(SCOPE_EXACT_PER_ROOT * float(n or 0) ** 0.5)
+                found = [r[0] for r in c.execute(f"SELECT q.seq FROM questions q WHERE {where} LIMIT %s",
+                                                 (*params, most + 1))]
+                seqs = found if len(found) <= most else None
             for qv in queries:
-                rows = cur.execute(sql, (*params, qv, limit)).fetchall()
-                if scope is not None and len(rows) < k:
+                if seqs is not None:
+                    rows = cur.execute(listed, (seqs, qv, k)).fetchall()
+                else:
+                    rows = cur.execute(sql, (*params, qv, limit)).fetchall()
+                if scope is not None and seqs is None and len(rows) < k:
                     rows = cur.execute(exact, (*params, qv, k)).fetchall()
                 if not rows:
                     out.append([])

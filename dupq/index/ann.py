@@ -281,23 +281,28 @@ class AnnIndex:
     def search(self, queries: np.ndarray, k: int, scope: Scope | None = None) -> list[list[Hit]]:
         """Top-k hits per query row, best first, scored exactly (graph candidates re-ranked in float32).
 
-        With a ``scope`` (a filter): an exact scan over its questions when at most ``params.scope_exact_max``
-        match, else the graph's candidates, widened until 2k of them match (:meth:`_scoped`)."""
+        With a ``scope`` (a filter): the graph's candidates, widened until 2k of them match; when the first
+        candidates hold fewer, and at most ``params.scope_exact_max`` questions match, an exact scan of them
+        (:meth:`_scoped`)."""
         queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         with self._lock:
             g = self._graph
             if g is None:
                 return ExactIndex(self.log).search(queries, k, scope)
             if scope is not None:
-                limit = self.params.scope_exact_max
-                ids = scope.ids(limit=int(SCOPE_EXACT_PER_ROOT * len(self.log) ** 0.5) if limit is None else limit)
-                if ids is not None:  # selective: few enough to score every one of them
-                    return search_rows(self.log, queries, self.log.rows_of(ids), k)
-                return [self._scoped(g, q, k, scope) for q in queries]
+                probe: list[list[str] | None] = []  # the scope's ids if it is selective, asked once per call
+                return [self._scoped(g, q, k, scope, probe) for q in queries]
             cands = g.search(queries, max(k, self.params.candidates))
             return [self._rerank(q, rows, k) for q, rows in zip(queries, cands, strict=True)]
 
-    def _scoped(self, g: _Graph, q: np.ndarray, k: int, scope: Scope) -> list[Hit]:
+    def _selective(self, scope: Scope, probe: list[list[str] | None]) -> list[str] | None:
+        """The scope's ids when at most ``scope_exact_max`` match (an exact scan is cheaper), else None."""
+        if not probe:
+            limit = self.params.scope_exact_max
+            probe.append(scope.ids(limit=int(SCOPE_EXACT_PER_ROOT * len(self.log) ** 0.5) if limit is None else limit))
+        return probe[0]
+
+    def _scoped(self, g: _Graph, q: np.ndarray, k: int, scope: Scope, probe: list[list[str] | None]) -> list[Hit]:
         """The best k in ``scope`` through the graph: its best ``count`` candidates, of which the store keeps
         those in scope; ``count`` grows (to the share in scope seen so far) until 2k are found or the graph
         holds no more, and the best k of those by the exact energy answer. The graph's best candidates hold the
@@ -318,6 +323,9 @@ class AnnIndex:
             good = np.array([r for r in rows if seen[int(r)]], dtype=np.int64)
             if len(good) >= 2 * k or exhausted:  # 2k found, or every alive entry was a candidate
                 return self._rerank(q, good, k)
+            selective = self._selective(scope, probe)  # asked only now: an unselective scope never pays for it
+            if selective is not None:
+                return search_rows(self.log, q[None, :], self.log.rows_of(selective), k)[0]
             if count >= self.params.scope_graph_max:
                 return search_rows(self.log, q[None, :], self.log.rows_of(scope.ids() or []), k)[0]
             share = max(len(good), 1) / max(len(rows), 1)

@@ -46,6 +46,8 @@ HNSW_BUILD_BYTES_PER_VECTOR = {"halfvec": 1600, "vector": 2600}
 HNSW_BUILD_MEM_MB = (256, 8192)
 #: A filtered search takes this many times k rows from the HNSW iterative scan before keeping the exact best k.
 SCOPE_ROWS = 4
+#: ``hnsw.ef_search`` of a filtered HNSW query at least (recall@10 0.926 at ef 100 with a 50% filter at 300k).
+SCOPE_EF_SEARCH = 200
 #: Missing vectors from which a catch-up drops the HNSW index, COPYs the rows and builds it once at the end.
 BULK_MIN = 20_000
 _OPS = {("cosine", "halfvec"): ("halfvec_cosine_ops", "<=>"), ("cosine", "vector"): ("vector_cosine_ops", "<=>"),
@@ -203,12 +205,17 @@ class PgVectorIndex:
             cur = c.cursor(binary=True)
             seqs = None  # a selective scope's questions: scanned exactly
             if scope is not None:
+                c.execute(f"SET LOCAL hnsw.ef_search = {max(self.db.ef_search, SCOPE_EF_SEARCH, min(limit, 1000))}")
                 n = c.execute("SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)",
                               (self.table,)).fetchone()[0]
                 most = int(SCOPE_EXACT_PER_ROOT * float(n or 0) ** 0.5)
-                found = [r[0] for r in c.execute(f"SELECT q.seq FROM questions q WHERE {where} LIMIT %s",
-                                                 (*params, most + 1))]
-                seqs = found if len(found) <= most else None
+                # The planner's estimate of the matches (the GIN index's statistics) decides whether to look:
+                # listing an unselective scope's first matches costs a bitmap of all of them (26 ms at 150k).
+                plan = c.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM questions q WHERE {where}", params).fetchone()[0]
+                if plan[0]["Plan"]["Plan Rows"] <= 2 * most:
+                    found = [r[0] for r in c.execute(f"SELECT q.seq FROM questions q WHERE {where} LIMIT %s",
+                                                     (*params, most + 1))]
+                    seqs = found if len(found) <= most else None
             for qv in queries:
                 if seqs is not None:
                     rows = cur.execute(listed, (seqs, qv, k)).fetchall()

@@ -182,13 +182,22 @@ def import_pairs(ctx: click.Context, file: Path) -> None:
 @click.option("-k", "k", default=DEFAULT_K, show_default=True, type=int, help="How many results.")
 @click.option("--rerank/--no-rerank", default=None,
               help="Re-score the top candidates with the version's cross-encoder (default: the rerank setting).")
+@click.option("--filter", "filter_", metavar="JSON",
+              help='Only questions whose meta matches, e.g. \'{"site": "askubuntu.com"}\' or '
+              '\'{"tags": {"any": ["wifi", "dns"]}}\' (fields: the filter_fields setting).')
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON response.")
 @click.pass_context
 @handle_errors
-def search(ctx: click.Context, text: str, k: int, rerank: bool | None, as_json: bool) -> None:
+def search(ctx: click.Context, text: str, k: int, rerank: bool | None, filter_: str | None, as_json: bool) -> None:
     """Show the stored questions closest to TEXT."""
+    scope = None
+    if filter_ is not None:
+        try:
+            scope = json.loads(filter_)
+        except ValueError as e:
+            raise click.BadParameter(f"not JSON: {e}", param_hint="--filter") from None
     with _open_for_reading(ctx) as svc:
-        res = svc.search(text, k, rerank=rerank)
+        res = svc.search(text, k, rerank=rerank, filter=scope)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dupq.filters import check_field_name
 from dupq.system import default_shared_cache
 
 #: Where state lives when neither ``--home`` nor ``DUPQ_HOME`` says otherwise.
@@ -144,6 +145,10 @@ class Settings:
             node's runner claims chunks (a lease of ``job_lease_s``), so N nodes embed about 1/N of the bank
             each; a node that dies mid-chunk costs that chunk only. A promotion with fewer questions to embed
             than one chunk embeds them itself.
+        filter_fields: The ``meta`` fields a search may filter on (``"filter"`` in ``POST /api/v1/search``,
+            ``dupq search --filter``; dupq/filters.py): the store indexes them (SQLite: the ``question_fields``
+            table, rebuilt when this list changes; PostgreSQL: a GIN index per field on ``meta -> field``). TOML:
+            a list of strings; ``DUPQ_FILTER_FIELDS``: comma-separated (empty: no field is filterable).
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -177,6 +182,7 @@ class Settings:
     switch_wait_s: float = 60.0
     cors_origins: tuple[str, ...] = ()
     reindex_chunk_size: int = 1000
+    filter_fields: tuple[str, ...] = ("tags", "site")
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -198,6 +204,13 @@ class Settings:
             raise SettingsError(
                 f"session_cookie_samesite must be Lax, Strict or None, got {self.session_cookie_samesite!r}"
             )
+        ff = self.filter_fields
+        if isinstance(ff, str) or not isinstance(ff, (list, tuple)):
+            raise SettingsError(f"filter_fields must be a list of field names, got {ff!r}")
+        try:
+            object.__setattr__(self, "filter_fields", tuple(dict.fromkeys(check_field_name(f) for f in ff)))
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
         if self.backend not in BACKENDS:
             raise SettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.inference_precision not in INFERENCE_PRECISIONS:
@@ -350,6 +363,8 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
         if raw == "":
             if f.name in _EMPTY_IS_NONE:
                 values[f.name] = None
+            elif isinstance(f.default, tuple):  # an empty list
+                values[f.name] = []
             continue
         values[f.name] = _convert(f.name, raw, var)
     return values
@@ -357,6 +372,8 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _convert(name: str, raw: str, where: str) -> Any:
     kind = {f.name: f.default for f in fields(Settings)}.get(name)
+    if isinstance(kind, tuple):  # a list setting: comma-separated
+        return [item.strip() for item in raw.split(",") if item.strip()]
     try:
         if isinstance(kind, bool):
             return raw.lower() in ("1", "true", "yes", "on")

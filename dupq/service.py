@@ -22,6 +22,7 @@ from typing import Any
 
 from dupq.config import DEFAULT_HOME, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, DupQError, NotFoundError, ValidationError
+from dupq.filters import QuestionFilter
 from dupq.index import VectorIndex, sync_index
 from dupq.index.base import Hit
 from dupq.models.encoder import SiameseEncoder
@@ -290,8 +291,13 @@ class DupQ:
         self.store.set_state("seeded", "1")
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, question: Any, k: Any = 10, rerank: Any = None) -> dict[str, Any]:
+    def search(self, question: Any, k: Any = 10, rerank: Any = None, filter: Any = None) -> dict[str, Any]:  # noqa: A002
         """Top-k stored questions for ``question``, best first, each marked duplicate or not.
+
+        ``filter`` (dupq/filters.py; None: every question): ``{FIELD: VALUE | {"any": [...]} | {"none": [...]}}`` on
+        the ``filter_fields`` setting's fields: the best k among the questions that match (a pre-filter, before
+        any re-ranking): never one that does not, and k whenever k match. An undeclared field or a malformed
+        filter is a ``ValidationError`` (400).
 
         ``rerank`` (None: the ``rerank`` setting): the twin retrieves ``max(k, rerank_top_n)`` candidates, the
         version's cross-encoder re-scores them (OpenVINO), and the top k by that score come back, with
@@ -305,6 +311,7 @@ class DupQ:
         text = normalize_question(question)
         k = clean_k(k)
         rerank = clean_rerank(rerank, self.settings.rerank)
+        qf = QuestionFilter.parse(filter, self.settings.filter_fields)
         serving = self._serving  # one read: a concurrent swap cannot mix two models in one answer
         enc = serving.encoder
         if rerank and serving.cross is None:
@@ -313,8 +320,9 @@ class DupQ:
                 "or promote a version trained with the cross-encoder",
                 code="no_cross_encoder",
             )
+        scope = self.store.scope(qf) if qf is not None else None
         qv = enc.encode([text])
-        clusters = self._clusters(serving, qv, max(k, self.settings.rerank_top_n) if rerank else k)
+        clusters = self._clusters(serving, qv, max(k, self.settings.rerank_top_n) if rerank else k, scope, qf)
         if not rerank:
             results = [c.result(c.best.score, enc.is_duplicate(c.best.score)) for c in clusters[:k]]
             scorer, threshold = "twin", enc.threshold
@@ -343,17 +351,22 @@ class DupQ:
         }
 
 
-    def _clusters(self, serving: Serving, qv: Any, want: int) -> list[Cluster]:
+    def _clusters(self, serving: Serving, qv: Any, want: int, scope: Any = None,
+                  qf: QuestionFilter | None = None) -> list[Cluster]:
         """The best ``want`` duplicate clusters for the query vector ``qv``, best first (fewer: the bank has fewer).
 
         A cluster is a canonical question and those of its hits that matched (itself, its closed duplicates);
         hits are grouped by the end of their chain of canonical links (:meth:`dupq.storage.Store.canonical_of`)
         in index order, so a cluster ranks by its best hit. The index is asked for ``want`` hits, then for twice
         as many each round while the hits make fewer than ``want`` clusters and the bank holds more.
+
+        A filtered search (``scope``, ``qf``: dupq/filters.py) groups only the questions that match; a cluster
+        whose canonical question does not match is answered by its best matching hit instead (a filtered search
+        never answers with a question outside its filter), with its other matching hits attached.
         """
         fetch, found = want, {}
         while True:
-            hits = serving.index.search(qv, fetch)[0]
+            hits = serving.index.search(qv, fetch, scope)[0]
             missing = [h.id for h in hits if h.id not in found]
             found.update(self.store.get_many(missing) if missing else {})
             live = [h for h in hits if h.id in found]  # deleted between index search and lookup
@@ -366,9 +379,12 @@ class DupQ:
             groups.setdefault(ends.get(h.id, h.id), []).append((h, found[h.id].text))
         unseen = [end for end in groups if end not in found]
         found.update(self.store.get_many(unseen) if unseen else {})
-        return [Cluster(end, found[end].text if end in found else members[0][1], members,
-                        url=_url(found[end]) if end in found else {})
-                for end, members in list(groups.items())[:want]]
+        clusters = []
+        for end, members in list(groups.items())[:want]:
+            if end not in found or (qf is not None and not qf.matches(found[end].meta or {})):
+                end = members[0][0].id  # the best matching hit answers for its cluster
+            clusters.append(Cluster(end, found[end].text, members, url=_url(found[end])))
+        return clusters
 
     # -- questions --------------------------------------------------------------------------------
     def _check_writable(self) -> None:

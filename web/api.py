@@ -50,7 +50,7 @@ def openapi():
     )
 )
 def search(body: c.SearchRequest):
-    result = get_service().search(body.question, body.k, rerank=body.rerank)
+    result = get_service().search(body.question, body.k, rerank=body.rerank, filter=body.filter_dict())
     remember_search(body.question, result)  # here, not in an after-request hook that parses both JSONs again
     return jsonify(result)
 

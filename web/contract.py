@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
 from pydantic import ValidationError as PydanticValidationError
 from pydantic.json_schema import models_json_schema
 from pydantic_core import PydanticCustomError
@@ -37,6 +37,7 @@ from pydantic_core import PydanticCustomError
 from dupq import __version__
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_ID_CHARS, MAX_K, MAX_PAGE, MAX_QUESTION_CHARS
 from dupq.errors import ValidationError
+from dupq.filters import FIELD_PATTERN, MAX_FILTER_VALUE_CHARS, MAX_FILTER_VALUES
 from dupq.storage.jobs import STATES
 from dupq.training.config import Option
 from dupq.training.config import options as train_options
@@ -98,6 +99,29 @@ class Response(BaseModel):
 
 
 # -- requests ------------------------------------------------------------------------------------------------
+#: A value in a search filter (dupq/filters.py): a string, number or boolean.
+FilterValue = Union[  # noqa: UP007
+    Annotated[str, Field(max_length=MAX_FILTER_VALUE_CHARS, pattern=r"^[^\x00]*$")], int, float, bool
+]
+
+
+class AnyOf(Request):
+    any: list[FilterValue] = Field(min_length=1, max_length=MAX_FILTER_VALUES,
+                                   description="the question has at least one of these values")
+
+
+class NoneOf(Request):
+    none: list[FilterValue] = Field(min_length=1, max_length=MAX_FILTER_VALUES,
+                                    description="the question has none of these values (or lacks the field)")
+
+
+class SearchFilter(RootModel[dict[Annotated[str, Field(pattern=FIELD_PATTERN)], Union[FilterValue, AnyOf, NoneOf]]]):  # noqa: UP007
+    """``{FIELD: VALUE | {"any": [...]} | {"none": [...]}}`` on the declared ``filter_fields`` (the document lists
+    them: :func:`openapi_document`); a value matches a field equal to it or a list field holding it; fields and."""
+
+    model_config = ConfigDict(strict=True)
+
+
 class SearchRequest(Request):
     question: QuestionText
     k: JsonInt(ge=1, le=MAX_K) = DEFAULT_K
@@ -106,6 +130,14 @@ class SearchRequest(Request):
         description="re-score the twin's top rerank_top_n with the version's cross-encoder (null/absent: the rerank "
         "setting); 409 no_cross_encoder when the served version has none",
     )
+    filter: SearchFilter | None = Field(
+        None, description="only questions whose meta matches (a pre-filter: the best k among them, before any "
+        "re-ranking); 400 unknown_filter_field for a field not in the filter_fields setting",
+    )
+
+    def filter_dict(self) -> dict[str, Any] | None:
+        """The filter as plain JSON values, as :meth:`dupq.service.DupQ.search` takes it."""
+        return None if self.filter is None else self.model_dump(include={"filter"})["filter"]
 
 
 class NewQuestion(Request):
@@ -348,6 +380,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "request body"
 
 
+def _filter_error(kind: str, loc: tuple[Any, ...]) -> tuple[str, str]:
+    """The one code of a malformed search filter, and what a filter or its field's condition must be."""
+    if kind == "string_pattern_mismatch" and loc[-1] == "[key]":
+        return "invalid_filter", f"filter field names must match {FIELD_PATTERN}"
+    if len(loc) > 1 and isinstance(loc[1], str):
+        return "invalid_filter", (f"filter.{loc[1]} must be a string, number or boolean (at most "
+                                  f"{MAX_FILTER_VALUE_CHARS} characters), or {{\"any\": [...]}} / {{\"none\": [...]}} "
+                                  f"with 1-{MAX_FILTER_VALUES} of them")
+    return "invalid_filter", 'filter must be an object {field: value | {"any": [...]} | {"none": [...]}}'
+
+
 def error_code(err: Mapping[str, Any], default: str | None = None) -> tuple[str, str]:
     """The stable ``(code, message)`` of one pydantic error (``default``: the code of every error but a missing
     or unknown field, e.g. ``invalid_option`` for training options)."""
@@ -360,6 +403,8 @@ def error_code(err: Mapping[str, Any], default: str | None = None) -> tuple[str,
         return "unknown_field", f"unknown field: {path}"
     if kind == "string_unicode":
         return "invalid_text", f"{path} is not valid Unicode text (lone surrogate)"
+    if loc[0] == "filter":
+        return _filter_error(kind, loc)
     message = f"{path}: {err['msg']}"
     if default:
         return default, message
@@ -478,6 +523,14 @@ def openapi_document(app: Any) -> dict[str, Any]:
     keys += [(m, "serialization") for m in sorted(responses, key=lambda m: m.__name__)]
     refs, defs = models_json_schema(keys, ref_template="#/components/schemas/{model}")
     schemas = dict(defs.get("$defs", {}))
+    if "SearchFilter" in schemas:  # the fields this server declares filterable, and no other
+        condition = schemas["SearchFilter"]["patternProperties"][FIELD_PATTERN]
+        fields = app.extensions["dupq.settings"].filter_fields
+        schemas["SearchFilter"] = {
+            "type": "object", "properties": {f: condition for f in fields}, "additionalProperties": False,
+            "description": "{FIELD: VALUE | {\"any\": [...]} | {\"none\": [...]}} on the filter_fields setting's "
+            "fields: VALUE matches a field equal to it or a list field holding it; several fields must all match",
+        }
 
     def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
         return refs[(model, mode)]

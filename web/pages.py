@@ -42,6 +42,13 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+def page_filter(scope: dict[str, str]) -> dict[str, Any] | None:
+    """The page's filter: each declared field's box (``f.FIELD`` in the URL) holds comma-separated values, any of
+    which may match (``{"tags": {"any": [...]}}``); empty boxes filter nothing. ``static/search.js`` builds the same."""
+    out = {f: {"any": vals} for f, raw in scope.items() if (vals := [v.strip() for v in raw.split(",") if v.strip()])}
+    return out or None
+
+
 def _likely(result: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [r for r in (result or {}).get("results", []) if r["duplicate"]]
 
@@ -52,9 +59,11 @@ def index():
     q = request.args.get("q", "").strip()
     k = request.args.get("k", str(DEFAULT_K))
     result, error = None, None
+    fields = get_settings().filter_fields
+    scope = {f: request.args.get(f"f.{f}", "").strip() for f in fields}
     if q:
         try:
-            result = svc.search(q, int(k) if k.isdigit() else k)
+            result = svc.search(q, int(k) if k.isdigit() else k, filter=page_filter(scope))
             remember_search(q, result)
         except DupQError as e:
             error = e.message
@@ -65,6 +74,7 @@ def index():
         result=result,
         likely=_likely(result),
         error=error,
+        scope=scope,
         max_k=MAX_K,
         max_chars=MAX_QUESTION_CHARS,
         min_chars=MIN_CHARS,

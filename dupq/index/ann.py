@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from dupq.config import ANN_REBUILD_DEAD_FRACTION
-from dupq.index.base import Hit
-from dupq.index.exact import ExactIndex, top_hits
+from dupq.index.base import Hit, Scope
+from dupq.index.exact import ExactIndex, search_rows, top_hits
 from dupq.index.storage import VectorLog, write_atomic
 from dupq.models.energy import Energy
 from dupq.system import cpu_threads
@@ -76,6 +76,16 @@ def _threads_for(rows: int) -> int:
     return cpu_threads() if rows >= PARALLEL_BUILD_MIN else 1
 
 
+#: A filtered search scans its scope exactly up to ``SCOPE_EXACT_PER_ROOT * sqrt(bank size)`` matching questions
+#: and goes through the graph above. An exact scan costs about 2.5 us per matching question (store lookup, row
+#: gather, dot product), the graph about 0.14 ms per 1/selectivity (the candidates it must see for k matches):
+#: they cross at sqrt(56 n) ~ 7.5 sqrt(n) (2,400 at 100k, 7,500 at 1M); measured at 100k with
+#: scripts/bench_filter.py (docs/benchmarks.md "Scoped search": 1k matching 2.3 ms exact vs 14 ms graph; 10k
+#: matching 48 ms exact vs 2.0 ms graph).
+SCOPE_EXACT_PER_ROOT = 7.5
+#: ...and looks at no more than this many graph candidates before it scans its scope exactly.
+SCOPE_GRAPH_MAX = 8192
+
 #: Settings baked into a built graph; the others (expansion_search, candidates) apply at search time.
 BUILD_PARAMS = ("connectivity", "expansion_add", "dtype")
 
@@ -95,6 +105,10 @@ class AnnParams:
         candidates: Graph hits re-ranked exactly per query (at least k).
         dtype: Scalar type of the graph's own vector copy; None: the energy's
             (:attr:`dupq.models.energy.Energy.graph_dtype`: ``i8`` for cosine, ``f16`` for Euclidean).
+        scope_exact_max: A filtered search scores every question in its scope exactly when at most this many
+            match; above, it goes through the graph (:meth:`AnnIndex._scoped`). None: ``SCOPE_EXACT_PER_ROOT``
+            times the square root of the bank size.
+        scope_graph_max: Most graph candidates a filtered search looks at before it scans its scope exactly.
     """
 
     connectivity: int = 16
@@ -102,6 +116,8 @@ class AnnParams:
     expansion_search: int = 192
     candidates: int = 32
     dtype: str | None = None
+    scope_exact_max: int | None = None
+    scope_graph_max: int = SCOPE_GRAPH_MAX
 
     def dtype_for(self, energy: Energy) -> str:
         return self.dtype or energy.graph_dtype
@@ -262,15 +278,58 @@ class AnnIndex:
                 self._save_graph(g)
 
     # -- search ---------------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-k hits per query row, best first, scored exactly (graph candidates re-ranked in float32)."""
+    def search(self, queries: np.ndarray, k: int, scope: Scope | None = None) -> list[list[Hit]]:
+        """Top-k hits per query row, best first, scored exactly (graph candidates re-ranked in float32).
+
+        With a ``scope`` (a filter): the graph's candidates, widened until 2k of them match; when the first
+        candidates hold fewer, and at most ``params.scope_exact_max`` questions match, an exact scan of them
+        (:meth:`_scoped`)."""
         queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         with self._lock:
             g = self._graph
             if g is None:
-                return ExactIndex(self.log).search(queries, k)
+                return ExactIndex(self.log).search(queries, k, scope)
+            if scope is not None:
+                probe: list[list[str] | None] = []  # the scope's ids if it is selective, asked once per call
+                return [self._scoped(g, q, k, scope, probe) for q in queries]
             cands = g.search(queries, max(k, self.params.candidates))
             return [self._rerank(q, rows, k) for q, rows in zip(queries, cands, strict=True)]
+
+    def _selective(self, scope: Scope, probe: list[list[str] | None]) -> list[str] | None:
+        """The scope's ids when at most ``scope_exact_max`` match (an exact scan is cheaper), else None."""
+        if not probe:
+            limit = self.params.scope_exact_max
+            probe.append(scope.ids(limit=int(SCOPE_EXACT_PER_ROOT * len(self.log) ** 0.5) if limit is None else limit))
+        return probe[0]
+
+    def _scoped(self, g: _Graph, q: np.ndarray, k: int, scope: Scope, probe: list[list[str] | None]) -> list[Hit]:
+        """The best k in ``scope`` through the graph: its best ``count`` candidates, of which the store keeps
+        those in scope; ``count`` grows (to the share in scope seen so far) until 2k are found or the graph
+        holds no more, and the best k of those by the exact energy answer. The graph's best candidates hold the
+        best k of the scope once k of them are in it, so the recall is the graph's own (2k: a margin for the
+        graph's misses, as the unfiltered search re-ranks ``candidates`` > k); past ``scope_graph_max``
+        candidates an exact scan of the scope answers."""
+        ids = self.log.row_ids()
+        seen: dict[int, bool] = {}  # row -> in scope
+        count = max(self.params.candidates, 2 * k)
+        while True:
+            rows = g.search(q[None, :], count)[0]
+            exhausted = len(rows) < count
+            rows = rows[self.log.alive[rows]] if len(rows) else rows
+            new = [int(r) for r in rows if int(r) not in seen]
+            if new:
+                kept = scope.keep([ids[r] for r in new])
+                seen.update((r, ids[r] in kept) for r in new)
+            good = np.array([r for r in rows if seen[int(r)]], dtype=np.int64)
+            if len(good) >= 2 * k or exhausted:  # 2k found, or every alive entry was a candidate
+                return self._rerank(q, good, k)
+            selective = self._selective(scope, probe)  # asked only now: an unselective scope never pays for it
+            if selective is not None:
+                return search_rows(self.log, q[None, :], self.log.rows_of(selective), k)[0]
+            if count >= self.params.scope_graph_max:
+                return search_rows(self.log, q[None, :], self.log.rows_of(scope.ids() or []), k)[0]
+            share = max(len(good), 1) / max(len(rows), 1)
+            count = min(self.params.scope_graph_max, max(4 * count, int(3 * k / share)))
 
     def _rerank(self, q: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         rows = rows[self.log.alive[rows]] if len(rows) else rows

@@ -6,10 +6,13 @@ such as pgvector) implements :class:`VectorIndex`; how it stores vectors is its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from dupq.filters import QuestionFilter
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,25 @@ class Hit:
 
     id: str
     score: float
+
+
+@runtime_checkable
+class Scope(Protocol):
+    """The questions a scoped (filtered) search may return, as the store answers for them.
+
+    The store builds it for a :class:`~dupq.filters.QuestionFilter` (``Store.scope``); an in-process index asks
+    it which ids match, a database index (pgvector) puts :attr:`filter` into its own query.
+    """
+
+    filter: QuestionFilter
+
+    def ids(self, limit: int | None = None) -> list[str] | None:
+        """Every matching id, or None when more than ``limit`` match."""
+        ...
+
+    def keep(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that match."""
+        ...
 
 
 @runtime_checkable
@@ -32,8 +54,11 @@ class VectorIndex(Protocol):
         """Delete ids (unknown ones are ignored)."""
         ...
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-k hits per query row, best first by the model's energy, scored with that energy."""
+    def search(self, queries: np.ndarray, k: int, scope: Scope | None = None) -> list[list[Hit]]:
+        """Top-k hits per query row, best first by the model's energy, scored with that energy.
+
+        With a ``scope``: the best k among the questions in it (a pre-filter): never one outside it, and k
+        whenever at least k are in it."""
         ...
 
     def save(self, revision: int) -> None:

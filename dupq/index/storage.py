@@ -156,6 +156,11 @@ class VectorLog:
     def ids(self) -> set[str]:
         return set(self._row)
 
+    def rows_of(self, ids: Iterable[str]) -> np.ndarray:
+        """The alive rows of ``ids`` (ids not in the log are left out), in the order given."""
+        row = self._row
+        return np.fromiter((r for r in map(row.get, ids) if r is not None), dtype=np.int64)
+
     def dead_fraction(self) -> float:
         return 0.0 if self._n == 0 else 1.0 - len(self._row) / self._n
 

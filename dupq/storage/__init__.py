@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from dupq.config import Settings
-from dupq.index.base import VectorIndex
+from dupq.filters import QuestionFilter
+from dupq.index.base import Scope, VectorIndex
 from dupq.models.energy import Energy
 from dupq.storage.jobs import Job
 from dupq.storage.records import CanonicalLink, NewQuestion, Question, StoredPair
@@ -68,6 +69,8 @@ class Store(Protocol):
     def close_duplicates(self, links: Iterable[tuple[str, str]], *, actor: str, pair_source: str | None,
                          labelled: set[str] | None = None) -> list[str]: ...
     def reopen(self, qid: str) -> CanonicalLink: ...
+    def index_fields(self, fields: Sequence[str]) -> bool: ...
+    def scope(self, qf: QuestionFilter) -> Scope: ...
     def model_record(self, version: str) -> dict[str, Any] | None: ...
     def model_records(self) -> list[dict[str, Any]]: ...
     def put_model_record(self, version: str, *, path: str, parent: str | None, created_at: str,
@@ -281,6 +284,8 @@ def open_backend(settings: Settings, *, writer: bool = False, pool_size: int = 8
             raise
         backend = SqliteBackend(settings, store, JobStore(store), None, lock=lock)
         try:
+            if writer:
+                store.index_fields(settings.filter_fields)
             backend.registry = ModelRegistry.from_settings(store, settings)
         except BaseException:
             backend.close()
@@ -294,6 +299,8 @@ def open_backend(settings: Settings, *, writer: bool = False, pool_size: int = 8
     db = Database(settings.database_url, max_size=pool_size)
     try:
         store = PgQuestionStore(db)
+        if writer:
+            store.index_fields(settings.filter_fields)
         registry = PgModelRegistry(store, settings.models_dir, backend=settings.backend,
                                    shared_export_cache=settings.export_cache, precision=settings.inference_precision)
         return PostgresBackend(settings, store, PgJobStore(db, lease_s=settings.job_lease_s), registry, True, db)

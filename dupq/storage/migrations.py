@@ -6,7 +6,7 @@ rest in order, each in one transaction.
 
 Example:
     >>> [(n, name) for n, name, _ in packaged("dupq.storage.sqlite")]
-    [(1, '0001_init.sql'), (2, '0002_pairs_jobs.sql'), (3, '0003_placeholder.sql'), (4, '0004_canonical.sql')]
+    [(1, '0001_init.sql'), (2, '0002_pairs_jobs.sql'), (3, '0003_question_fields.sql'), (4, '0004_canonical.sql')]
 """
 
 from __future__ import annotations

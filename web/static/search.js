@@ -8,6 +8,15 @@
   if (!form || !window.fetch || !window.AbortController) return;
   const input = document.getElementById("q");
   const kInput = document.getElementById("k");
+  const scopeInputs = [...document.querySelectorAll("input[data-field]")];
+  function scopeFilter() {  // as web/pages.py page_filter: comma-separated values, any of which may match
+    const f = {};
+    for (const i of scopeInputs) {
+      const vals = i.value.split(",").map((v) => v.trim()).filter((v) => v);
+      if (vals.length) f[i.dataset.field] = { any: vals };
+    }
+    return Object.keys(f).length ? f : null;
+  }
   const results = document.getElementById("results");
   const cfg = form.dataset;
   const MIN = Number(cfg.min || 4);
@@ -121,7 +130,7 @@
       const r = await fetch(cfg.api, {
         method: "POST",
         headers: { ...JSON_HEADERS, "Content-Type": "application/json" },
-        body: JSON.stringify({ question, k }),
+        body: JSON.stringify(scopeFilter() ? { question, k, filter: scopeFilter() } : { question, k }),
         signal: ctrl.signal,
       });
       const data = await r.json();
@@ -132,6 +141,9 @@
       render(question, data);
       const url = new URL(window.location.href);
       url.searchParams.set("q", question);
+      for (const i of scopeInputs) {
+        if (i.value.trim()) url.searchParams.set(i.name, i.value.trim()); else url.searchParams.delete(i.name);
+      }
       history.replaceState(null, "", url);
       requestAnimationFrame(() => setTimeout(() => {  // the frame with the results has been painted
         const end = performance.now();
@@ -152,6 +164,7 @@
     timer = setTimeout(() => search(started), DEBOUNCE);
   });
   kInput.addEventListener("change", () => search(performance.now()));
+  for (const i of scopeInputs) i.addEventListener("change", () => search(performance.now()));
   form.addEventListener("submit", (e) => {  // with JavaScript, Search does not reload the page
     e.preventDefault();
     clearTimeout(timer);

@@ -1,1 +1,0 @@
--- Placeholder for schema 3 (taken by the scoped-search branch, issue 25 part 2); the lead drops this file at merge.

@@ -118,6 +118,25 @@ def test_a_search_that_hits_only_a_closed_question_answers_with_its_canonical_on
     assert ids[:2] == ["mongolia", "ulaanbaatar"]
 
 
+def test_a_filtered_search_never_answers_with_a_canonical_question_outside_its_filter(svc: DupQ) -> None:
+    # Scoped search and cluster collapse together: the duplicate matches the filter, its canonical question does
+    # not, so the duplicate itself answers for its cluster (never a question the filter excludes).
+    svc.add_questions([
+        {"id": "mn-a", "text": "What is the capital city of Mongolia?", "meta": {"site": "a.example"}},
+        {"id": "mn-b", "text": "Which city is the seat of government of Mongolia?", "meta": {"site": "b.example"}},
+        {"id": "mn-a2", "text": "Mongolia's capital city, what is it called?", "meta": {"site": "a.example"}},
+    ])
+    svc.close_as_duplicate("mn-a", "mn-b")
+    svc.close_as_duplicate("mn-a2", "mn-b")
+    unfiltered = svc.search("What is the capital city of Mongolia?", k=3)["results"]
+    assert unfiltered[0]["id"] == "mn-b" and {d["id"] for d in unfiltered[0]["duplicates"]} == {"mn-a", "mn-a2"}
+    res = svc.search("What is the capital city of Mongolia?", k=3, filter={"site": "a.example"})["results"]
+    assert [r["id"] for r in res] == ["mn-a"]  # the cluster once, answered by its best matching hit
+    assert [d["id"] for d in res[0]["duplicates"]] == ["mn-a2"] and res[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    res = svc.search("What is the capital city of Mongolia?", k=3, filter={"site": "b.example"})["results"]
+    assert [r["id"] for r in res] == ["mn-b"] and "duplicates" not in res[0]
+
+
 def test_a_big_cluster_is_fetched_past_until_k_clusters(svc: DupQ) -> None:
     """15 close variants of one question, all closed onto it, fill the index's first hits: the search asks the
     index again (twice the k each round) until it has k distinct clusters, or the bank is exhausted."""

@@ -1,0 +1,1 @@
+-- placeholder: keeps the numbering 1..n on this branch (issue 26a); the lead drops it at merge, where another branch's 0004 lands.

@@ -1,4 +1,5 @@
-"""The moderators' review queue under ``/admin/review`` (admin sign-in): label the pairs the model is least sure of.
+"""The moderators' review queue under ``/admin/review`` (a key of scope ``moderate`` or higher, web/auth.py): label
+the pairs the model is least sure of; each label and undo is recorded in the audit log.
 
 ``GET /admin/review`` is the page (S = same, D = different, J / K or ↓ / ↑ move, U = undo), ``GET
 /admin/review.json`` the queue as JSON, ``POST /admin/review/label`` stores a pair with source ``review``
@@ -14,7 +15,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 
 from dupq.errors import DupQError
 from dupq.review import uncertain_pairs
-from web.auth import check_admin, signed_in
+from web.auth import audit, requires
 from web.errors import error_response
 from web.pages import wants_json
 from web.service import get_service, recent_searches
@@ -30,9 +31,8 @@ def queue(limit: int = QUEUE_SIZE) -> list[dict[str, Any]]:
 
 
 @bp.get("/review")
+@requires("moderate", page=True)
 def page():
-    if not signed_in():
-        return redirect(url_for("admin.index"))
     svc = get_service()
     return render_template(
         "review.html", queue=queue(), model=svc.version, threshold=svc.encoder.threshold, counts=svc.pair_counts()
@@ -40,8 +40,8 @@ def page():
 
 
 @bp.get("/review.json")
+@requires("moderate")
 def queue_json():
-    check_admin()
     limit = request.args.get("limit", str(QUEUE_SIZE))
     n = int(limit) if limit.isdigit() else QUEUE_SIZE
     svc = get_service()
@@ -57,8 +57,8 @@ def _failed(e: DupQError) -> Any:
 
 
 @bp.post("/review/label")
+@requires("moderate")
 def label():
-    check_admin()
     svc = get_service()
     raw = request.form.get("label", "")
     try:
@@ -71,6 +71,7 @@ def label():
         )
     except DupQError as e:
         return _failed(e)
+    audit("review.label", f"pair {pair['id']}: {'same' if pair['label'] else 'different'}")
     if wants_json():
         return jsonify({"pair": pair}), 201
     flash(f"Labelled {'same' if pair['label'] else 'different'} (pair {pair['id']}).", "ok")
@@ -78,12 +79,13 @@ def label():
 
 
 @bp.post("/review/undo/<int:pair_id>")
+@requires("moderate")
 def undo(pair_id: int):
-    check_admin()
     try:
         get_service().delete_pair(pair_id, source="review")
     except DupQError as e:
         return _failed(e)
+    audit("review.undo", f"pair {pair_id}")
     if wants_json():
         return jsonify({"undone": pair_id})
     flash("Label undone.", "ok")

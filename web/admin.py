@@ -14,7 +14,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 
 from dupq.access import allows
 from dupq.errors import DupQError
-from web.auth import audit, requires, sign_in, sign_out
+from web.auth import audit, local_path, requires, sign_in, sign_out
 from web.service import get_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -44,20 +44,15 @@ def index():
                            audit=svc.access.audit_log(AUDIT_SHOWN))
 
 
-def _local(target: str | None) -> str | None:
-    """``target`` if it is a path on this site (``next`` after sign-in), else None: never an open redirect."""
-    return target if target and target.startswith("/") and not target.startswith("//") and "\\" not in target else None
-
-
 @bp.post("/login")
 @requires(None)
 def login():
     key = sign_in(request.form.get("token", ""))
     if key is None:
         flash("Unknown or revoked key, or its scope is below moderate.", "error")
-        return redirect(url_for("admin.index", next=_local(request.form.get("next"))))
-    target = _local(request.form.get("next") or request.args.get("next"))
-    if target is None:
+        return redirect(url_for("admin.index", next=local_path(request.form.get("next"))))
+    target = local_path(request.form.get("next") or request.args.get("next"))
+    if target in (None, url_for("admin.index")):  # a moderator's page is the review queue
         target = url_for("admin.index") if allows(key.scope, "admin") else url_for("admin.review.page")
     return redirect(target)
 

@@ -170,7 +170,13 @@ def sign_in_page(error: DupQError | None = None) -> str:
         return render_template("admin.html", disabled=True)
     if isinstance(error, ForbiddenError):
         return render_template("admin.html", forbidden=error.message, key=caller())
-    return render_template("admin.html", login=True, next=request.path)
+    return render_template("admin.html", login=True, next=local_path(request.args.get("next")) or request.path)
+
+
+def local_path(target: str | None) -> str | None:
+    """``target`` if it is a path on this site (where sign-in goes next), else None: never an open redirect."""
+    ok = target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+    return target if ok else None
 
 
 def sign_in(token: str) -> ApiKey | None:

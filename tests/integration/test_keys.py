@@ -343,6 +343,14 @@ def test_a_revoked_key_is_refused_at_once_on_every_node(tmp_path, pg_database) -
             n.extensions["dupq"].close()
 
 
+def test_the_older_auth_flag_of_an_operation_means_admin() -> None:
+    from web.contract import Error, Operation
+
+    assert Operation("x", "x", {200: (Error, "")}, auth=True).needed_scope() == "admin"
+    assert Operation("x", "x", {200: (Error, "")}, auth=lambda: False).needed_scope() is None
+    assert Operation("x", "x", {200: (Error, "")}, scope="moderate", auth=True).needed_scope() == "moderate"
+
+
 def test_only_a_hash_is_kept_and_keys_verify() -> None:
     from dupq.storage.keys import hash_secret, parse_token, verify_secret
 

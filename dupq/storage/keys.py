@@ -48,8 +48,8 @@ ADMIN_TOKEN_NAME = "admin-token"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 #: An origin as browsers send it (``Origin`` header): scheme, host, optional port; no path.
 ORIGIN_PATTERN = re.compile(r"^https?://[^/\s?#]+$")
-#: scrypt cost: 2**14 x 8 (16 MiB, ~60 ms on the 2-core test machine) per check; a check of a key already seen by this
-#: process is remembered (:class:`KeyRing`), so a busy key pays it once per process.
+#: scrypt cost: 2**14 x 8 (16 MiB, 40-110 ms on the shared 2-core test machine) per check; a check of a key
+#: already seen by this process is remembered (:class:`KeyRing`), so a busy key pays it once per process.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 _PREFIX = "dupq_"
 _TOKEN = re.compile(r"^dupq_([0-9a-f]{12})_([A-Za-z0-9_-]{20,200})$")
@@ -203,7 +203,7 @@ class KeyRing:
     """Who a presented key is: its record if it is a known, active key, else None.
 
     The scrypt check of a key is remembered in this process (a bounded LRU keyed by the key's SHA-256, holding
-    the hash it matched), because it costs ~60 ms; the record (revoked or not, its scope) is read from the
+    the hash it matched), because it costs tens of milliseconds; the record (revoked or not, its scope) is read from the
     database on every call, so a revocation holds on every node at once.
 
     Args:

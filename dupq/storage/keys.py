@@ -6,12 +6,10 @@ The key itself is shown once, when it is created, and never stored.
 
 Scopes are ordered: each allows what the ones before it allow (:func:`allows`).
 
-==========  ==========================================================================================
-``search``  search (open without a key too; a key adds its origin allow-list and its rate limit)
-``write``   add questions (when ``questions_need_token`` is on) and labelled pairs
-``moderate`` the review queue, close / reopen as duplicate, delete questions
-``admin``   train, cancel jobs, promote, roll back, the admin page, the audit log (keys: the CLI)
-==========  ==========================================================================================
+- ``search``: search (open without a key too; a key adds its origin allow-list and its rate limit);
+- ``write``: add questions (when ``questions_need_token`` is on) and labelled pairs;
+- ``moderate``: the review queue, close / reopen as duplicate, delete questions;
+- ``admin``: train, cancel jobs, promote, roll back, the admin page, the audit log (keys: the CLI).
 
 Example:
     >>> allows("admin", "moderate"), allows("write", "moderate"), allows(None, "search")
@@ -160,13 +158,20 @@ class KeyRecords:
         key_id, secret = parse_token(token)  # type: ignore[misc]
         key = ApiKey(key_id, name, scope, created_now(), None, origins, rate_limit or None)
         m = self.mark
-        with self.sql._transaction() as c:
-            taken = c.execute(f"SELECT 1 FROM api_keys WHERE name={m} AND revoked_at IS NULL", (name,)).fetchone()
-            if taken:
-                raise ConflictError(f"an active key is named {name!r}; revoke it first", code="key_exists")
-            c.execute(f"INSERT INTO api_keys({_COLUMNS}, hash) VALUES ({self.sql._marks(8)})",
-                      (key.id, name, scope, key.created_at, None, json.dumps(list(origins)), key.rate_limit,
-                       hash_secret(secret)))
+        taken = ConflictError(f"an active key is named {name!r}; revoke it first", code="key_exists")
+        try:
+            with self.sql._transaction() as c:
+                if c.execute(f"SELECT 1 FROM api_keys WHERE name={m} AND revoked_at IS NULL", (name,)).fetchone():
+                    raise taken
+                c.execute(f"INSERT INTO api_keys({_COLUMNS}, hash) VALUES ({self.sql._marks(8)})",
+                          (key.id, name, scope, key.created_at, None, json.dumps(list(origins)), key.rate_limit,
+                           hash_secret(secret)))
+        except Exception as e:
+            # Two creations of one name at once: the unique index refuses the second (sqlite3.IntegrityError,
+            # psycopg's UniqueViolation).
+            if type(e).__name__ in ("IntegrityError", "UniqueViolation") and "name" in str(e):
+                raise taken from None
+            raise
         return key, token
 
     def get(self, key_id: str) -> tuple[ApiKey, str] | None:

@@ -202,3 +202,14 @@ def signed_in(scope: str = SIGN_IN_SCOPE) -> bool:
     """Whether this request's key (bearer or session) allows ``scope``."""
     key = caller()
     return key is not None and allows(key.scope, scope)
+
+
+# -- older spellings, kept so that code written against the admin-token-only auth still imports and stays closed -----
+def check_token() -> None:
+    """Older spelling of ``check("admin")`` (a route using it must still declare its scope with :func:`requires`)."""
+    check("admin")
+
+
+def check_admin() -> None:
+    """Older spelling of ``check("admin")`` for the pages (bearer key or signed-in session)."""
+    check("admin")

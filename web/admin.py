@@ -14,7 +14,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 
 from dupq.access import allows
 from dupq.errors import DupQError
-from web.auth import audit, local_path, requires, sign_in, sign_out
+from web.auth import audit, caller, local_path, requires, sign_in, sign_out
 from web.service import get_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -41,7 +41,7 @@ AUDIT_SHOWN = 50
 def index():
     svc = get_service()
     return render_template("admin.html", status=status(), keys=svc.access.list_keys(),
-                           audit=svc.access.audit_log(AUDIT_SHOWN))
+                           audit=svc.access.audit_log(AUDIT_SHOWN), me=caller())
 
 
 @bp.post("/login")

@@ -261,6 +261,7 @@ def test_the_audit_log_holds_one_entry_per_action_with_its_key(home, db_url) -> 
         assert c.get("/api/v1/audit", headers=bearer(alice)).status_code == 403
         page = c.get("/admin/").get_data(as_text=True)
         assert "Audit log" in page and "question.close" in page and "alice" in page
+        assert '<code id="me">boss</code>' in page
     finally:
         svc.close()
     # kept through a restart; append-only in the database itself

@@ -73,6 +73,16 @@ def main(ctx: click.Context, home: Path | None, config_file: Path | None, databa
         raise click.UsageError(str(e)) from None
 
 
+def cli_actor() -> str:
+    """Who acts in the audit log when the command line does: ``cli:<user>`` (the shell's user)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment (a bare container)
+        return f"cli:uid-{os.getuid()}"
+
+
 def open_service(ctx: click.Context, **kwargs: Any):
     from dupq.service import DupQ
 
@@ -486,6 +496,7 @@ def _report_training(svc: Any, new: Any, base: Path | None, promote: bool, progr
                    f"was predicted at {b['predicted_full_s'] / 60:.1f} min on this machine; --time-budget 0 trains it)")
     if promote:
         svc.promote(version, progress=progress)
+        svc.audit(cli_actor(), "model.promote", version)
         click.echo(f"promoted {version}: it now answers searches")
     else:
         click.echo(f"not promoted; serve it with: dupq models promote {version}")
@@ -687,6 +698,7 @@ def models_promote(ctx: click.Context, version: str, progress: bool) -> None:
     """Make VERSION current, after embedding every stored question with it."""
     with open_service(ctx) as svc:
         svc.promote(version, progress=progress)
+        svc.audit(cli_actor(), "model.promote", version)
         click.echo(f"current model: {svc.version}")
 
 
@@ -698,6 +710,7 @@ def models_rollback(ctx: click.Context, progress: bool) -> None:
     """Serve the version that was current before this one again."""
     with open_service(ctx) as svc:
         target = svc.rollback(progress=progress)
+        svc.audit(cli_actor(), "model.rollback", target)
         click.echo(f"rolled back; current model: {target}")
 
 
@@ -764,6 +777,91 @@ def restore(ctx: click.Context, file: Path, target_home: Path | None, target_url
     r = run_restore(file, settings)
     click.echo(f"restored {_backup_summary(r)} into {r['target']} (backup of {r['created_at']}, dupq "
                f"{r['dupq_version']}, schema {r['schema_version']} -> {r['restored_schema']}, in {r['seconds']:.1f}s)")
+
+
+@main.group()
+def keys() -> None:
+    """API keys with scopes: search < write < moderate < admin (each allows what the lower ones do)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="The key's name: what the audit log and `keys revoke` call it.")
+@click.option("--scope", required=True, type=click.Choice(["search", "write", "moderate", "admin"]),
+              help="search: search; write: + add questions and pairs; moderate: + review queue, close, delete; "
+              "admin: + train, promote, the admin page, the audit log.")
+@click.option("--origin", "origins", multiple=True, metavar="ORIGIN",
+              help="Only from this browser origin (e.g. https://forum.example; repeat for several; default: any), "
+              "checked against the request's Origin header when it has one.")
+@click.option("--rate-limit", help="This key's own limit of API requests, all its clients together (e.g. 100/minute; "
+              "default: the rate_limit_key setting).")
+@click.pass_context
+@handle_errors
+def keys_create(ctx: click.Context, name: str, scope: str, origins: tuple[str, ...], rate_limit: str | None) -> None:
+    """Create a key and print it, once, alone on the last line (only a hash of it is stored)."""
+    from dupq.access import Access
+
+    with Access.open(ctx.obj) as access:
+        key, token = access.create_key(name, scope, actor=cli_actor(), origins=origins, rate_limit=rate_limit)
+    click.echo(f"created key {key.name!r} (scope {key.scope}"
+               + (f", origins {', '.join(key.origins)}" if key.origins else "")
+               + (f", rate limit {key.rate_limit}" if key.rate_limit else "")
+               + "); it is shown once, store it now:", err=True)
+    click.echo(token)
+
+
+@keys.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Revoked keys too.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable output.")
+@click.pass_context
+@handle_errors
+def keys_list(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List the keys (never a secret): name, scope, origins, rate limit, created, revoked."""
+    from dupq.access import Access
+
+    with Access.open(ctx.obj) as access:
+        found = [k for k in access.list_keys() if show_all or k.active]
+        token_set = ctx.obj.admin_token is not None
+    if as_json:
+        click.echo(json.dumps([k.to_dict() for k in found], indent=2))
+        return
+    click.echo(f"{'name':<24} {'scope':<9} {'origins':<32} {'rate limit':<12} {'created':<26} revoked")
+    for k in found:
+        click.echo(f"{k.name:<24} {k.scope:<9} {', '.join(k.origins) or 'any':<32} {k.rate_limit or '-':<12} "
+                   f"{k.created_at:<26} {k.revoked_at or '-'}")
+    if token_set:
+        click.echo("(DUPQ_ADMIN_TOKEN is set: it is the admin key named admin-token)")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@click.pass_context
+@handle_errors
+def keys_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke the key NAME: refused from the next request on, on every node; its signed-in sessions end."""
+    from dupq.access import Access
+
+    with Access.open(ctx.obj) as access:
+        key = access.revoke_key(name, actor=cli_actor())
+    click.echo(f"revoked key {key.name!r} (scope {key.scope}) at {key.revoked_at}")
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500), help="How many entries.")
+@click.option("--before", type=click.IntRange(1), help="Only entries older than this entry id (the next page).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable output.")
+@click.pass_context
+@handle_errors
+def audit(ctx: click.Context, limit: int, before: int | None, as_json: bool) -> None:
+    """The audit log of moderation and admin actions, newest first: when, which key, what, on which object."""
+    from dupq.access import Access
+
+    with Access.open(ctx.obj) as access:
+        entries = access.audit_log(limit, before)
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
+    for e in entries:
+        click.echo(f"{e.id:>6}  {e.at}  {e.key:<20} {e.action:<16} {e.object}")
 
 
 @main.group()

@@ -101,8 +101,8 @@ class Settings:
         encode_batch_size: Batch size for embedding questions.
         import_batch_size: Questions per transaction when importing a file (2,048: 12% faster than 512 for a
             10,000-question import on the quiet 2-core machine, fewer half-empty encode rounds; docs/benchmarks.md).
-        admin_token: Bearer token of the write endpoints (pairs, train, promote, delete). None disables
-            them rather than leaving them open.
+        admin_token: An admin API key named ``admin-token`` (``DUPQ_ADMIN_TOKEN``), beside the keys of
+            ``dupq keys create``. With neither, the endpoints that need a key are disabled rather than open.
         secret_key: Signs the web page's session cookie; None: a random key per process (sessions end
             with a restart).
         gate_tolerance: A retrained candidate is promoted only if its AP is at most this much below the
@@ -120,8 +120,11 @@ class Settings:
         rate_limit_search: Per-client limit of ``POST /api/v1/search`` (Flask-Limiter notation, e.g.
             ``"50/second"``); None: no limit.
         rate_limit_write: Per-client limit of every API write (questions, pairs, deletes, train, promote).
-        questions_need_token: Whether ``POST /api/v1/questions`` (and the page's "add my question") needs the
-            admin token (off for the embedded demo; turn it on for a public deployment).
+        rate_limit_key: Limit of the rate-limited API requests (search and writes) made with one API key, all
+            its clients together (a widget's key is shared by a whole site's visitors); a key's own limit
+            (``dupq keys create --rate-limit``) replaces it. None: none beyond the per-client limits.
+        questions_need_token: Whether ``POST /api/v1/questions`` (and the page's "add my question") needs a key
+            of scope ``write`` or higher (off for the embedded demo; turn it on for a public deployment).
         session_cookie_secure: Send the page's session cookie over HTTPS only (turn it on behind TLS).
         session_cookie_samesite: The session cookie's ``SameSite``: ``Lax`` (default), ``Strict`` or ``None``.
         export_cache: Folder where the packaged model's OpenVINO export is shared by every home of this
@@ -170,6 +173,7 @@ class Settings:
     ann_min_size: int = ANN_MIN_SIZE
     rate_limit_search: str | None = "50/second"
     rate_limit_write: str | None = "10/second"
+    rate_limit_key: str | None = None
     questions_need_token: bool = False
     export_cache: Path | None = None
     rerank: bool = False
@@ -300,7 +304,7 @@ class Settings:
 #: Settings whose empty environment value means None (off) rather than "not set".
 _EMPTY_IS_NONE = {
     "database_url", "seed_bank", "admin_token", "secret_key", "gate_eval_file", "export_cache", "rate_limit_search",
-    "rate_limit_write",
+    "rate_limit_write", "rate_limit_key",
 }
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dupq.access import Access
 from dupq.config import DEFAULT_HOME, MAX_K, Settings
 from dupq.errors import BusyError, ConflictError, DupQError, NotFoundError, ValidationError
 from dupq.filters import QuestionFilter
@@ -188,6 +189,7 @@ class DupQ:
             self.store = self.backend.store
             self.registry = self.backend.registry
             self.jobs = self.backend.jobs
+            self.access = Access(self.backend, settings.admin_token)  # API keys and the audit log
             self.nodes = self.backend.nodes()
             self.retrainer = Retrainer(self.backend, promote=self.promote)
             self._serving = self._load_serving(self.registry.current())
@@ -1013,6 +1015,18 @@ class DupQ:
             "questions": self.store.count(),
             "indexed": len(self._serving.index),
         }
+
+    # -- the audit log ---------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, obj: Any) -> None:
+        """Record a moderation or admin action in the append-only audit log (:mod:`dupq.storage.audit`).
+
+        Call it after the action succeeded, from the entry point that knows who acted: ``actor`` is the acting
+        key's name (``admin-token`` for ``DUPQ_ADMIN_TOKEN``, ``cli:<user>`` for the command line).
+
+        Example:
+            >>> svc.audit("alice", "question.close", "q123 -> q45")   # doctest: +SKIP
+        """
+        self.access.audit(actor, action, obj)
 
     # -- single labelled pairs with an id: in-place feedback with undo, the review queue (web/review.py) --------
     def add_pair(

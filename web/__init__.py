@@ -46,10 +46,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
         **flask_keys,
     )
 
-    from web import admin, api, cors, csrf, errors, limits, pages, service, widget
+    from web import admin, api, auth, cors, csrf, errors, limits, pages, service, widget
 
     service.init_app(app, settings)
     errors.init_app(app)
+    auth.init_app(app)  # a presented key is checked first (the rate limiter counts per key)
     limits.init_app(app)
     csrf.init_app(app)
     cors.init_app(app)

@@ -1,7 +1,8 @@
 """JSON API v1 (the public contract in docs/architecture.md): thin views over :class:`dupq.service.DupQ`.
 
 Each view declares its contract once (:func:`web.contract.operation`: the body and query models, the answers,
-whether it needs the token); that declaration validates the request and is the OpenAPI document.
+the API key scope it needs, web/auth.py); that declaration validates the request and is the OpenAPI document.
+Every moderation and admin action is recorded in the audit log with the acting key's name (:func:`web.auth.audit`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from flask import Blueprint, current_app, jsonify
 from dupq.errors import ValidationError
 from dupq.text import normalize_question
 from web import contract as c
+from web.auth import actor, audit
 from web.contract import Operation, operation
 from web.limits import search_limit, write_limit
 from web.service import get_service, get_settings, remember_search
@@ -63,12 +65,13 @@ def search(body: c.SearchRequest):
         "Add questions (all or nothing)",
         {201: (c.AddedIds, "Added"), 409: (c.Error, "An explicit id already exists")},
         body=c.AddQuestionsRequest,
-        auth=lambda: get_settings().questions_need_token,
+        scope=lambda: "write" if get_settings().questions_need_token else None,
         limited=True,
     )
 )
 def add_questions(body: c.AddQuestionsRequest):
     added = get_service().add_questions(q.model_dump() for q in body.questions)
+    audit("questions.add", ", ".join(q.id for q in added))
     return jsonify({"ids": [q.id for q in added]}), 201
 
 
@@ -97,10 +100,12 @@ def get_question(qid: str):
 @write_limit
 @operation(
     Operation("deleteQuestion", "Delete one question",
-              {200: (c.Deleted, "Deleted"), 404: (c.Error, "No such id")}, path=_QID, auth=True, limited=True)
+              {200: (c.Deleted, "Deleted"), 404: (c.Error, "No such id")}, path=_QID, scope="moderate",
+              limited=True)
 )
 def delete_question(qid: str):
     get_service().delete(qid)
+    audit("question.delete", qid)
     return jsonify({"deleted": qid})
 
 
@@ -131,12 +136,15 @@ def get_duplicate_of(qid: str):
                         "already_duplicate: closed onto another question (reopen it first)")},
         path=_QID,
         body=c.CloseRequest,
-        auth=True,
+        scope="moderate",
         limited=True,
     )
 )
 def close_as_duplicate(qid: str, body: c.CloseRequest):
-    return jsonify(get_service().close_as_duplicate(qid, body.canonical, actor="api"))
+    out = get_service().close_as_duplicate(qid, body.canonical, actor=actor())
+    if out["closed"]:
+        audit("question.close", f"{qid} -> {out['duplicate_of']}")
+    return jsonify(out)
 
 
 @bp.delete("/api/v1/questions/<path:qid>/duplicate-of")
@@ -148,12 +156,14 @@ def close_as_duplicate(qid: str, body: c.CloseRequest):
         {200: (c.Reopened, "Reopened"), 404: (c.Error, "No such question"),
          409: (c.Error, "not_duplicate: the question is not closed")},
         path=_QID,
-        auth=True,
+        scope="moderate",
         limited=True,
     )
 )
 def reopen_question(qid: str):
-    return jsonify(get_service().reopen(qid))
+    out = get_service().reopen(qid)
+    audit("question.reopen", qid)
+    return jsonify(out)
 
 
 @bp.post("/api/v1/pairs")
@@ -164,7 +174,7 @@ def reopen_question(qid: str):
         "Store labelled pairs (all or nothing; conflicting labels: the latest wins in training)",
         {201: (c.PairsAdded, "Stored")},
         body=c.AddPairsRequest,
-        auth=True,
+        scope="write",
         limited=True,
     )
 )
@@ -172,6 +182,7 @@ def add_pairs(body: c.AddPairsRequest):
     pairs = [p.model_dump() for p in body.pairs]
     kept = [p for p in pairs if normalize_question(p["question1"]) != normalize_question(p["question2"])]
     added = get_service().add_pairs(kept, source=body.source) if kept else 0
+    audit("pairs.add", f"{added} pairs (source {body.source})")
     return jsonify({"added": added, "self_pairs": len(pairs) - len(kept)}), 201
 
 
@@ -186,7 +197,7 @@ def add_pairs(body: c.AddPairsRequest):
         body=c.TrainRequest,
         body_required=False,
         body_code="invalid_option",
-        auth=True,
+        scope="admin",
         limited=True,
     )
 )
@@ -196,6 +207,7 @@ def train(body: c.TrainRequest):
         job = get_service().start_training(options)
     except ValidationError as e:  # TrainConfig's own check (the contract declares the same bounds)
         raise ValidationError(e.message, code="invalid_option") from None
+    audit("train.start", f"job {job.id}")
     return jsonify({"job": job.id, "state": job.state}), 202
 
 
@@ -219,10 +231,12 @@ def get_job(job_id: str):
 @operation(
     Operation("cancelJob", "Cancel a job",
               {202: (c.Job, "Cancellation requested"), 404: (c.Error, "No such job"),
-               409: (c.Error, "The job already ended")}, path=_JOB, auth=True, limited=True)
+               409: (c.Error, "The job already ended")}, path=_JOB, scope="admin", limited=True)
 )
 def cancel_job(job_id: str):
-    return jsonify(get_service().cancel_job(job_id).to_dict()), 202
+    job = get_service().cancel_job(job_id)
+    audit("job.cancel", f"job {job_id}")
+    return jsonify(job.to_dict()), 202
 
 
 @bp.get("/api/v1/models")
@@ -240,11 +254,23 @@ def models():
         "Serve this version (its index is built first; rollback = promote an older one)",
         {200: (c.Current, "Now current"), 404: (c.Error, "No such version")},
         path=_VERSION,
-        auth=True,
+        scope="admin",
         limited=True,
     )
 )
 def promote(version: str):
     svc = get_service()
     svc.promote(version)
+    audit("model.promote", version)
     return jsonify({"current": svc.version})
+
+
+@bp.get("/api/v1/audit")
+@operation(
+    Operation("auditLog", "The audit log of moderation and admin actions, newest first (paged)",
+              {200: (c.AuditPage, "A page of entries")}, query=c.AuditQuery, scope="admin")
+)
+def audit_log(query: c.AuditQuery):
+    entries = get_service().access.audit_log(query.limit, query.before)
+    more = len(entries) == query.limit and entries[-1].id > 1
+    return jsonify({"entries": [e.to_dict() for e in entries], "next_before": entries[-1].id if more else None})

@@ -38,6 +38,7 @@ from dupq import __version__
 from dupq.config import DEFAULT_K, MAX_BATCH, MAX_ID_CHARS, MAX_K, MAX_PAGE, MAX_QUESTION_CHARS
 from dupq.errors import ValidationError
 from dupq.filters import FIELD_PATTERN, MAX_FILTER_VALUE_CHARS, MAX_FILTER_VALUES
+from dupq.storage.audit import MAX_AUDIT_PAGE
 from dupq.storage.jobs import STATES
 from dupq.training.config import Option
 from dupq.training.config import options as train_options
@@ -176,6 +177,14 @@ class ListQuery(BaseModel):
 
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     limit: int = Field(50, ge=1, le=MAX_PAGE)
+
+
+class AuditQuery(BaseModel):
+    """Query of ``GET /api/v1/audit`` (query values are strings: lax integers)."""
+
+    limit: int = Field(50, ge=1, le=MAX_AUDIT_PAGE, description="entries per page")
+    before: int | None = Field(None, ge=1, le=MAX_OFFSET,
+                               description="only entries older than this one (the previous page's next_before)")
 
 
 def _train_option(option: Option) -> tuple[Any, Any]:
@@ -363,6 +372,19 @@ class Health(Response):
     indexed: int
 
 
+class AuditEntry(Response):
+    id: int = Field(description="the entry's number (increasing); pass it as before= for the entries older than it")
+    at: str = Field(description="when, UTC ISO 8601")
+    key: str = Field(description="the acting key's name (admin-token: DUPQ_ADMIN_TOKEN; cli:<user>: the CLI)")
+    action: str = Field(description="e.g. model.promote, question.delete, review.label, key.revoke")
+    object: str = Field(description="what it acted on: a question id, a version, a key name, a pair")
+
+
+class AuditPage(Response):
+    entries: list[AuditEntry] = Field(description="newest first")
+    next_before: int | None = Field(description="before= of the next (older) page; null: this is the last")
+
+
 class Document(Response):
     """An OpenAPI 3.1 document."""
 
@@ -469,25 +491,40 @@ class Operation:
     body_code: str | None = None
     query: type[BaseModel] | None = None
     path: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The API key scope the operation needs (web/auth.py): ``"search"``, ``"write"``, ``"moderate"``,
+    #: ``"admin"``, None (open), or a callable deciding per request (a setting).
+    scope: str | None | Callable[[], str | None] = None
+    #: Older spelling: ``auth=True`` (or a callable returning True) is ``scope="admin"``; ``scope`` wins.
     auth: bool | Callable[[], bool] = False
     limited: bool = False
 
+    def declared_scope(self) -> str | None | Callable[[], str | None]:
+        """What :func:`web.auth.requires` is given: ``scope``, or ``"admin"`` where only ``auth`` is set."""
+        if self.scope is not None or not self.auth:
+            return self.scope
+        auth = self.auth
+        return (lambda: "admin" if auth() else None) if callable(auth) else "admin"
+
+    def needed_scope(self) -> str | None:
+        scope = self.declared_scope()
+        return scope() if callable(scope) else scope
+
     def needs_token(self) -> bool:
-        return self.auth() if callable(self.auth) else bool(self.auth)
+        return self.needed_scope() is not None
 
 
 def operation(op: Operation) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a view's contract: checks the admin token when ``op.auth`` says so, then validates the JSON body
-    (passed as ``body=``) and the query (``query=``); the document reads ``op`` back from the view."""
+    """Declare a view's contract: checks the API key's scope (``op.scope``, :func:`web.auth.requires`), then
+    validates the JSON body (passed as ``body=``) and the query (``query=``); the document reads ``op`` back from
+    the view."""
     from flask import request
 
-    from web.auth import check_token
+    from web.auth import requires
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @requires(op.declared_scope())
         @functools.wraps(fn)
         def view(**kwargs: Any) -> Any:
-            if op.needs_token():
-                check_token()
             if op.body is not None:
                 data = json_body() if op.body_required or request.content_length else {}
                 kwargs["body"] = parse(op.body, data, default_code=op.body_code)
@@ -563,10 +600,18 @@ def openapi_document(app: Any) -> dict[str, Any]:
             doc["responses"]["413"] = _json(error, "Request body over the limit (8 MiB)")
         if op.limited:
             doc["responses"]["429"] = _json(error, "Over the client's rate limit (Retry-After says when to retry)")
-        if op.needs_token():
-            doc["security"] = [{"bearer": []}]
-            doc["responses"]["401"] = _json(error, "Missing or wrong bearer token")
-            doc["responses"]["403"] = _json(error, "Admin endpoints disabled (no token configured)")
+        scope = op.needed_scope()
+        if scope is not None:
+            # OpenAPI 3.1: a non-OAuth scheme's requirement may list the roles it needs; here the lowest scope.
+            doc["security"] = [{"bearer": [scope]}]
+            doc["description"] = f"Needs an API key of scope {scope} or higher."
+            doc["responses"]["401"] = _json(error, "No key, or an unknown or revoked one")
+            doc["responses"]["403"] = _json(error, f"The key's scope is below {scope}, its origin allow-list excludes "
+                                            "the request's Origin, or no key exists at all (admin_disabled)")
+        else:
+            doc["responses"]["401"] = _json(error, "An unknown or revoked key was presented (open without one)")
+            doc["responses"]["403"] = _json(error, "The presented key's origin allow-list excludes the request's "
+                                            "Origin")
         paths.setdefault(path, {})[method] = doc
     return {
         "openapi": "3.1.0",
@@ -579,6 +624,10 @@ def openapi_document(app: Any) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "DUPQ_ADMIN_TOKEN"}},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key (dupq keys create; DUPQ_ADMIN_TOKEN is an admin key). Scopes are ordered, "
+                "search < write < moderate < admin: a key allows what its scope and every lower one allow.",
+            }},
         },
     }

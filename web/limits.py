@@ -5,6 +5,10 @@ Flask-Limiter's notation (``"50/second"``, ``"1000 per hour"``); an empty value 
 its remote address: behind a proxy, configure the proxy (or werkzeug's ``ProxyFix``) so that it is the
 client's. Counters live in the process, which is right for dupq's one-process server.
 
+A request made with an API key (web/auth.py) is also counted against that key, all its clients and every limited
+route together (a widget's search key is shared by a whole site's visitors): the key's own limit
+(``dupq keys create --rate-limit``), else the ``rate_limit_key`` setting; neither: no per-key limit.
+
 Storage: ``limits``' memory storage, except that expired counters are dropped inline (at most once a
 second, on a hit) instead of by a ``threading.Timer`` it starts again 10 ms after each hit: that timer made
 every other search start a thread (measured: 2 ms of a search's time on the loaded 2-core machine).
@@ -16,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flask import Flask
+from flask import Flask, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits.storage import MemoryStorage
@@ -54,14 +58,31 @@ def init_app(app: Flask) -> None:
     limiter.init_app(app)
 
 
+def _key_limit() -> str | None:
+    """The limit of this request's API key (None: no key, or no limit for it)."""
+    key = g.get("dupq_bearer")  # set by web.auth's hook, which runs first
+    return None if key is None else (key.rate_limit or get_settings().rate_limit_key)
+
+
+#: Every limited route's requests made with one key, counted together under the key's name.
+per_key = limiter.shared_limit(
+    lambda: _key_limit() or "1/second",  # never used without one: exempt below
+    scope="api-key",
+    key_func=lambda: f"key:{g.dupq_bearer.name}",
+    exempt_when=lambda: _key_limit() is None,
+)
+
+
 def _limit(setting: str) -> Callable[[Callable], Callable]:
-    """A route decorator applying the limit named by ``setting`` (skipped while that setting is off)."""
-    return limiter.limit(
+    """A route decorator applying the per-client limit named by ``setting`` (skipped while that setting is off)
+    and the per-key limit."""
+    per_client = limiter.limit(
         lambda: getattr(get_settings(), setting) or "1/second",  # never used when off: exempt below
         exempt_when=lambda: not getattr(get_settings(), setting),
         key_func=get_remote_address,
         scope=setting,
     )
+    return lambda fn: per_client(per_key(fn))
 
 
 search_limit = _limit("rate_limit_search")

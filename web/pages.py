@@ -22,7 +22,7 @@ from flask import (
 
 from dupq.config import DEFAULT_K, MAX_K, MAX_QUESTION_CHARS
 from dupq.errors import DupQError, NotFoundError, ValidationError
-from web.auth import check_admin
+from web.auth import audit, requires
 from web.errors import error_response
 from web.service import get_service, get_settings, remember_search
 
@@ -54,6 +54,7 @@ def _likely(result: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 @bp.get("/")
+@requires(None)
 def index():
     svc = get_service()
     q = request.args.get("q", "").strip()
@@ -85,6 +86,7 @@ def index():
 
 
 @bp.get("/q/<path:qid>")
+@requires(None)
 def question(qid: str):
     """One stored question and the stored questions most like it (where Enter on a live result leads)."""
     svc = get_service()
@@ -120,24 +122,29 @@ def _error(e: DupQError, q: str) -> Any:
     return redirect(url_for("pages.index", q=q.strip()))
 
 
+def _questions_scope() -> str | None:
+    return "write" if get_settings().questions_need_token else None
+
+
 @bp.post("/add")
+@requires(_questions_scope, on_denied=lambda e: _error(e, request.form.get("question", "")))
 def add():
     """Add the typed question; with ``dup`` ids (the likely duplicates shown), also a "different" pair for each.
 
     This is the ask flow's "mine is different — add it": the person saw those results and said no to them.
-    With ``questions_need_token`` on, only a signed-in admin may add (as ``POST /api/v1/questions`` needs the token).
+    With ``questions_need_token`` on, only a key of scope ``write`` or higher may add (bearer or a signed-in
+    session), as for ``POST /api/v1/questions``.
     """
     svc = get_service()
     q = request.form.get("question", "")
     try:
-        if get_settings().questions_need_token:  # like POST /api/v1/questions: a signed-in admin only
-            check_admin()
         shown = [svc.get(i) for i in dict.fromkeys(request.form.getlist("dup"))]
         added = svc.add_questions([{"text": q, "meta": {"source": "web"}}])[0]
         version = svc.known_version(request.form.get("model"))
         pairs = [svc.add_pair(added.text, s.text, 0, source="feedback", model_version=version) for s in shown]
     except DupQError as e:
         return _error(e, q)
+    audit("questions.add", added.id)
     for p in pairs:
         _remember_pair(p["id"])
     msg = f"Added your question to the bank (id {added.id})."
@@ -147,6 +154,7 @@ def add():
 
 
 @bp.post("/feedback")
+@requires(None)
 def feedback():
     """The "same question" / "different question" buttons next to a result: a labelled pair (source feedback)."""
     q = request.form.get("question", "")
@@ -165,6 +173,7 @@ def feedback():
 
 
 @bp.post("/feedback/<int:pair_id>/undo")
+@requires(None)
 def undo(pair_id: int):
     """Remove a feedback pair this browser created (and only that one)."""
     q = request.form.get("question", "")

@@ -20,7 +20,7 @@ from typing import Any
 from flask import Blueprint, Response, abort
 
 from dupq.evaluation import plots
-from web.auth import check_admin
+from web.auth import requires
 from web.service import get_service
 
 bp = Blueprint("plots", __name__)
@@ -102,6 +102,6 @@ def render(name: str) -> str:
 
 
 @bp.get("/plots/<name>.svg")
+@requires("admin")
 def image(name: str):
-    check_admin()
     return Response(render(name), mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})

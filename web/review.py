@@ -1,4 +1,5 @@
-"""The moderators' review queue under ``/admin/review`` (admin sign-in): label the pairs the model is least sure of.
+"""The moderators' review queue under ``/admin/review`` (a key of scope ``moderate`` or higher, web/auth.py): label
+the pairs the model is least sure of; each label and undo is recorded in the audit log.
 
 ``GET /admin/review`` is the page (S = same, D = different, J / K or ↓ / ↑ move, U = undo), ``GET
 /admin/review.json`` the queue as JSON, ``POST /admin/review/label`` stores a pair with source ``review``
@@ -16,7 +17,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 
 from dupq.errors import DupQError
 from dupq.review import label_pair, uncertain_pairs, undo_label
-from web.auth import check_admin, signed_in
+from web.auth import audit, requires
 from web.errors import error_response
 from web.pages import wants_json
 from web.service import get_service, recent_searches
@@ -32,9 +33,8 @@ def queue(limit: int = QUEUE_SIZE) -> list[dict[str, Any]]:
 
 
 @bp.get("/review")
+@requires("moderate", page=True)
 def page():
-    if not signed_in():
-        return redirect(url_for("admin.index"))
     svc = get_service()
     return render_template(
         "review.html", queue=queue(), model=svc.version, threshold=svc.encoder.threshold, counts=svc.pair_counts()
@@ -42,8 +42,8 @@ def page():
 
 
 @bp.get("/review.json")
+@requires("moderate")
 def queue_json():
-    check_admin()
     limit = request.args.get("limit", str(QUEUE_SIZE))
     n = int(limit) if limit.isdigit() else QUEUE_SIZE
     svc = get_service()
@@ -59,8 +59,8 @@ def _failed(e: DupQError) -> Any:
 
 
 @bp.post("/review/label")
+@requires("moderate")
 def label():
-    check_admin()
     svc = get_service()
     raw = request.form.get("label", "")
     f = request.form
@@ -73,6 +73,9 @@ def label():
     message = f"Labelled {'same' if pair['label'] else 'different'} (pair {pair['id']})."
     if closed:
         message += f" {closed['id']} is closed as a duplicate of {closed['duplicate_of']}."
+    audit("review.label", f"pair {pair['id']}: {'same' if pair['label'] else 'different'}")
+    if closed:
+        audit("question.close", f"{closed['id']} -> {closed['duplicate_of']}")
     if wants_json():
         return jsonify({"pair": pair, "closed": closed, "message": message}), 201
     flash(message, "ok")
@@ -80,12 +83,13 @@ def label():
 
 
 @bp.post("/review/undo/<int:pair_id>")
+@requires("moderate")
 def undo(pair_id: int):
-    check_admin()
     try:
         out = undo_label(get_service(), pair_id)
     except DupQError as e:
         return _failed(e)
+    audit("review.undo", f"pair {pair_id}")
     if wants_json():
         return jsonify(out)
     flash("Label undone." + (f" {out['reopened']} is reopened." if out["reopened"] else ""), "ok")

@@ -5,7 +5,9 @@ changes. :func:`open_backend` is the one place that chooses; everything the two 
 behind the :class:`Backend` it returns, so the service, the retrainer and the worker never ask which one
 they hold. Both implement the same interfaces, stated here as protocols: :class:`Store` (questions, pairs,
 state, model records), :class:`Jobs` (job records), :class:`Nodes` (how a serving process lives beside the
-others that share its state) and :class:`dupq.index.VectorIndex`.
+others that share its state), :class:`Keys` (API keys), :class:`Audit` (the audit log) and
+:class:`dupq.index.VectorIndex`. Keys and the audit log are written once for both (:mod:`dupq.storage.keys`,
+:mod:`dupq.storage.audit`), over the store's SQL access.
 
 Example:
     >>> from dupq.config import Settings
@@ -28,7 +30,9 @@ from dupq.config import Settings
 from dupq.filters import QuestionFilter
 from dupq.index.base import Scope, VectorIndex
 from dupq.models.energy import Energy
+from dupq.storage.audit import AuditEntry, AuditRecords
 from dupq.storage.jobs import Job
+from dupq.storage.keys import ApiKey, KeyRecords
 from dupq.storage.records import CanonicalLink, NewQuestion, Question, StoredPair
 
 
@@ -105,6 +109,28 @@ class Jobs(Protocol):
 
 
 @runtime_checkable
+class Keys(Protocol):
+    """What dupq needs of its API keys (:class:`~dupq.storage.keys.KeyRecords` on either backend): only a hash of
+    each key is stored; a name is unique among active keys; a revocation is read by every node on its next
+    request."""
+
+    def create(self, name: str, scope: str, *, origins: tuple[str, ...] = (),
+               rate_limit: str | None = None) -> tuple[ApiKey, str]: ...
+    def get(self, key_id: str) -> tuple[ApiKey, str] | None: ...
+    def list(self) -> list[ApiKey]: ...
+    def count_active(self) -> int: ...
+    def revoke(self, name: str) -> ApiKey: ...
+
+
+@runtime_checkable
+class Audit(Protocol):
+    """The append-only audit log (:class:`~dupq.storage.audit.AuditRecords` on either backend)."""
+
+    def append(self, key: str, action: str, obj: Any) -> AuditEntry: ...
+    def entries(self, limit: int = 50, before: int | None = None) -> list[AuditEntry]: ...
+
+
+@runtime_checkable
 class Nodes(Protocol):
     """How a serving process lives beside the others that share its state (:class:`Backend.nodes`).
 
@@ -149,6 +175,8 @@ class Backend:
     Attributes:
         shared: True on PostgreSQL: several processes (nodes) share the state, none owns it.
         db: The :class:`dupq.storage.postgres.db.Database` (None on SQLite).
+        keys: The API keys (:class:`Keys`), in the store's database.
+        audit: The audit log (:class:`Audit`), in the store's database.
     """
 
     settings: Settings
@@ -157,6 +185,14 @@ class Backend:
     registry: Any
     shared: bool = False
     db: Any = None
+    keys: Keys | None = None  # set by open_backend: over the store's database
+    audit: Audit | None = None
+
+    def __post_init__(self) -> None:
+        if self.keys is None:
+            self.keys = KeyRecords(self.store)
+        if self.audit is None:
+            self.audit = AuditRecords(self.store)
 
     def open_index(self, version: str, dim: int, energy: Energy | str, *,
                    read_only: bool = False) -> tuple[VectorIndex, bool]:

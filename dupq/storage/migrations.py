@@ -5,8 +5,8 @@ last one applied (SQLite: ``PRAGMA user_version``; PostgreSQL: the ``schema_vers
 rest in order, each in one transaction.
 
 Example:
-    >>> [(n, name) for n, name, _ in packaged("dupq.storage.sqlite")]
-    [(1, '0001_init.sql'), (2, '0002_pairs_jobs.sql'), (3, '0003_question_fields.sql'), (4, '0004_canonical.sql')]
+    >>> [n for n, _, _ in packaged("dupq.storage.sqlite")]
+    [1, 2, 3, 4, 5]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_TRIGGER = re.compile(r"^CREATE\s+(TEMP\w*\s+)?TRIGGER\b", re.IGNORECASE)
+_END = re.compile(r"\bEND\s*$", re.IGNORECASE)
 
 
 class MigrationError(Exception):
@@ -40,6 +42,21 @@ def statements(sql: str) -> list[str]:
     Example:
         >>> statements("-- a table; two\\nCREATE TABLE t (x);\\nINSERT INTO t VALUES (1);\\n")
         ['CREATE TABLE t (x)', 'INSERT INTO t VALUES (1)']
+        >>> statements("CREATE TRIGGER a BEFORE DELETE ON t BEGIN SELECT RAISE(ABORT, 'no'); END; SELECT 1;")
+        ["CREATE TRIGGER a BEFORE DELETE ON t BEGIN SELECT RAISE(ABORT, 'no'); END", 'SELECT 1']
     """
     code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
-    return [s.strip() for s in code.split(";") if s.strip()]
+    out: list[str] = []
+    pending = ""
+    for part in code.split(";"):
+        pending = f"{pending};{part}" if pending else part
+        stmt = pending.strip()
+        if not stmt:
+            pending = ""
+            continue
+        # A trigger's body (BEGIN ... END) holds ';' of its own: the statement goes on to its END.
+        if _TRIGGER.match(stmt) and not _END.search(stmt):
+            continue
+        out.append(stmt)
+        pending = ""
+    return out

@@ -48,7 +48,9 @@ def test_document_states_what_the_server_enforces(client) -> None:
     assert search["k"] == {"default": 10, "maximum": 100, "minimum": 1, "title": "K", "type": "integer"}
     assert search["question"]["maxLength"] == 1000 and search["question"]["pattern"] == contract.NOT_BLANK
     ops = {(p, m): op for p, item in spec["paths"].items() for m, op in item.items()}
-    assert ops[("/api/v1/pairs", "post")]["security"] == [{"bearer": []}]
+    assert ops[("/api/v1/pairs", "post")]["security"] == [{"bearer": ["write"]}]  # the lowest scope allowed
+    assert ops[("/api/v1/models/{version}/promote", "post")]["security"] == [{"bearer": ["admin"]}]
+    assert ops[("/api/v1/audit", "get")]["security"] == [{"bearer": ["admin"]}]
     assert "security" not in ops[("/api/v1/questions", "post")]  # questions_need_token is off here
     assert "413" in ops[("/api/v1/search", "post")]["responses"]
 
@@ -90,8 +92,7 @@ def test_train_options_are_checked_before_a_job_starts(client) -> None:
 
 def test_a_signed_in_session_does_not_authorise_api_writes(client) -> None:
     """The API is exempt from CSRF tokens, so only the bearer token may authorise its writes."""
-    with client.session_transaction() as s:
-        s["admin"] = True
+    client.post("/admin/login", data={"token": ADMIN_TOKEN})  # the session: the key's id, name and scope
     assert client.get("/admin/status.json").status_code == 200  # the pages take the session
     r = client.post("/api/v1/models/base/promote")
     assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"

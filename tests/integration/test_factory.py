@@ -104,7 +104,7 @@ def test_admin_session_holds_a_claim_not_the_token(client) -> None:
     r = client.post("/admin/login", data={"token": ADMIN_TOKEN})
     assert r.status_code == 302
     with client.session_transaction() as sess:
-        assert dict(sess) == {"admin": True}
+        assert dict(sess) == {"key_id": "admin-token", "key": "admin-token", "scope": "admin"}
         assert ADMIN_TOKEN not in repr(dict(sess))
     assert client.get("/admin/status.json").status_code == 200
     client.post("/admin/logout")

@@ -38,7 +38,8 @@ def test_searches_by_another_model_version_are_not_candidates(svc) -> None:
 
 
 def test_review_routes_need_the_admin_sign_in(client) -> None:
-    assert client.get("/admin/review").status_code == 302
+    r = client.get("/admin/review")
+    assert r.status_code == 401 and b'name="token"' in r.data  # the sign-in form, back here after it
     assert client.get("/admin/review.json").status_code == 401
     assert client.post("/admin/review/label", data={}).status_code == 401
     client.post("/admin/login", data={"token": ADMIN_TOKEN})

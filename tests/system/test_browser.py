@@ -335,7 +335,7 @@ def test_page_works_without_javascript(browser, server: str) -> None:
 # -- moderators -----------------------------------------------------------------------------------------------
 def test_review_queue_labels_a_pair(page, server: str) -> None:
     page.goto("/admin/review")
-    assert page.url.rstrip("/").endswith("/admin")  # signed out: sent to the sign-in form
+    assert page.url.endswith("/admin/review") and page.locator("#token").is_visible()  # signed out: the sign-in form
     sign_in(page)
     page.get_by_role("link", name="Review queue", exact=True).click()
     page.wait_for_selector("#queue li")

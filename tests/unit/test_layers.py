@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dupq.index",),  # vector indexes
     ("dupq.storage",),  # questions, pairs, jobs, versions on SQLite or PostgreSQL
     ("dupq.training",),  # new versions
-    ("dupq.review", "dupq.retrain", "dupq.service", "dupq.backup"),  # the application: DupQ and its lifecycle
+    ("dupq.review", "dupq.retrain", "dupq.service", "dupq.backup", "dupq.access"),  # the application
     ("dupq.cli", "dupq.worker", "web"),  # entry points
 ]
 

@@ -1,1 +1,0 @@
--- dupq schema 5: placeholder kept by issue-28b so that the numbering stays 1..n; the lead renumbers at merge.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dupq.config import DEFAULT_HOME, MAX_K, Settings
-from dupq.errors import BusyError, ConflictError, NotFoundError, ValidationError
+from dupq.errors import BusyError, ConflictError, DatabaseUnavailableError, NotFoundError, ValidationError
 from dupq.index import VectorIndex, sync_index
 from dupq.models.encoder import SiameseEncoder
 from dupq.retrain import Retrainer
@@ -130,6 +130,7 @@ class DupQ:
         self._closed = False
         self._write = threading.RLock()  # serialises writers; searches never take it
         self._prepared: dict[str, Serving] = {}  # versions loaded ahead of their promotion (by the nodes)
+        self._behind = False  # a write reached the store but not the index (the database went away between)
         self.nodes = None
         # The writer of a SQLite home holds its lock; on PostgreSQL any number of nodes share the state.
         self.backend = open_backend(settings, writer=not read_only)
@@ -145,7 +146,7 @@ class DupQ:
                 # A job left behind by a dead web process: promote it if it got to "ready", else fail it
                 # (on PostgreSQL: jobs whose lease ran out are taken over by the nodes' job runner).
                 self.retrainer.recover()
-                self.nodes.start(on_current=self._follow, on_ready=self._prepare, on_tick=self.retrainer.tick,
+                self.nodes.start(on_current=self._follow, on_ready=self._prepare, on_tick=self._tick,
                                  status=lambda: (self._serving.version, next(iter(self._prepared), None)))
         except BaseException:
             self.close()
@@ -323,9 +324,28 @@ class DupQ:
                     serving.index.add([q.id for q in added], vecs)
                     serving.index.save(self.store.revision())
                 except BaseException:
-                    self._sync(serving)  # never leave the index behind the store
+                    self._catch_up_after_failure(serving)
                     raise
             return added
+
+    def _catch_up_after_failure(self, serving: Serving) -> None:
+        """A write reached the store but not the index: sync the index now, or, when the database has gone away
+        meanwhile, at the node's next tick after it is back (:meth:`_tick`): never leave the index behind."""
+        try:
+            self._sync(serving)
+        except DatabaseUnavailableError:
+            self._behind = True
+            log.warning("the index is behind the store (the database went away mid-write); catching up once back")
+
+    def _tick(self) -> None:
+        """The node's tick (about once a second, on a shared database): catch the index up after a write the
+        database cut short, then run jobs (:meth:`dupq.retrain.Retrainer.tick`)."""
+        if self._behind and not self._closed:
+            with self._write:
+                self._sync(self._serving)
+                self._behind = False
+                log.warning("the index caught up with the store")
+        self.retrainer.tick()
 
     def add_questions(self, questions: Iterable[dict[str, Any] | NewQuestion]) -> list[Question]:
         """Validate and add questions (all or nothing). Dicts take ``text``, optional ``id`` and ``meta``."""
@@ -361,8 +381,13 @@ class DupQ:
         with self._write:
             if not self.store.delete(qid):
                 raise NotFoundError(f"no question with id {qid!r}")
-            self._serving.index.remove([qid])
-            self._serving.index.save(self.store.revision())
+            serving = self._serving
+            try:
+                serving.index.remove([qid])
+                serving.index.save(self.store.revision())
+            except BaseException:
+                self._catch_up_after_failure(serving)
+                raise
 
     def import_file(self, path: str | Path, *, progress: bool = True) -> ImportReport:
         """Import a question file (TSV, CSV, JSONL, plain text, or the questions of a pair file).
@@ -696,12 +721,41 @@ class DupQ:
         return encoder
 
     def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model": self.version,
-            "questions": self.store.count(),
-            "indexed": len(self._serving.index),
-        }
+        """Liveness: the process is up and serves a version. The counts come from the store and the index, and
+        are None while the database is unavailable (the process is alive all the same: :meth:`ready` says
+        whether it can answer searches)."""
+        questions = indexed = None
+        try:
+            if self.backend.available(timeout=0.5):
+                questions, indexed = self.store.count(), len(self._serving.index)
+        except DatabaseUnavailableError:
+            questions = indexed = None
+        return {"status": "ok", "model": self.version, "questions": questions, "indexed": indexed}
+
+    def stats(self, *, jobs: int = 1000) -> dict[str, Any]:
+        """What an operator watches (``GET /metrics``): the serving version, questions, labelled pairs by source,
+        the index's vectors, the latest ``jobs`` jobs and the database pool (psycopg_pool's stats; empty on
+        SQLite). ``database`` is False, and the counts None, while the database is unavailable."""
+        out: dict[str, Any] = {"model": self.version, "database": True, "questions": None, "pairs": None,
+                               "indexed": None, "jobs": None, "pool": self.backend.pool_stats()}
+        try:
+            if self.backend.available(timeout=0.5):
+                out["questions"] = self.store.count()
+                out["pairs"] = self.store.pair_counts()
+                out["indexed"] = len(self._serving.index)
+                out["jobs"] = self.jobs.list(jobs)
+                return out
+        except DatabaseUnavailableError:
+            pass
+        out.update(database=False, questions=None, pairs=None, indexed=None, jobs=None)
+        return out
+
+    def ready(self) -> dict[str, Any]:
+        """Readiness: this process can answer searches now (its database answers a round trip within a second);
+        :class:`DatabaseUnavailableError` (503) otherwise. Cheap: one pooled round trip, no count."""
+        if not self.backend.available(timeout=1.0):
+            raise DatabaseUnavailableError("not ready: the database is unavailable; try again shortly")
+        return {"status": "ready", "model": self.version}
 
     # -- single labelled pairs with an id: in-place feedback with undo, the review queue (web/review.py) --------
     def add_pair(

@@ -46,9 +46,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
         **flask_keys,
     )
 
-    from web import admin, api, csrf, errors, limits, pages, service
+    from web import admin, api, csrf, errors, limits, metrics, pages, service, tracing
 
+    tracing.init_app(app, settings)  # first: logs from opening the service are JSON lines too
     service.init_app(app, settings)
+    metrics.init_app(app, settings)  # before the limiter: its refusals (429) are counted too
     errors.init_app(app)
     limits.init_app(app)
     csrf.init_app(app)

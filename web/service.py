@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from dupq.config import Settings
 from dupq.review import RecentSearches
 from dupq.service import DupQ
+from web.metrics import searched
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -34,5 +35,7 @@ def recent_searches() -> RecentSearches:
 
 
 def remember_search(question: str, result: dict) -> None:
-    """Record one answered search (question as typed, the answer of :meth:`DupQ.search`) for the review queue."""
+    """Record one answered search (question as typed, the answer of :meth:`DupQ.search`) for the review queue,
+    and count it by scorer (``GET /metrics``)."""
     recent_searches().record(" ".join(question.split()), result["model"], result["results"])
+    searched(result["scorer"])

@@ -152,6 +152,15 @@ class Backend:
         """This process's :class:`Nodes`."""
         raise NotImplementedError
 
+    def available(self, timeout: float = 1.0) -> bool:
+        """Whether the state can be read now (a readiness probe): always on SQLite, whose file is this
+        process's; on PostgreSQL, whether a working connection comes within ``timeout`` seconds."""
+        return True
+
+    def pool_stats(self) -> dict[str, int]:
+        """The database connection pool's counters and gauges (psycopg_pool's names); none on SQLite."""
+        return {}
+
     def close(self) -> None:
         self.store.close()
 
@@ -213,6 +222,12 @@ class PostgresBackend(Backend):
 
         return SharedNodes(self.db, self.store, switch_wait_s=self.settings.switch_wait_s)
 
+    def available(self, timeout: float = 1.0) -> bool:
+        return self.db.ping(timeout)
+
+    def pool_stats(self) -> dict[str, int]:
+        return self.db.pool_stats()
+
     def close(self) -> None:
         super().close()
         self.db.close()
@@ -251,7 +266,7 @@ def open_backend(settings: Settings, *, writer: bool = False, pool_size: int = 8
     from dupq.storage.postgres.registry import PgModelRegistry
     from dupq.storage.postgres.store import PgQuestionStore
 
-    db = Database(settings.database_url, max_size=pool_size)
+    db = Database(settings.database_url, max_size=pool_size, timeout=settings.db_timeout_s)
     try:
         store = PgQuestionStore(db)
         registry = PgModelRegistry(store, settings.models_dir, backend=settings.backend,

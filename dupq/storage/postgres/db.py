@@ -36,6 +36,12 @@ CURRENT_CHANNEL = "dupq_current"
 #: Channel on which a new or re-queued job is announced (nodes' job runners look for work).
 JOBS_CHANNEL = "dupq_jobs"
 _LOCK_KEY = 0x64757071  # "dupq": the advisory lock migrations take
+#: While the database is known to be away (the last checkout failed), a request waits at most this long for a
+#: connection: it answers 503 in about a second instead of holding a server thread for the whole timeout, so
+#: that health probes and other requests are not queued behind it. The first checkout that works ends it.
+AWAY_WAIT_S = 1.0
+#: How long the pool retries one lost connection in the background before it gives it up (see Database).
+RECONNECT_S = 2.0
 
 
 class DatabaseError(Exception):
@@ -79,10 +85,7 @@ class Database:
         ef_search: ``hnsw.ef_search`` of every pooled connection (a server-side parameter: the HNSW candidate
             list; recall grows with it).
         timeout: Longest wait, in seconds, for a working connection (the ``db_timeout_s`` setting); then
-            :class:`~dupq.errors.DatabaseUnavailableError`. Also how long the pool retries a lost connection in
-            the background before it gives the slot up (a request asking for one starts a new attempt at once):
-            psycopg_pool's default of 5 minutes backs off to waits of 16 s and more, which would keep a node
-            unready long after a restart.
+            :class:`~dupq.errors.DatabaseUnavailableError`.
     """
 
     def __init__(self, url: str, *, max_size: int = 8, ef_search: int = 100, timeout: float = 5.0) -> None:
@@ -94,6 +97,7 @@ class Database:
         self.url = url
         self.ef_search = ef_search
         self.timeout = float(timeout)
+        self.away = False  # the last checkout found no working connection (see AWAY_WAIT_S)
         # libpq's connect_timeout (whole seconds, at least 2): a connect to a host that went silent gives up too
         self.connect_kwargs = {"connect_timeout": max(2, math.ceil(self.timeout))}
         try:
@@ -110,7 +114,11 @@ class Database:
             open=True,
             name="dupq",
             timeout=self.timeout,
-            reconnect_timeout=self.timeout,
+            # How long the pool retries a lost connection in the background (waiting 1 s, then 2 s, ...) before it
+            # gives the slot up; the next request that finds no connection then starts a new attempt at once.
+            # psycopg_pool's default, 5 minutes, backs off to waits of 16 s and more, which kept a node unready
+            # for seconds after the server was back; 2 s: at most about a second between two attempts.
+            reconnect_timeout=RECONNECT_S,
         )
 
     def _configure(self, conn: Any) -> None:
@@ -138,17 +146,21 @@ class Database:
         import psycopg
         from psycopg_pool import PoolTimeout
 
+        if self.away:
+            timeout = min(timeout, AWAY_WAIT_S)
         deadline = time.monotonic() + timeout
         broken = 0
         while True:
             try:
                 conn = self.pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
             except PoolTimeout:
+                self.away = True
                 raise DatabaseUnavailableError(
                     f"the database is unavailable (no working connection in {timeout:g} s); try again shortly"
                 ) from None
             try:
                 conn.execute("")  # psycopg_pool's check_connection: an empty query, one round trip
+                self.away = False
                 return conn
             except psycopg.Error as e:
                 self.pool.putconn(conn)  # broken: the pool closes it and connects a replacement
@@ -172,6 +184,7 @@ class Database:
         try:
             yield conn
         except psycopg.OperationalError as e:  # the server went away mid-statement (or a commit's answer was lost)
+            self.away = conn.closed or conn.broken
             raise DatabaseUnavailableError(f"the database connection was lost: {str(e).strip()}; "
                                            "try again shortly") from None
         finally:

@@ -88,21 +88,17 @@ class Cluster:
         pg_ctl(list(args), pgdata=self.data, user=self.server.system_user, timeout=60)
 
     def postgres_pids(self) -> list[int]:
-        """The postmaster and its children (backends, checkpointer, walwriter, ...)."""
-        try:
-            master = int((self.data / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return []
-        pids = [master]
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
+        """The postmaster of this data folder and its children (backends, checkpointer, walwriter, ...)."""
+        import psutil
+
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if proc.info["name"] == "postgres" and "-D" in cmd and str(self.data) in cmd:
                 try:
-                    stat = (d / "stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                        pids.append(int(d.name))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return pids
+                    return [proc.pid, *(c.pid for c in proc.children(recursive=True))]
+                except psutil.NoSuchProcess:
+                    continue
+        return []
 
     def stop_fast(self) -> None:
         """``pg_ctl stop -m fast``: open transactions are rolled back, clients disconnected, a clean checkpoint."""
@@ -111,13 +107,17 @@ class Cluster:
     def kill(self) -> None:
         """SIGKILL to the postmaster and every child at once (a crash: the next start replays the WAL)."""
         pids = self.postgres_pids()
+        if not pids:
+            raise RuntimeError(f"no postmaster runs on {self.data}")
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        # Until they are reaped, not just dead: a new postmaster refuses to start while the old one's pid exists
+        # (a zombie included), and the orphans' reaper (pid 1) may take a second or two.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
             time.sleep(0.02)
 
     def start(self) -> None:
@@ -270,7 +270,7 @@ def _wait_steady(load: Load, timeout: float = 60, since: float = 0.0) -> bool:
 def outage(cluster: Cluster, load: Load, kind: str, down_s: float) -> dict[str, Any]:
     """One outage under load: the server goes away (``restart``: fast shutdown; ``kill``: SIGKILL), stays away
     ``down_s`` seconds, starts again; returns its timings."""
-    if not _wait_steady(load):
+    if not _wait_steady(load, since=time.monotonic()):
         raise RuntimeError("the node did not serve steadily before the outage")
     t_down = time.monotonic()
     cluster.stop_fast() if kind == "restart" else cluster.kill()

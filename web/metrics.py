@@ -61,11 +61,17 @@ class Metrics:
         self.rate_limited = Counter("dupq_rate_limited", "Requests refused by a rate limit (429)", ["endpoint"],
                                     registry=self.registry)
         self.registry.register(_ServiceCollector(service))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: routes x methods x statuses
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(endpoint, method, code).inc()
-        self.latency.labels(endpoint, method, code).observe(seconds)
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks: 8 us a request where the cached children take 1.5
+            code = str(status)
+            children = self._children[key] = (self.requests.labels(endpoint, method, code),
+                                              self.latency.labels(endpoint, method, code))
+        children[0].inc()
+        children[1].observe(seconds)
         if status == 429:
             self.rate_limited.labels(endpoint).inc()
 

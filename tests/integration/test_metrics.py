@@ -43,8 +43,8 @@ def test_metrics_parse_and_move_with_requests(client, db_url) -> None:
     assert client.post("/api/v1/search", json={"question": ""}).status_code == 400
     assert client.post("/api/v1/questions", json={"questions": [{"text": "How do I peel garlic fast?"}]}
                        ).status_code == 201
-    assert client.post("/api/v1/pairs", headers=AUTH, json={"pairs": [
-        {"question1": "How do I reverse a list?", "question2": "Reverse a Python list", "label": 1}]}).status_code == 201
+    pair = {"question1": "How do I reverse a list?", "question2": "Reverse a Python list", "label": 1}
+    assert client.post("/api/v1/pairs", headers=AUTH, json={"pairs": [pair]}).status_code == 201
     assert client.get("/api/v1/questions/nothing-here").status_code == 404
 
     m = _scrape(client)

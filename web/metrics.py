@@ -34,16 +34,18 @@ import time
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from dupq.config import Settings
 from dupq.storage.jobs import ACTIVE, STATES, TERMINAL
+from web.auth import check_token
 
 #: Latency buckets (seconds): a search takes milliseconds, an add of a full batch or a promotion seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Where the app keeps its :class:`Metrics` (web/service.py's ``remember_search`` counts searches there).
 EXTENSION = "dupq_metrics"
 
 
@@ -185,16 +187,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.get("/metrics")
     def prometheus_metrics():
         if settings.metrics == "admin":
-            from web.auth import check_token
-
-            check_token()
+            check_token()  # the admin token, as every other operator endpoint
         # Prometheus' text format, or OpenMetrics when the scraper asks for it (its Accept header)
         encode, content_type = choose_encoder(request.headers.get("Accept"))
         return Response(encode(metrics.registry), content_type=content_type)
-
-
-def searched(scorer: str) -> None:
-    """Count an answered search (called for the API's and the page's)."""
-    m = current_app.extensions.get(EXTENSION)
-    if m is not None:
-        m.searched(scorer)

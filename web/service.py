@@ -9,7 +9,6 @@ from flask import Flask, current_app
 from dupq.config import Settings
 from dupq.review import RecentSearches
 from dupq.service import DupQ
-from web.metrics import searched
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -38,4 +37,6 @@ def remember_search(question: str, result: dict) -> None:
     """Record one answered search (question as typed, the answer of :meth:`DupQ.search`) for the review queue,
     and count it by scorer (``GET /metrics``)."""
     recent_searches().record(" ".join(question.split()), result["model"], result["results"])
-    searched(result["scorer"])
+    metrics = current_app.extensions.get("dupq_metrics")  # web.metrics.Metrics, None when metrics are off
+    if metrics is not None:
+        metrics.searched(result["scorer"])

@@ -726,7 +726,7 @@ class DupQ:
         whether it can answer searches)."""
         questions = indexed = None
         try:
-            if self.backend.available(timeout=0.5):
+            with self.backend.waiting_at_most(0.5):  # a liveness probe answers within about a second
                 questions, indexed = self.store.count(), len(self._serving.index)
         except DatabaseUnavailableError:
             questions = indexed = None
@@ -739,7 +739,7 @@ class DupQ:
         out: dict[str, Any] = {"model": self.version, "database": True, "questions": None, "pairs": None,
                                "indexed": None, "jobs": None, "pool": self.backend.pool_stats()}
         try:
-            if self.backend.available(timeout=0.5):
+            with self.backend.waiting_at_most(1.0):  # a scrape answers in seconds, whatever the database does
                 out["questions"] = self.store.count()
                 out["pairs"] = self.store.pair_counts()
                 out["indexed"] = len(self._serving.index)

@@ -374,6 +374,7 @@ def run(work: Path, *, restarts: int, kills: int, down_s: tuple[float, ...] = (1
         "recovery_p50_s": round(statistics.median(rec), 3) if rec else None,
         "recovery_max_s": max(rec) if rec else None,
         "readyz_back_max_s": max((c["readyz_back_s"] for c in cycles), default=None),
+        "slowest_probe_s": max((c["slowest_probe_s"] for c in cycles), default=None),
         "problems": load.problems[:50],
         "problem_count": len(load.problems),
         "metrics_bytes": len(metrics) if isinstance(metrics, str) else None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -161,6 +161,11 @@ class Backend:
         """The database connection pool's counters and gauges (psycopg_pool's names); none on SQLite."""
         return {}
 
+    def waiting_at_most(self, seconds: float) -> AbstractContextManager[Any]:
+        """Within the block, this thread waits at most ``seconds`` for the database (nothing to wait for on
+        SQLite)."""
+        return nullcontext()
+
     def close(self) -> None:
         self.store.close()
 
@@ -227,6 +232,9 @@ class PostgresBackend(Backend):
 
     def pool_stats(self) -> dict[str, int]:
         return self.db.pool_stats()
+
+    def waiting_at_most(self, seconds: float) -> AbstractContextManager[Any]:
+        return self.db.waiting_at_most(seconds)
 
     def close(self) -> None:
         super().close()

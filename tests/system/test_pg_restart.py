@@ -50,4 +50,5 @@ def test_unready_while_away_and_back_within_5_s(result) -> None:
         assert c["readyz_back_s"] <= RECOVERY_S, c
         if c["down_asked_s"] > 2:  # a probe takes up to 1 s: a longer outage is seen by it
             assert c["readyz_503_while_down"], c
+        assert c["slowest_probe_s"] < 3.0, c  # probes answer in about a second at most, whatever the database does
     assert {c["kind"] for c in result["cycles"]} == {"restart", "kill"}

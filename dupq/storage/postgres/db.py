@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -98,6 +99,7 @@ class Database:
         self.ef_search = ef_search
         self.timeout = float(timeout)
         self.away = False  # the last checkout found no working connection (see AWAY_WAIT_S)
+        self._limit = threading.local()  # this thread's shorter wait (waiting_at_most)
         # libpq's connect_timeout (whole seconds, at least 2): a connect to a host that went silent gives up too
         self.connect_kwargs = {"connect_timeout": max(2, math.ceil(self.timeout))}
         try:
@@ -148,6 +150,9 @@ class Database:
 
         if self.away:
             timeout = min(timeout, AWAY_WAIT_S)
+        limit = getattr(self._limit, "seconds", None)
+        if limit is not None:
+            timeout = min(timeout, limit)
         deadline = time.monotonic() + timeout
         broken = 0
         while True:
@@ -199,6 +204,17 @@ class Database:
         """
         with self.connection() as conn, conn.transaction():
             yield conn
+
+    @contextmanager
+    def waiting_at_most(self, seconds: float) -> Iterator[None]:
+        """Within the block, this thread waits at most ``seconds`` for a connection (a probe's counts must not
+        hold it for the whole ``timeout`` when the server goes away between two statements)."""
+        before = getattr(self._limit, "seconds", None)
+        self._limit.seconds = seconds if before is None else min(before, seconds)
+        try:
+            yield
+        finally:
+            self._limit.seconds = before
 
     def ping(self, timeout: float = 1.0) -> bool:
         """Whether a working connection comes within ``timeout`` seconds (a readiness probe: one round trip)."""

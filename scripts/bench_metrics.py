@@ -1,13 +1,15 @@
 """What counting every request for ``GET /metrics`` costs a search: p50 with and without it, same run.
 
-Two real ``dupq serve --production`` processes on two homes seeded with the same bank, one with
-``metrics = "open"`` and one with ``metrics = "off"`` (no hooks at all); one client sends sequential searches to
-them in alternating rounds (A B A B ...: slow drifts of a shared machine fall on both alike) and the p50 and p90
-of each are compared. Also timed: one scrape of ``/metrics`` (it counts the store: a scraper pays it every 15 s
-or so, not each search).
+Real ``dupq serve --production`` processes on homes seeded with the same bank, ``--pairs`` of them with
+``metrics = "open"`` and as many with ``metrics = "off"`` (no hooks at all); one client sends sequential searches
+to them in rounds (each round in turn, forwards then backwards: slow drifts of a shared machine fall on all
+alike) and the p50 and p90 of each mode are compared. Two processes of one mode differ too (where their memory
+and threads landed): that spread is reported as the noise floor. Also timed in process: one request's counting
+(a counter and a histogram observation), and one scrape of ``/metrics`` (it counts the store: a scraper pays it
+every 15 s or so, not each search).
 
 Example:
-    $ flock /work/heavy.lock .venv/bin/python scripts/bench_metrics.py --rounds 20 --per-round 100
+    $ flock /work/heavy.lock .venv/bin/python scripts/bench_metrics.py --rounds 20 --per-round 100 --pairs 2
 """
 
 from __future__ import annotations
@@ -68,45 +70,50 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--per-round", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--pairs", type=int, default=2, help="processes of each mode (more than one: the spread between "
+                    "processes of one mode is the noise floor a difference between the modes must clear)")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     work = args.work or Path(tempfile.mkdtemp(prefix="dupq-bench-metrics-"))
+    names = [f"{mode}-{i}" for i in range(args.pairs) for mode in ("open", "off")]
     servers = {
-        mode: LiveServer(work / mode / "home", env={"DUPQ_METRICS": mode, "DUPQ_SEED_BANK": "default"}, threads=4,
-                         log=work / f"{mode}.log")
-        for mode in ("open", "off")
+        name: LiveServer(work / name / "home", env={"DUPQ_METRICS": name.split("-")[0], "DUPQ_SEED_BANK": "default"},
+                         threads=4, log=work / f"{name}.log")
+        for name in names
     }
-    lat: dict[str, list[float]] = {m: [] for m in servers}
+    lat: dict[str, list[float]] = {n: [] for n in servers}
     try:
         for s in servers.values():
             s.start()
         for s in servers.values():
             _round(s.base, args.warmup, 0)
         for r in range(args.rounds):
-            order = ("open", "off") if r % 2 == 0 else ("off", "open")
-            for m in order:
-                lat[m] += _round(servers[m].base, args.per_round, r * args.per_round)
+            order = names if r % 2 == 0 else names[::-1]
+            for n in order:
+                lat[n] += _round(servers[n].base, args.per_round, r * args.per_round)
         scrape = []
         for _ in range(20):
             t0 = time.perf_counter()
-            status, _ = call(servers["open"].base, "GET", "/metrics")
+            status, _ = call(servers["open-0"].base, "GET", "/metrics")
             scrape.append((time.perf_counter() - t0) * 1000)
             assert status == 200
-        assert call(servers["off"].base, "GET", "/metrics")[0] == 404
+        assert call(servers["off-0"].base, "GET", "/metrics")[0] == 404
     finally:
         for s in servers.values():
             s.stop()
-    p50 = {m: statistics.median(v) for m, v in lat.items()}
+    by_mode = {m: [x for n in names if n.startswith(m + "-") for x in lat[n]] for m in ("open", "off")}
+    p50 = {m: statistics.median(v) for m, v in by_mode.items()}
+    per_process = {n: round(statistics.median(v), 3) for n, v in lat.items()}
+    offs = [per_process[n] for n in names if n.startswith("off-")]
     result = {
-        "searches_each": len(lat["open"]),
+        "searches_each_mode": len(by_mode["open"]),
         "p50_ms": {m: round(v, 3) for m, v in p50.items()},
-        "p90_ms": {m: round(_pct(v, 90), 3) for m, v in lat.items()},
+        "p90_ms": {m: round(_pct(v, 90), 3) for m, v in by_mode.items()},
         "overhead_p50_pct": round((p50["open"] / p50["off"] - 1) * 100, 2),
-        "round_p50_ratio_median": round(statistics.median(
-            statistics.median(lat["open"][i:i + args.per_round]) / statistics.median(lat["off"][i:i + args.per_round])
-            for i in range(0, len(lat["open"]), args.per_round)), 4),
+        "p50_ms_per_process": per_process,
+        "noise_floor_pct": round((max(offs) / min(offs) - 1) * 100, 2) if len(offs) > 1 else None,
         "scrape_ms_p50": round(statistics.median(scrape), 3),
         "hook_us_per_request": round(hook_cost_us(), 2),
     }

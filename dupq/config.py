@@ -74,6 +74,11 @@ ANN_REBUILD_DEAD_FRACTION = 0.25
 #: one cross-encoder pass, about 20 per ms-scale batch on this CPU.
 MAX_RERANK = 200
 
+#: Who may read ``GET /metrics`` (the ``metrics`` setting): nobody (404), anyone, or the admin token's holders.
+METRICS_MODES = ("off", "open", "admin")
+#: Log line formats (the ``log_format`` setting).
+LOG_FORMATS = ("text", "json")
+
 #: Prefix of the environment variables that set :class:`Settings` fields (``DUPQ_HOME`` sets ``home``).
 ENV_PREFIX = "DUPQ_"
 #: Environment variable naming the instance file (TOML with :class:`Settings` keys).
@@ -152,6 +157,15 @@ class Settings:
             ``dupq search --filter``; dupq/filters.py): the store indexes them (SQLite: the ``question_fields``
             table, rebuilt when this list changes; PostgreSQL: a GIN index per field on ``meta -> field``). TOML:
             a list of strings; ``DUPQ_FILTER_FIELDS``: comma-separated (empty: no field is filterable).
+        db_timeout_s: On PostgreSQL, longest wait for a working database connection; past it (the database is
+            restarting or down) a request answers 503 with ``Retry-After`` instead of hanging, and the pool keeps
+            reconnecting in the background (docs/postgres.md, "When the database restarts").
+        metrics: ``GET /metrics`` (Prometheus text format): ``"admin"`` (default: behind the admin token, like every
+            other operator endpoint; 403 while no token is set), ``"open"`` (anyone who reaches the port: a
+            scraper on a private network) or ``"off"`` (404).
+        log_format: ``"text"`` (Python's default, warnings only) or ``"json"``: one JSON object per line on
+            stderr, INFO and up, one line per request, each line of a request with its ``request_id`` (the
+            response's ``X-Request-Id``).
 
     Example:
         >>> s = Settings.load(environ={"DUPQ_HOME": "/tmp/dq", "DUPQ_ANN_MIN_SIZE": "500"}, home="/tmp/x")
@@ -187,6 +201,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     reindex_chunk_size: int = 1000
     filter_fields: tuple[str, ...] = ("tags", "site")
+    db_timeout_s: float = 5.0
+    metrics: str = "admin"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         for name in _EMPTY_IS_NONE:  # "" = off, as in the environment (None in explicit arguments = not given)
@@ -227,6 +244,13 @@ class Settings:
         lease = self.job_lease_s
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease <= 0:
             raise SettingsError(f"job_lease_s must be a positive number of seconds, got {self.job_lease_s!r}")
+        wait = self.db_timeout_s
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 < wait <= 600:
+            raise SettingsError(f"db_timeout_s must be a number of seconds in (0, 600], got {self.db_timeout_s!r}")
+        if self.metrics not in METRICS_MODES:
+            raise SettingsError(f"metrics must be one of {METRICS_MODES}, got {self.metrics!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"log_format must be one of {LOG_FORMATS}, got {self.log_format!r}")
         if not 0 < self.gate_fraction < 1 or self.gate_tolerance < 0:
             raise SettingsError("gate_fraction must be in (0, 1) and gate_tolerance >= 0")
         object.__setattr__(self, "cors_origins", clean_origins(self.cors_origins))

@@ -12,6 +12,8 @@ class DupQError(Exception):
 
     code = "error"
     status = 500
+    #: Seconds a client should wait before trying again (the ``Retry-After`` header); None: not a retry case.
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -47,3 +49,16 @@ class BusyError(DupQError):
 
     code = "busy"
     status = 503
+    retry_after = 5
+
+
+class DatabaseUnavailableError(DupQError):
+    """The database cannot be reached now (restarting, failing over, down): try again once it is back.
+
+    Raised by the storage layer for every connection-level failure (:mod:`dupq.storage.postgres.db`), so that
+    callers see one error kind. A write is acknowledged only by its success answer: one that got this error may
+    have been committed before the connection broke (an add retried with its explicit id then answers 409)."""
+
+    code = "database_unavailable"
+    status = 503
+    retry_after = 2

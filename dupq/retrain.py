@@ -38,7 +38,7 @@ from typing import Any
 
 from dupq.config import Settings
 from dupq.data import Pair, dedupe_pairs, read_pairs, split_by_cluster
-from dupq.errors import ValidationError
+from dupq.errors import DatabaseUnavailableError, ValidationError
 from dupq.evaluation.gate import gate_decision, gate_reports
 from dupq.storage import Backend, Store
 from dupq.storage.jobs import ACTIVE, IllegalTransition, Job
@@ -294,8 +294,10 @@ class JobWorker:
                 req.config,
                 start=req.start,
                 sources=stored_sources(self.store, split.train),
-                progress=_throttled(lambda p: self.jobs.update(job_id, progress=p)),
-                should_stop=lambda: stop["flag"] or self.jobs.get(job_id).cancel,
+                # A database outage while training skips progress reports and cancel checks rather than failing
+                # hours of training; the lease decides whether this worker may go on (JobStore.holding).
+                progress=_throttled(_outage_tolerant(lambda p: self.jobs.update(job_id, progress=p), None)),
+                should_stop=lambda: stop["flag"] or _outage_tolerant(lambda: self.jobs.get(job_id).cancel, False)(),
                 show_progress_bar=False,
             )
             self.jobs.transition(job_id, "evaluating", version=new.version)
@@ -383,6 +385,19 @@ def spawn_worker(settings: Settings, job_id: str, *, die_with_parent: bool = Fal
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.logs_dir / f"job-{job_id}.log", "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _outage_tolerant(fn: Callable[..., Any], default: Any) -> Callable[..., Any]:
+    """``fn``, answering ``default`` instead of raising while the database is unavailable."""
+
+    def call(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except DatabaseUnavailableError as e:
+            log.warning("database unavailable while training (%s): going on", e.message)
+            return default
+
+    return call
 
 
 def _throttled(fn: Callable[[dict[str, Any]], None], every: float = 0.5) -> Callable[[dict[str, Any]], None]:

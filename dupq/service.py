@@ -22,7 +22,7 @@ from typing import Any
 
 from dupq.access import Access
 from dupq.config import DEFAULT_HOME, MAX_K, Settings
-from dupq.errors import BusyError, ConflictError, DupQError, NotFoundError, ValidationError
+from dupq.errors import BusyError, ConflictError, DatabaseUnavailableError, DupQError, NotFoundError, ValidationError
 from dupq.filters import QuestionFilter
 from dupq.index import VectorIndex, sync_index
 from dupq.index.base import Hit
@@ -182,6 +182,7 @@ class DupQ:
         self._write = threading.RLock()  # serialises writers; searches never take it
         self._prepared: dict[str, Serving] = {}  # versions loaded ahead of their promotion (by the nodes)
         self._chunk_tools: dict[str, tuple[SiameseEncoder, VectorIndex]] = {}  # a shared reindex's version
+        self._behind = False  # a write reached the store but not the index (the database went away between)
         self.nodes = None
         # The writer of a SQLite home holds its lock; on PostgreSQL any number of nodes share the state.
         self.backend = open_backend(settings, writer=not read_only)
@@ -198,7 +199,7 @@ class DupQ:
                 # A job left behind by a dead web process: promote it if it got to "ready", else fail it
                 # (on PostgreSQL: jobs whose lease ran out are taken over by the nodes' job runner).
                 self.retrainer.recover()
-                self.nodes.start(on_current=self._follow, on_ready=self._prepare, on_tick=self.retrainer.tick,
+                self.nodes.start(on_current=self._follow, on_ready=self._prepare, on_tick=self._tick,
                                  status=lambda: (self._serving.version, next(iter(self._prepared), None)),
                                  reindex_tools=self._reindex_tools, on_flip=self._flip_shared)
         except BaseException:
@@ -410,9 +411,28 @@ class DupQ:
                     serving.index.add([q.id for q in added], vecs)
                     serving.index.save(self.store.revision())
                 except BaseException:
-                    self._sync(serving)  # never leave the index behind the store
+                    self._catch_up_after_failure(serving)
                     raise
             return added
+
+    def _catch_up_after_failure(self, serving: Serving) -> None:
+        """A write reached the store but not the index: sync the index now, or, when the database has gone away
+        meanwhile, at the node's next tick after it is back (:meth:`_tick`): never leave the index behind."""
+        try:
+            self._sync(serving)
+        except DatabaseUnavailableError:
+            self._behind = True
+            log.warning("the index is behind the store (the database went away mid-write); catching up once back")
+
+    def _tick(self) -> None:
+        """The node's tick (about once a second, on a shared database): catch the index up after a write the
+        database cut short, then run jobs (:meth:`dupq.retrain.Retrainer.tick`)."""
+        if self._behind and not self._closed:
+            with self._write:
+                self._sync(self._serving)
+                self._behind = False
+                log.warning("the index caught up with the store")
+        self.retrainer.tick()
 
     def add_questions(self, questions: Iterable[dict[str, Any] | NewQuestion]) -> list[Question]:
         """Validate and add questions (all or nothing). Dicts take ``text``, optional ``id`` and ``meta``."""
@@ -532,8 +552,13 @@ class DupQ:
         with self._write:
             if not self.store.delete(qid):
                 raise NotFoundError(f"no question with id {qid!r}")
-            self._serving.index.remove([qid])
-            self._serving.index.save(self.store.revision())
+            serving = self._serving
+            try:
+                serving.index.remove([qid])
+                serving.index.save(self.store.revision())
+            except BaseException:
+                self._catch_up_after_failure(serving)
+                raise
 
     def import_file(self, path: str | Path, *, progress: bool = True) -> ImportReport:
         """Import a question file (TSV, CSV, JSONL, plain text, or the questions of a pair file).
@@ -1009,12 +1034,41 @@ class DupQ:
         return encoder
 
     def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model": self.version,
-            "questions": self.store.count(),
-            "indexed": len(self._serving.index),
-        }
+        """Liveness: the process is up and serves a version. The counts come from the store and the index, and
+        are None while the database is unavailable (the process is alive all the same: :meth:`ready` says
+        whether it can answer searches)."""
+        questions = indexed = None
+        try:
+            with self.backend.waiting_at_most(0.5):  # a liveness probe answers within about a second
+                questions, indexed = self.store.count(), len(self._serving.index)
+        except DatabaseUnavailableError:
+            questions = indexed = None
+        return {"status": "ok", "model": self.version, "questions": questions, "indexed": indexed}
+
+    def stats(self, *, jobs: int = 1000) -> dict[str, Any]:
+        """What an operator watches (``GET /metrics``): the serving version, questions, labelled pairs by source,
+        the index's vectors, the latest ``jobs`` jobs and the database pool (psycopg_pool's stats; empty on
+        SQLite). ``database`` is False, and the counts None, while the database is unavailable."""
+        out: dict[str, Any] = {"model": self.version, "database": True, "questions": None, "pairs": None,
+                               "indexed": None, "jobs": None, "pool": self.backend.pool_stats()}
+        try:
+            with self.backend.waiting_at_most(1.0):  # a scrape answers in seconds, whatever the database does
+                out["questions"] = self.store.count()
+                out["pairs"] = self.store.pair_counts()
+                out["indexed"] = len(self._serving.index)
+                out["jobs"] = self.jobs.list(jobs)
+                return out
+        except DatabaseUnavailableError:
+            pass
+        out.update(database=False, questions=None, pairs=None, indexed=None, jobs=None)
+        return out
+
+    def ready(self) -> dict[str, Any]:
+        """Readiness: this process can answer searches now (its database answers a round trip within a second);
+        :class:`DatabaseUnavailableError` (503) otherwise. Cheap: one pooled round trip, no count."""
+        if not self.backend.available(timeout=1.0):
+            raise DatabaseUnavailableError("not ready: the database is unavailable; try again shortly")
+        return {"status": "ready", "model": self.version}
 
     # -- the audit log ---------------------------------------------------------------------------------
     def audit(self, actor: str, action: str, obj: Any) -> None:

@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     from dupq.storage import open_backend
 
     settings = Settings.from_dict(json.loads(args.settings), source="--settings")
+    if settings.log_format == "json":  # the node's format: one JSON object per line, each naming the job
+        from dupq import logs
+
+        for handler in list(logging.getLogger().handlers):
+            logging.getLogger().removeHandler(handler)
+        logs.configure("json", context=lambda: {"job": args.job})
     backend = open_backend(settings, pool_size=3)
     try:
         return JobWorker(backend).run(args.job)

@@ -46,9 +46,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, settings: Settin
         **flask_keys,
     )
 
-    from web import admin, api, auth, cors, csrf, errors, limits, pages, service, widget
+    from web import admin, api, auth, cors, csrf, errors, limits, metrics, pages, service, tracing, widget
 
+    tracing.init_app(app, settings)  # first: logs from opening the service are JSON lines too
     service.init_app(app, settings)
+    metrics.init_app(app, settings)  # before the limiter: its refusals (429) are counted too
     errors.init_app(app)
     auth.init_app(app)  # a presented key is checked first (the rate limiter counts per key)
     limits.init_app(app)

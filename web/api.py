@@ -30,6 +30,13 @@ def healthz():
     return jsonify(get_service().health())
 
 
+@bp.get("/readyz")
+@operation(Operation("ready", "Readiness: whether this process can answer searches now (its database answers)",
+                     {200: (c.Ready, "Ready"), 503: (c.Error, "Not ready: the database is unavailable")}))
+def readyz():
+    return jsonify(get_service().ready())
+
+
 @bp.get("/api/v1/openapi.json")
 @operation(Operation("openapi", "This document", {200: (c.Document, "OpenAPI 3.1 document")}))
 def openapi():

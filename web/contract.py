@@ -366,10 +366,19 @@ class Current(Response):
 
 
 class Health(Response):
+    """Liveness: the process is up. The counts are null while the database is unavailable."""
+
     status: str
     model: str
-    questions: int
-    indexed: int
+    questions: int | None
+    indexed: int | None
+
+
+class Ready(Response):
+    """Readiness: the process can answer searches now."""
+
+    status: str
+    model: str
 
 
 class AuditEntry(Response):

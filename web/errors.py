@@ -1,4 +1,5 @@
-"""Every error as JSON ``{"error": {"code", "message"}}`` under /api and /healthz; HTML pages elsewhere."""
+"""Every error as JSON ``{"error": {"code", "message"}}`` under /api, /healthz, /readyz and /metrics; HTML pages
+elsewhere. An error that is worth retrying (the database restarting: 503) carries ``Retry-After`` either way."""
 
 from __future__ import annotations
 
@@ -20,15 +21,19 @@ def error_response(status: int, code: str, message: str):
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/readyz", "/metrics")
 
 
 def init_app(app: Flask) -> None:
     @app.errorhandler(DupQError)
     def _dupq_error(e: DupQError):
         if _wants_json():
-            return error_response(e.status, e.code, e.message)
-        return f"<h1>{e.status}</h1><p>{escape(e.message)}</p>", e.status
+            resp = error_response(e.status, e.code, e.message)
+        else:
+            resp = app.make_response((f"<h1>{e.status}</h1><p>{escape(e.message)}</p>", e.status))
+        if e.retry_after is not None:  # RFC 9110 10.2.3: when to try again (the database restarting, ...)
+            resp.headers["Retry-After"] = str(e.retry_after)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):

@@ -34,5 +34,9 @@ def recent_searches() -> RecentSearches:
 
 
 def remember_search(question: str, result: dict) -> None:
-    """Record one answered search (question as typed, the answer of :meth:`DupQ.search`) for the review queue."""
+    """Record one answered search (question as typed, the answer of :meth:`DupQ.search`) for the review queue,
+    and count it by scorer (``GET /metrics``)."""
     recent_searches().record(" ".join(question.split()), result["model"], result["results"])
+    metrics = current_app.extensions.get("dupq_metrics")  # web.metrics.Metrics, None when metrics are off
+    if metrics is not None:
+        metrics.searched(result["scorer"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -217,6 +217,20 @@ class Backend:
         :func:`dupq.storage.postgres.reindex.fill_shared`); False where nothing was shared: embed it alone."""
         return False
 
+    def available(self, timeout: float = 1.0) -> bool:
+        """Whether the state can be read now (a readiness probe): always on SQLite, whose file is this
+        process's; on PostgreSQL, whether a working connection comes within ``timeout`` seconds."""
+        return True
+
+    def pool_stats(self) -> dict[str, int]:
+        """The database connection pool's counters and gauges (psycopg_pool's names); none on SQLite."""
+        return {}
+
+    def waiting_at_most(self, seconds: float) -> AbstractContextManager[Any]:
+        """Within the block, this thread waits at most ``seconds`` for the database (nothing to wait for on
+        SQLite)."""
+        return nullcontext()
+
     def close(self) -> None:
         self.store.close()
 
@@ -292,6 +306,15 @@ class PostgresBackend(Backend):
                            lease_s=s.job_lease_s, chunk_size=s.reindex_chunk_size, batch_size=s.encode_batch_size,
                            should_stop=should_stop)
 
+    def available(self, timeout: float = 1.0) -> bool:
+        return self.db.ping(timeout)
+
+    def pool_stats(self) -> dict[str, int]:
+        return self.db.pool_stats()
+
+    def waiting_at_most(self, seconds: float) -> AbstractContextManager[Any]:
+        return self.db.waiting_at_most(seconds)
+
     def close(self) -> None:
         super().close()
         self.db.close()
@@ -332,7 +355,7 @@ def open_backend(settings: Settings, *, writer: bool = False, pool_size: int = 8
     from dupq.storage.postgres.registry import PgModelRegistry
     from dupq.storage.postgres.store import PgQuestionStore
 
-    db = Database(settings.database_url, max_size=pool_size)
+    db = Database(settings.database_url, max_size=pool_size, timeout=settings.db_timeout_s)
     try:
         store = PgQuestionStore(db)
         if writer:

@@ -122,7 +122,7 @@ def test_healthz_and_openapi(client) -> None:
     routes = {
         (re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", str(r.rule)), m)
         for r in client.application.url_map.iter_rules()
-        if str(r.rule).startswith(("/api/", "/healthz"))
+        if str(r.rule).startswith(("/api/", "/healthz", "/readyz"))
         for m in r.methods - {"HEAD", "OPTIONS"}
     }
     assert routes == documented

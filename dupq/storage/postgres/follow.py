@@ -7,6 +7,9 @@ A notification, or every ``poll_s`` seconds without one (NOTIFY is lost while th
 wakes it: a job that became ``ready`` is passed to
 ``on_ready(version)`` (the node loads it ahead of the switch), then it reads the pointer through the pool
 and calls ``on_current(version)``, then ``on_tick()`` (the node's job runner: takeovers, free workers).
+
+The thread outlives a database outage: every failure is logged and retried at the next wake-up (an outage is
+logged once, as a warning, not once a second), and the listener reconnects when the server is back.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from dupq.errors import DatabaseUnavailableError
 from dupq.storage.postgres.db import CURRENT_CHANNEL, JOBS_CHANNEL, Database
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,7 @@ class Follower:
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._conn = None
+        self._away = False  # the database is unavailable (logged once per outage)
         self._thread = threading.Thread(target=self._run, name="dupq-follower", daemon=True)
 
     def start(self) -> Follower:
@@ -56,7 +61,7 @@ class Follower:
     def _listen(self):
         import psycopg
 
-        conn = psycopg.connect(self.db.url, autocommit=True)
+        conn = psycopg.connect(self.db.url, autocommit=True, **self.db.connect_kwargs)
         conn.execute(f"LISTEN {CURRENT_CHANNEL}")
         conn.execute(f"LISTEN {JOBS_CHANNEL}")
         return conn
@@ -70,7 +75,9 @@ class Follower:
                 ready = [n.payload[6:] for n in conn.notifies(timeout=self.poll_s, stop_after=1)
                          if n.payload.startswith("ready:")]  # any notification: look at the pointer now
             except Exception as e:  # noqa: BLE001 - the database went away: poll until it is back
-                log.warning("listener connection lost (%s); polling", e)
+                if conn is not None or not self._away:
+                    log.warning("listener connection lost (%s); polling", str(e).strip())
+                self._away = True
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -86,9 +93,17 @@ class Follower:
         try:
             with self.db.connection() as c:
                 state = dict(c.execute("SELECT key, value FROM state WHERE key IN ('current_model', 'preparing')"))
+        except DatabaseUnavailableError as e:
+            if not self._away:
+                log.warning("database unavailable (%s); retrying every %.0f s", e.message, self.poll_s)
+            self._away = True
+            return
         except Exception:  # noqa: BLE001
             log.exception("reading the current version failed")
             return
+        if self._away:
+            log.warning("database available again")
+            self._away = False
         current = state.get("current_model")
         # The version being promoted (state 'preparing'): polled too, so a lost NOTIFY costs a second only.
         for version in dict.fromkeys([*ready, state.get("preparing")]):
@@ -105,6 +120,8 @@ class Follower:
         if self.on_tick is not None:
             try:
                 self.on_tick()
+            except DatabaseUnavailableError as e:
+                log.warning("job runner tick: %s", e.message)
             except Exception:  # noqa: BLE001
                 log.exception("job runner tick failed")
 

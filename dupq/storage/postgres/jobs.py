@@ -6,6 +6,10 @@
   job runner (:meth:`requeue_expired`, the one move outside :data:`dupq.storage.jobs.TRANSITIONS`: a takeover
   restarts the job) and claimed again by a free worker; ``attempt`` counts the claims.
 * ``attempt`` is also the fence: a worker that lost its lease can no longer move or update the job.
+* A lease that lapsed is lost even if nobody took the job yet: :meth:`renew` extends only a lease still running.
+  A worker cut off from the database for longer than its lease (an outage, a partition) therefore stops at its
+  next renewal, and the job is taken over (re-queued, ``attempt`` + 1) by whichever node's runner sees it first,
+  the worker's own node included; the row lock on the job orders the two, so it runs exactly once more.
 * One active job at a time is a unique partial index, so nodes asking at once cannot both create one.
 * A move to ``ready`` announces the version (state ``preparing`` and a ``NOTIFY``): every node loads it now,
   so that its switch is instant.
@@ -21,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dupq.errors import ConflictError
+from dupq.errors import ConflictError, DatabaseUnavailableError
 from dupq.storage.jobs import ACTIVE, Job, JobRecords, new_job_id, timestamp
 from dupq.storage.postgres.db import JOBS_CHANNEL, Database, PgAccess
 
@@ -120,11 +124,12 @@ class PgJobStore(PgAccess, JobRecords):
         return row[0] if row else None
 
     def renew(self, jid: str) -> bool:
-        """Extend this process's lease on ``jid``; False when it lost it (taken over, or the job ended)."""
+        """Extend this process's lease on ``jid``; False when it lost it (taken over, the job ended, or the lease
+        lapsed meanwhile: then another node's runner may be re-queuing it this very moment)."""
         attempt = self._fence.get(jid)
         with self.db.connection() as c:
             n = c.execute("UPDATE jobs SET lease_until = now() + make_interval(secs => %s) "
-                          "WHERE id=%s AND attempt=%s AND state = ANY(%s)",
+                          "WHERE id=%s AND attempt=%s AND state = ANY(%s) AND lease_until >= now()",
                           (self.lease_s, jid, attempt, [*LEASED, "ready"])).rowcount
         return bool(n)
 
@@ -176,7 +181,9 @@ class PgJobStore(PgAccess, JobRecords):
                         log.warning("job %s: lease lost (taken over); stopping", jid)
                         on_lost(finished)
                         return
-                except Exception:  # noqa: BLE001 - the database is briefly away: retry at the next beat
+                except DatabaseUnavailableError as e:  # briefly away: retry at the next beat (a quarter lease)
+                    log.warning("job %s: lease renewal failed: %s", jid, e.message)
+                except Exception:  # noqa: BLE001 - the thread must go on renewing
                     log.exception("job %s: lease renewal failed", jid)
 
         threading.Thread(target=renew, name=f"lease-{jid}", daemon=True).start()

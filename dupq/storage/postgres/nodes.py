@@ -124,14 +124,20 @@ class SharedNodes:
         return wait
 
     def _report(self, status: Callable[[], tuple[str, str | None]]) -> None:
-        """Report this node (what it serves, what it has loaded ahead) about once a second."""
+        """Report this node (what it serves, what it has loaded ahead) about once a second; a database outage
+        only skips reports (the node is not live to the others meanwhile, which is true)."""
+        failing = False
         while not self._stop.is_set():
             try:
                 report(self.db, self.name, *status())
-            except Exception:  # noqa: BLE001 - the database is briefly away, or the node is closing
+            except Exception as e:  # noqa: BLE001 - the database is briefly away, or the node is closing
                 if self._stop.is_set():
                     return
-                log.warning("node report failed", exc_info=True)
+                if not failing:  # once per outage: the follower logs the outage too
+                    log.warning("node report failed (%s); retrying every second", str(e).strip())
+                failing = True
+            else:
+                failing = False
             self._stop.wait(1.0)
 
     def loading(self, write_lock: threading.RLock) -> AbstractContextManager[Any]:

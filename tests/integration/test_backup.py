@@ -175,7 +175,27 @@ def test_an_older_schema_is_upgraded(svc, settings, empty_target, tmp_path) -> N
     backup(settings, path)
     old = tmp_path / "old.tar"
     if settings.database_url:
-        _rewrite(path, old, tmp_path / "stage", lambda m: {**m, "schema_version": 1})
+        # A schema-1 backup holds migration 1's tables only: drop the later migrations' tables and sequences.
+        import re
+
+        from dupq.storage.migrations import packaged
+
+        first = packaged("dupq.storage.postgres")[0][2]
+        later = {t for _, _, sql in packaged("dupq.storage.postgres")[1:]
+                 for t in re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", sql)} - set(
+            re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", first))
+        later_seqs = {q for q in re.findall(r"CREATE SEQUENCE (?:IF NOT EXISTS )?(\w+)", "".join(
+            sql for _, _, sql in packaged("dupq.storage.postgres")[1:]))}
+        stage = tmp_path / "stage"
+
+        def to_schema_1(m: dict) -> dict:
+            for t in later:
+                (stage / "database" / f"{t}.copy").unlink(missing_ok=True)
+            return {**m, "schema_version": 1, "tables": [t for t in m["tables"] if t["table"] not in later],
+                    "sequences": {k: v for k, v in m["sequences"].items()
+                                  if k not in later_seqs and not any(k.startswith(f"{t}_") for t in later)}}
+
+        _rewrite(path, old, stage, to_schema_1)
     else:
         import sqlite3
 

@@ -41,7 +41,7 @@ from prometheus_client.exposition import choose_encoder
 
 from dupq.config import Settings
 from dupq.storage.jobs import ACTIVE, STATES, TERMINAL
-from web.auth import check_token
+from web.auth import requires
 
 #: Latency buckets (seconds): a search takes milliseconds, an add of a full batch or a promotion seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -185,9 +185,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         return resp
 
     @app.get("/metrics")
+    @requires(lambda: "admin" if settings.metrics == "admin" else None)  # an admin key, as every operator endpoint
     def prometheus_metrics():
-        if settings.metrics == "admin":
-            check_token()  # the admin token, as every other operator endpoint
         # Prometheus' text format, or OpenMetrics when the scraper asks for it (its Accept header)
         encode, content_type = choose_encoder(request.headers.get("Accept"))
         return Response(encode(metrics.registry), content_type=content_type)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, request
 
+from web.auth import requires
+
 bp = Blueprint("widget", __name__)
 
 WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
@@ -59,11 +61,13 @@ def _serve(cache_control: str) -> Response:
 
 
 @bp.get("/widget.js")
+@requires(None)
 def latest():
     return _serve(LATEST_CACHE)
 
 
 @bp.get("/widget/<digest>.js")
+@requires(None)
 def pinned(digest: str):
     if digest != _widget()[1]:
         abort(404)

@@ -53,7 +53,8 @@ def bearer(token: str) -> dict[str, str]:
 # -- the route table -------------------------------------------------------------------------------------------
 #: Values of the routes' arguments: unknown ids, so an allowed request finds nothing to act on.
 ARGS = {"qid": "no-such-question", "job_id": "no-such-job", "version": "no-such-version", "pair_id": 999999,
-        "name": "no-such-plot", "filename": "dupq.css"}
+        "name": "no-such-plot", "filename": "dupq.css",
+        "digest": "0000000000000000"}
 #: Bodies an allowed request is refused for (400 / a flash), after the key check: nothing is written or started.
 FORMS = {"admin.train": {"max_steps": "0"}, "admin.promote": {"version": "no-such-version"},
          "admin.login": {"token": "wrong"}, "pages.feedback": {"label": "7"}, "pages.add": {"question": " "},

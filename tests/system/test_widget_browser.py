@@ -46,7 +46,8 @@ MEASURE = "dupq-widget:typed-to-painted"
 FORUM_URL = "https://forum.example/t/descale-a-kettle/42"
 KETTLE = "How do I descale a kettle with vinegar?"
 BAD_URL_TEXT = "Can I clean a kettle with lemon juice instead of vinegar?"
-KEY = "dq_search_widget_test"
+#: The host page's search-scoped key, created by ``dupq keys create`` (with the host's origin) once dupq serves.
+KEY: dict[str, str] = {}
 FILTER = {"site": "forum.example"}
 
 #: The community's page: its own fonts and colours (which the widget inherits), a theme variable, and rules
@@ -115,9 +116,16 @@ def dupq(tmp_path_factory: pytest.TempPathFactory, host_port: int):
                 time.sleep(0.25)
         else:
             raise RuntimeError("server did not start in 120 s")
+        # A search-scoped key allowed on the host's origin only (issue 26: the widget's key), made while dupq serves.
+        made = subprocess.run(
+            [sys.executable, "-m", "dupq.cli", "--home", str(home), "keys", "create", "--scope", "search", "--name",
+             "forum-widget", "--origin", f"http://127.0.0.1:{host_port}"],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        KEY["search"] = made.stdout.strip().splitlines()[-1]
         _post_json(base + "/api/v1/questions", {"questions": [
             {"text": XSS},
-            {"text": KETTLE, "meta": {"url": FORUM_URL}},
+            {"text": KETTLE, "meta": {"url": FORUM_URL, "site": "forum.example"}},
             {"text": BAD_URL_TEXT, "meta": {"url": "javascript:window.__pwned=3"}},
         ]})
         yield base
@@ -134,7 +142,7 @@ def host(tmp_path_factory: pytest.TempPathFactory, dupq: str, host_port: int):
     (root / "ask.html").write_text(HOST_PAGE.format(dupq=dupq, extra=""))
     (root / "ask-k3.html").write_text(HOST_PAGE.format(dupq=dupq, extra='data-dupq-k="3"'))
     (root / "ask-scoped.html").write_text(HOST_PAGE.format(
-        dupq=dupq, extra=f'data-dupq-key="{KEY}" data-dupq-k="4" data-dupq-filter=\'{json.dumps(FILTER)}\''))
+        dupq=dupq, extra=f'data-dupq-key="{KEY["search"]}" data-dupq-k="4" data-dupq-filter=\'{json.dumps(FILTER)}\''))
     (root / "ask-broken-filter.html").write_text(HOST_PAGE.format(dupq=dupq, extra="data-dupq-filter='{site:'"))
     handler = functools.partial(_Quiet, directory=str(root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", host_port), handler)
@@ -332,15 +340,22 @@ def test_key_and_filter_travel_with_the_search_and_no_cookie(context, host: str,
     pg.on("request", lambda r: sent.append(r) if r.method == "POST" and r.url == f"{dupq}/api/v1/search" else None)
     pg.goto(host + "/ask-scoped.html")
     pg.wait_for_function("document.querySelector('[data-dupq-widget]')?.shadowRoot")
-    with pg.expect_response(f"{dupq}/api/v1/search") as answer:
-        pg.locator("#title").press_sequentially("How can I reverse a list in Python", delay=15)
-    assert answer.value.status in (200, 400, 401)  # the answer's status depends on the server's keys and filters
-    request = sent[-1]
+    typed = "How do I descale my kettle"
+    # A loaded machine may pause mid-typing long enough for a search of a prefix: wait for the whole question's.
+    with pg.expect_response(lambda r: r.url == f"{dupq}/api/v1/search" and r.request.method == "POST"
+                            and (r.request.post_data_json or {}).get("question") == typed) as answer:
+        pg.locator("#title").press_sequentially(typed, delay=15)
+    # the search-scoped key, on the origin it is allowed on, and the scoped search: only the forum's question
+    assert answer.value.status == 200, answer.value.text()
+    assert [r["text"] for r in answer.value.json()["results"]] == [KETTLE]
+    request = answer.value.request
+    assert all(r.all_headers().get("authorization") == f"Bearer {KEY['search']}" for r in sent)
     headers = request.all_headers()
-    assert headers["authorization"] == f"Bearer {KEY}"
+    assert headers["authorization"] == f"Bearer {KEY['search']}"
     assert "cookie" not in headers
-    assert request.post_data_json == {"question": "How can I reverse a list in Python", "k": 4, "filter": FILTER}
-    pg.wait_for_timeout(200)
+    assert request.post_data_json == {"question": typed, "k": 4, "filter": FILTER}
+    pg.locator(OPTIONS).first.wait_for(timeout=5000)
+    assert pg.locator(OPTIONS).count() == 1 and KETTLE in pg.locator(OPTIONS).first.text_content()
     assert not any("CORS" in c for c in console), console  # the preflight allowed the key and the JSON type
 
 

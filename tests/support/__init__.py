@@ -3,8 +3,15 @@ and (``support.tiny_version``) one tiny real fine-tune made once per test proces
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import random
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from dupq.bank import bank_groups, load_default_bank
@@ -32,3 +39,33 @@ def bank_pairs(seed: int = 0) -> list[dict]:
         b = rng.choice([x for x in grouped if topic[x] == topic[a] and group_of[x] != group_of[a]])
         pairs.append({"question1": texts[a], "question2": texts[b], "label": 0})
     return pairs
+
+
+@contextlib.contextmanager
+def serving(home: Path, env: Mapping[str, str], port: int, *, start_s: float = 120) -> Iterator[str]:
+    """``dupq serve --production`` on ``home`` and ``port`` in its own process (output in ``home``'s sibling
+    ``server.log``), once ``/healthz`` answers; yields its base URL and stops it afterwards."""
+    log_path = home.parent / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dupq.cli", "--home", str(home), "serve", "--production", "--port", str(port)],
+            env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + start_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
+                        json.loads(r.read())
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"server did not start in {start_s:g} s") from None
+                    time.sleep(0.25)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -15,15 +15,13 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ADMIN_TOKEN, FIXTURES, ROOT
+from support import ADMIN_TOKEN, FIXTURES, ROOT, serving
 
 pytestmark = pytest.mark.browser
 
@@ -93,29 +91,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DUPQ_ADMIN_TOKEN": ADMIN_TOKEN, "DUPQ_SECRET_KEY": "browser-test",
            "PYTHONPATH": str(ROOT)}
-    log = open(home.parent / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dupq.cli", "--home", str(home), "serve", "--production", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(home.parent / 'server.log').read_text()[-2000:]}")
-            try:
-                _get_json(base + "/healthz")
-                break
-            except OSError:
-                time.sleep(0.25)
-        else:
-            raise RuntimeError("server did not start in 60 s")
+    with serving(home, env, port, start_s=60) as base:
         _post_json(base + "/api/v1/questions", {"questions": [{"text": XSS}]})
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

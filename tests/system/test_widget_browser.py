@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT
+from support import ROOT, serving
 from test_browser import (
     ARTIFACTS,
     AXE,
@@ -32,7 +32,6 @@ from test_browser import (
     REFERENCE_GFLOPS,
     XSS,
     _free_port,
-    _get_json,
     _post_json,
     gemm_gflops,
     latency_budget_ms,
@@ -99,23 +98,7 @@ def dupq(tmp_path_factory: pytest.TempPathFactory, host_port: int):
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DUPQ_SECRET_KEY": "widget-test", "PYTHONPATH": str(ROOT),
            "DUPQ_CORS_ORIGINS": f"http://127.0.0.1:{host_port}"}
-    log = open(home.parent / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dupq.cli", "--home", str(home), "serve", "--production", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(480):
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(home.parent / 'server.log').read_text()[-2000:]}")
-            try:
-                _get_json(base + "/healthz")
-                break
-            except OSError:
-                time.sleep(0.25)
-        else:
-            raise RuntimeError("server did not start in 120 s")
+    with serving(home, env, port) as base:
         # A search-scoped key allowed on the host's origin only (issue 26: the widget's key), made while dupq serves.
         made = subprocess.run(
             [sys.executable, "-m", "dupq.cli", "--home", str(home), "keys", "create", "--scope", "search", "--name",
@@ -129,10 +112,6 @@ def dupq(tmp_path_factory: pytest.TempPathFactory, host_port: int):
             {"text": BAD_URL_TEXT, "meta": {"url": "javascript:window.__pwned=3"}},
         ]})
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

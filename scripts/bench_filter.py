@@ -16,7 +16,7 @@ scan of the scope), which is how ``SCOPE_EXACT_PER_ROOT`` was chosen.
 
 Usage:
     flock /work/heavy.lock python scripts/bench_filter.py --n 100000 --out docs/bench_filter_100k.json
-    python scripts/bench_filter.py --n 1000000 --backends usearch
+    python scripts/bench_filter.py --n 1000000 --usearch-modes default --scope-ef 400 --out docs/bench_filter_1m.json
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def store_questions(store, metas, batch: int = 10_000) -> float:
     return time.perf_counter() - t0
 
 
-def bench_usearch(vecs, qs, metas, k, workdir: Path) -> dict:
+def bench_usearch(vecs, qs, metas, k, workdir: Path, modes: list[str], scope_efs: list[int]) -> dict:
     from dupq.index import AnnIndex, AnnParams, VectorLog
     from dupq.storage.sqlite.store import QuestionStore
 
@@ -126,8 +126,11 @@ def bench_usearch(vecs, qs, metas, k, workdir: Path) -> dict:
     index = AnnIndex(log, min_size=1, background=False)
     res["build_s"] = round(time.perf_counter() - t0, 1)
     print(f"usearch: graph built in {res['build_s']} s", flush=True)
-    res["default"] = run(index, store, vecs, qs, metas, k)
+    if "default" in modes:
+        res["default"] = run(index, store, vecs, qs, metas, k)
     for name, limit in (("graph_only", 0), ("exact_only", len(vecs))):
+        if name not in modes:
+            continue
         print(f"usearch, {name}:", flush=True)
         index.params = AnnParams(scope_exact_max=limit)
         res[name] = run(index, store, vecs, qs, metas, k)
@@ -135,8 +138,9 @@ def bench_usearch(vecs, qs, metas, k, workdir: Path) -> dict:
     return res
 
 
-def bench_pgvector(vecs, qs, metas, k, workdir: Path) -> dict:
+def bench_pgvector(vecs, qs, metas, k, workdir: Path, modes: list[str], scope_efs: list[int]) -> dict:
     from dupq.config import Settings
+    from dupq.index import pgvector
     from dupq.index.pgvector import PgVectorIndex
     from dupq.storage import open_backend
     from dupq.storage.postgres.embedded import create_database, start
@@ -162,6 +166,14 @@ def bench_pgvector(vecs, qs, metas, k, workdir: Path) -> dict:
             c.execute("ANALYZE questions")
         print(f"pgvector: HNSW built in {res['build_s']} s", flush=True)
         res["default"] = run(index, backend.store, vecs, qs, metas, k)
+        default_ef = pgvector.SCOPE_EF_SEARCH
+        for ef in scope_efs:  # the same graph searched with another floor on a filtered query's ef_search
+            if ef == default_ef:
+                continue
+            print(f"pgvector, filtered ef_search >= {ef}:", flush=True)
+            pgvector.SCOPE_EF_SEARCH = ef
+            res[f"scope_ef_{ef}"] = run(index, backend.store, vecs, qs, metas, k)
+        pgvector.SCOPE_EF_SEARCH = default_ef
         backend.close()
     finally:
         server.cleanup()
@@ -175,6 +187,11 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--backends", default="usearch,pgvector")
+    ap.add_argument("--usearch-modes", default="default,graph_only,exact_only",
+                    help="usearch passes: the default threshold, the graph forced, the exact scan forced")
+    ap.add_argument("--scope-ef", default="",
+                    help="more pgvector passes over the same graph, each with this floor on a filtered query's "
+                         "hnsw.ef_search (comma-separated; the default is dupq.index.pgvector.SCOPE_EF_SEARCH)")
     ap.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
@@ -184,7 +201,9 @@ def main() -> None:
         for b in args.backends.split(","):
             work = Path(tmp) / b
             work.mkdir()
-            result[b] = (bench_usearch if b == "usearch" else bench_pgvector)(vecs, qs, metas, args.k, work)
+            result[b] = (bench_usearch if b == "usearch" else bench_pgvector)(
+                vecs, qs, metas, args.k, work, args.usearch_modes.split(","),
+                [int(e) for e in args.scope_ef.split(",") if e])
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
 

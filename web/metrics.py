@@ -64,6 +64,7 @@ class Metrics:
                                     registry=self.registry)
         self.registry.register(_ServiceCollector(service))
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: routes x methods x statuses
+        self._scorers: dict[str, Any] = {}  # bounded: the scorers a search can name
 
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)
@@ -78,7 +79,10 @@ class Metrics:
             self.rate_limited.labels(endpoint).inc()
 
     def searched(self, scorer: str) -> None:
-        self.searches.labels(scorer).inc()
+        child = self._scorers.get(scorer)
+        if child is None:  # labels() validates and locks on every call: cached as observe's children are
+            child = self._scorers[scorer] = self.searches.labels(scorer)
+        child.inc()
 
 
 class _ServiceCollector:

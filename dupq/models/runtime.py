@@ -590,11 +590,18 @@ class OpenVINOPairScorer:
         with _LOCK:
             memo = _COMPILED.get((key, precision, threads))
             if memo is not None:
+                # Compiled already (another home in this process served the same weights): this home still
+                # gets its export, as the twin's does, so a later process serves it without torch.
+                if cache_dir is not None and cached_key(cache_dir) != key:
+                    try:
+                        _link_or_export(get_ce, Path(cache_dir), key, kind="pair-logit")
+                    except OSError as e:  # a read-only home: the compiled model in memory serves
+                        log.warning("cannot write the OpenVINO export to %s (%s)", cache_dir, e)
                 return cls(memo, memo.tokenizer, key)
             core = ov.Core()
             if cache_dir is not None and cached_key(cache_dir) != key:
                 try:
-                    export(get_ce(), cache_dir, key=key, kind="pair-logit")
+                    _link_or_export(get_ce, Path(cache_dir), key, kind="pair-logit")
                 except OSError as e:  # a read-only home: run from memory
                     log.warning("cannot write the OpenVINO export to %s (%s); exporting in memory", cache_dir, e)
                     cache_dir = None
@@ -608,6 +615,7 @@ class OpenVINOPairScorer:
             else:
                 model = core.read_model(str(Path(cache_dir) / XML))
                 tokenizer = _cached_tokenizer(Path(cache_dir), get_ce)
+                _COMPILED_FROM[key] = Path(cache_dir)
             compiled = _Compiled(core, model, precision, threads, tokenizer)
             _COMPILED[(key, precision, threads)] = compiled
             return cls(compiled, tokenizer, key)
@@ -807,11 +815,13 @@ def _copy_export(src: Path, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_export(get_st: Callable[[], Any], dest: Path, key: str, *, shared: Path | None = None) -> None:
+def _link_or_export(get_st: Callable[[], Any], dest: Path, key: str, *, shared: Path | None = None,
+                    kind: str = "embedding") -> None:
     """Link an export of the same key made earlier (in this process or the ``shared`` folder), else export.
 
     Callers pass ``shared`` only for the packaged base model (the same export in every home, made once per
-    machine instead of once per home); a trained version's export would only pile up there.
+    machine instead of once per home); a trained version's export would only pile up there. ``kind`` is
+    :func:`export`'s (the key already names it: an export of another kind never has the same key).
     """
     for src in (_COMPILED_FROM.get(key), shared / key if shared else None):
         if src is not None and cached_key(src) == key and src.resolve() != dest.resolve():
@@ -821,7 +831,7 @@ def _link_or_export(get_st: Callable[[], Any], dest: Path, key: str, *, shared: 
                 _save_tokenizer(src, make_tokenizer(get_st()))
             _copy_export(src, dest)
             return
-    export(get_st(), dest, key=key)
+    export(get_st(), dest, key=key, kind=kind)
     if shared is not None:
         try:
             shared.mkdir(parents=True, exist_ok=True)

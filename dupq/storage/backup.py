@@ -49,6 +49,7 @@ from dupq import __version__
 from dupq.config import Settings
 from dupq.errors import BusyError, ConflictError, DupQError, NotFoundError, ValidationError
 from dupq.index.storage import MANIFEST as INDEX_MANIFEST
+from dupq.storage.postgres.db import redacted
 
 #: The archive layout this dupq writes; a restore reads this one and every older one it knows.
 FORMAT = 1
@@ -580,13 +581,13 @@ def backup_postgres(settings: Settings, *, stage_dir: Path | None = None) -> tup
         try:
             conn = psycopg.connect(settings.database_url, autocommit=True)
         except psycopg.OperationalError as e:
-            raise NotFoundError(f"cannot connect to {settings.database_url}: {e}") from None
+            raise NotFoundError(f"cannot connect to {redacted(settings.database_url)}: {e}") from None
         with conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 tables = _pg_tables(conn)
                 if "schema_version" not in tables:
-                    raise NotFoundError(f"{settings.database_url} holds no dupq database (no schema_version)")
+                    raise NotFoundError(f"{redacted(settings.database_url)} holds no dupq database (no schema_version)")
                 schema = int(conn.execute("SELECT version FROM schema_version").fetchone()[0])
                 vec = {r[1]: {"version": r[0], "dim": int(r[2])}
                        for r in conn.execute("SELECT version, tbl, dim FROM vector_tables")}
@@ -653,11 +654,11 @@ def restore_postgres(path: Path, url: str) -> dict[str, Any]:
     try:
         conn = psycopg.connect(url, autocommit=True)
     except psycopg.OperationalError as e:
-        raise NotFoundError(f"cannot connect to {url}: {e}") from None
+        raise NotFoundError(f"cannot connect to {redacted(url)}: {e}") from None
     with conn:
         present = _pg_tables(conn)
         if present:
-            raise ConflictError(f"the database {url} is not empty ({len(present)} tables: "
+            raise ConflictError(f"the database {redacted(url)} is not empty ({len(present)} tables: "
                                 f"{', '.join(present[:5])}); a restore goes into an empty database only",
                                 code="not_empty")
         stage = Path(tempfile.mkdtemp(prefix="dupq-restore-"))

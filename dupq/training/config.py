@@ -118,8 +118,12 @@ class TrainConfig:
         "help": "Once the steps, WiSE-FT weight and threshold are chosen on dev, train the twin again from the "
                 "starting weights on train + dev (the recorded dev metrics stay the selection run's).",
         "none": "auto: when dupq split dev from fewer than 5,000 labelled pairs"})
-    cross_epochs: float = field(default=1.0, metadata={
+    cross_epochs: float = field(default=2.0, metadata={
         "help": "Cross-encoder passes over the labelled pairs.", "gt": 0})
+    cross_both_orders: bool = field(default=True, metadata={
+        "help": "Train the cross-encoder on each labelled pair in both orders (it reads a pair as one sequence, "
+                "so (a, b) and (b, a) are different inputs).",
+        "cli": "--cross-both-orders/--cross-one-order"})
     cross_learning_rate: float = field(default=5e-5, metadata={
         "help": "Cross-encoder peak learning rate.", "gt": 0})
     cross_max_steps: int | None = field(default=None, metadata={

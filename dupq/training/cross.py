@@ -50,6 +50,7 @@ def train_cross_encoder(
     *,
     init: str | Path,
     epochs: float = 1.0,
+    both_orders: bool = False,
     max_steps: int | None = None,
     batch_size: int = 32,
     learning_rate: float = 5e-5,
@@ -68,6 +69,8 @@ def train_cross_encoder(
         output_dir: Where the model and cross.json go (``<staging version folder>/cross``).
         init: Starting weights: a SentenceTransformer folder (its transformer gets a fresh 1-logit head)
             or a CrossEncoder folder.
+        both_orders: Train on each pair as (question1, question2) and as (question2, question1): twice the rows
+            per epoch (``TrainConfig.cross_both_orders``).
         epochs, max_steps, batch_size, learning_rate, warmup_ratio, seed, bf16: As in ``TrainConfig``.
         callbacks: ``transformers.TrainerCallback`` objects (progress, cancellation).
         show_progress_bar: Show the trainer's progress bar.
@@ -81,7 +84,8 @@ def train_cross_encoder(
     output_dir = Path(output_dir)
     ce = load_init(init)
     ckpt = output_dir.parent / f".{output_dir.name}-ckpt-{os.getpid()}"
-    trainer = cross_trainer(ce, pairs, ckpt, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+    rows = training_rows(pairs, both_orders=both_orders)
+    trainer = cross_trainer(ce, rows, ckpt, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                              learning_rate=learning_rate, warmup_ratio=warmup_ratio, seed=seed, bf16=bf16,
                              callbacks=callbacks, show_progress_bar=show_progress_bar, use_cpu=use_cpu)
     t_train = time.perf_counter()
@@ -105,9 +109,21 @@ def train_cross_encoder(
     seconds = time.perf_counter() - t0
     pps = steps * batch_size / train_seconds if train_seconds > 0 else 0.0
     result = CrossResult(output_dir, threshold, metrics, steps, seconds, pps, dev_logits=logits)
-    meta = {**result.summary(), "init": str(init), "training_pairs": len(pairs), "max_length": MAX_LENGTH}
+    meta = {**result.summary(), "init": str(init), "training_pairs": len(pairs), "both_orders": both_orders,
+            "max_length": MAX_LENGTH}
     write_meta(output_dir, meta)  # cross.json last: has_cross() means complete
     return result
+
+
+def training_rows(pairs: Sequence[Any], *, both_orders: bool) -> list[tuple[str, str, int]]:
+    """The cross-encoder's training rows ``(first, second, label)``: each pair once, or in both orders.
+
+    A cross-encoder reads a pair as one token sequence, so it can score (a, b) and (b, a) differently although
+    "duplicate" is symmetric; both orders teach it that, and double the rows an epoch sees (measured in
+    docs/benchmarks.md, "The recommended command").
+    """
+    rows = [(p.question1, p.question2, p.label) for p in pairs]
+    return rows + [(b, a, y) for a, b, y in rows] if both_orders else rows
 
 
 def load_init(init: str | Path) -> Any:
@@ -143,7 +159,7 @@ def common_args(*, epochs: float, max_steps: int | None, total_steps: int, batch
     }
 
 
-def cross_trainer(ce: Any, pairs: Sequence[Any], ckpt: Path, *, epochs: float, max_steps: int | None,
+def cross_trainer(ce: Any, rows: Sequence[tuple[str, str, int]], ckpt: Path, *, epochs: float, max_steps: int | None,
                    batch_size: int, learning_rate: float, warmup_ratio: float, seed: int, bf16: bool,
                    callbacks: Sequence[Any], show_progress_bar: bool, use_cpu: bool) -> Any:
     """The CrossEncoderTrainer of :func:`train_cross_encoder` (binary cross-entropy, length-grouped batches)."""
@@ -156,9 +172,9 @@ def cross_trainer(ce: Any, pairs: Sequence[Any], ckpt: Path, *, epochs: float, m
 
     train_set = Dataset.from_dict(
         {
-            "sentence1": [p.question1 for p in pairs],
-            "sentence2": [p.question2 for p in pairs],
-            "label": [float(p.label) for p in pairs],
+            "sentence1": [r[0] for r in rows],
+            "sentence2": [r[1] for r in rows],
+            "label": [float(r[2]) for r in rows],
         }
     )
     total = max_steps or max(1, math.ceil(epochs * math.ceil(len(train_set) / batch_size)))
@@ -194,7 +210,8 @@ def cross_step_seconds(pairs: Sequence[Any], *, init: str | Path, scratch: Path,
     from dupq.training.budget import PROBE_STEPS, StepTimer
 
     timer = StepTimer()
-    trainer = cross_trainer(load_init(init), pairs, Path(scratch), epochs=1.0, max_steps=PROBE_STEPS,
+    rows = training_rows(pairs, both_orders=False)  # a step costs the same in either order
+    trainer = cross_trainer(load_init(init), rows, Path(scratch), epochs=1.0, max_steps=PROBE_STEPS,
                              batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=0.0, seed=0,
                              bf16=bf16, callbacks=[timer.callback], show_progress_bar=False, use_cpu=use_cpu)
     trainer.train()

@@ -22,7 +22,8 @@ def phase_printer(config: Any) -> Callable[[dict[str, Any]], None]:
     seen: set[str] = set()
     titles = {
         "budget": "[-] timing a few training steps of each model on this machine (the time budget)",
-        "cross-encoder": f"[1/3] cross-encoder: {config.cross_epochs:g} epoch(s) on the labelled pairs",
+        "cross-encoder": f"[1/3] cross-encoder: {config.cross_epochs:g} epoch(s) on the labelled pairs"
+                         + (" in both orders" if config.cross_both_orders else ""),
         "silver": "[-] silver pairs: the cross-encoder labels near neighbours of the training questions",
         "mining": "[-] mining hard negatives (kept only where the cross-encoder says non-duplicate)",
         "training": f"[2/3] twin encoder: {config.loss} + {config.ranking_loss} ranking loss",

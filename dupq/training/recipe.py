@@ -404,7 +404,8 @@ class _Run:
                 self.cross_why = "not trained: it needs labelled training and dev pairs with both labels"
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         cross_full = (config.cross_max_steps or config.max_steps
-                      or max(1, math.ceil(config.cross_epochs * math.ceil(len(self.cross_pairs) / config.batch_size))))
+                      or max(1, math.ceil(config.cross_epochs * math.ceil(
+                          len(self.cross_pairs) * (2 if config.cross_both_orders else 1) / config.batch_size))))
         self.cross_full = cross_full if self.cross_pairs else 0
         self.guide = None
         if data.ranking and config.ranking_loss == "gist":
@@ -449,6 +450,7 @@ class _Run:
                 self.staging / CROSS_DIR,
                 init=_cross_init(self.start),
                 epochs=config.cross_epochs,
+                both_orders=config.cross_both_orders,
                 max_steps=(plan.cross_steps if plan is not None and plan.cross_steps < self.cross_full
                            else config.cross_max_steps or config.max_steps),
                 batch_size=config.batch_size,

@@ -67,6 +67,14 @@ def test_search_plain_and_errors(runner) -> None:
     assert r.exit_code == 1 and "must not be empty" in r.output
 
 
+@pytest.mark.parametrize("command", [["models", "list"], ["search", "How do I boil an egg?"], ["backup", "x.tar"]])
+def test_unreachable_database_is_a_message_without_the_password(runner, command) -> None:
+    # Nothing listens on port 1: every command that opens the database says so in one line, exit status 1.
+    r = runner.invoke(main, ["--database", "postgresql://dupq:s3cret@127.0.0.1:1/dupq", *command])
+    assert r.exit_code == 1 and "cannot connect to postgresql://dupq:***@127.0.0.1:1/dupq" in r.output, r.output
+    assert "s3cret" not in r.output and "Traceback" not in r.output
+
+
 def test_home_option_and_reindex(runner, tmp_path) -> None:
     other = tmp_path / "other-home"
     r = runner.invoke(main, ["--home", str(other), "reindex"])

@@ -114,14 +114,9 @@ def test_a_trained_version_reranks_without_torch(tmp_path) -> None:
     """A trained version (twin + cross-encoder) serves and re-ranks from its cached exports."""
     from support import tiny_version
 
-    from dupq.models import runtime
     from dupq.models.cross import has_cross
     from dupq.service import DupQ
 
-    # The process-wide compiled-model memo is keyed by weights: an earlier test that served the same tiny
-    # version from another home would let this home's promotion skip writing its cross-encoder export (a
-    # known limitation for several homes in one process). Start this one clean.
-    runtime._COMPILED.clear()
     home = tmp_path / "home"
     bank = tmp_path / "bank.txt"
     bank.write_text("How do I boil an egg?\nWhat is a Roth IRA?\nHow long should eggs boil?\n")

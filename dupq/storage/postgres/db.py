@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from dupq.errors import DatabaseUnavailableError
+from dupq.errors import DatabaseUnavailableError, DupQError
 from dupq.storage.migrations import packaged
 from dupq.storage.sql import SqlAccess
 
@@ -45,8 +45,25 @@ AWAY_WAIT_S = 1.0
 RECONNECT_S = 2.0
 
 
-class DatabaseError(Exception):
-    """The database URL is unusable or the schema is newer than this dupq."""
+class DatabaseError(DupQError):
+    """The database URL is unusable or the schema is newer than this dupq (the CLI says so in one line)."""
+
+    code = "database"
+    status = 503
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``: error messages and logs must not carry it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:  # not parseable as a URL: say nothing of it
+        return "the database URL"
 
 
 def is_database_url(url: str | None) -> bool:
@@ -94,7 +111,7 @@ class Database:
         from psycopg_pool import ConnectionPool
 
         if not is_database_url(url):
-            raise DatabaseError(f"not a PostgreSQL URL: {url!r} (expected postgresql://...)")
+            raise DatabaseError(f"not a PostgreSQL URL: {redacted(url)!r} (expected postgresql://...)")
         self.url = url
         self.ef_search = ef_search
         self.timeout = float(timeout)
@@ -106,7 +123,7 @@ class Database:
             with psycopg.connect(url, autocommit=True, **self.connect_kwargs) as conn:
                 self.version = migrate(conn)
         except psycopg.OperationalError as e:
-            raise DatabaseError(f"cannot connect to {url}: {e}") from None
+            raise DatabaseError(f"cannot connect to {redacted(url)}: {e}") from None
         self.pool = ConnectionPool(
             url,
             min_size=1,

@@ -1,9 +1,12 @@
 """Scoped (filtered) search: recall@10 against exact filtered search and p50 latency, usearch and pgvector.
 
-The bank is N generated questions: clustered random unit vectors (``--dim``, 200 Gaussian clusters; not real
-embeddings: the index benchmark needs the vectors' geometry, not their meaning) and metadata whose filters have
-the selectivities asked for: ``site`` is ``"big"`` for 50% of the questions, and ``tags`` holds ``t10`` / ``t1`` /
-``t01`` independently with probability 10% / 1% / 0.1%. Queries are other draws from the same clusters.
+The bank is N questions' vectors and metadata. ``--bank clusters``: random unit vectors around 200 Gaussian
+centres (``--dim``), isotropic within each cluster, a hard case for any graph index; queries are other draws
+from the same clusters. ``--bank real``: the base model's embeddings of real training questions topped up with
+perturbed copies (the Scale section's 1M bank), real dev questions as queries. The metadata's filters have the
+selectivities asked for: ``site`` is ``"big"`` for 50% of the questions, and ``tags`` holds ``t10`` / ``t1`` /
+``t01`` independently with probability 10% / 1% / 0.1%. Each run also searches without a filter: the graph's
+own recall on that bank.
 
 For each backend the questions go through the real store (SQLite: ``question_fields``; PostgreSQL: the GIN
 index on ``meta -> 'FIELD'``) and each filtered search through the real index with the store's scope
@@ -59,13 +62,37 @@ def generate(n: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndarray,
         return out
 
     vecs, qs = draw(n), draw(queries)
+    return vecs, qs, _metas(n, rng)
+
+
+def generate_real(n: int, queries: int, data: Path, cache: Path, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Real geometry: the base model's embeddings of up to 110,000 real training questions, topped up to ``n``
+    with perturbed copies (``bench_scale.perturbed_bank``: the 1M bank of the Scale section), real dev questions
+    as queries; metadata as :func:`generate` draws it. Embeddings are cached in ``cache``."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_scale import cached_embeddings, perturbed_bank, real_questions
+
+    dev, train = real_questions(data)
+    real = cached_embeddings("train", train[:110_000], cache)[:n]
+    qs = cached_embeddings("dev", dev[:1000], cache)[:queries]
+    vecs = np.empty((n, real.shape[1]), dtype=np.float32)
+    vecs[: len(real)] = real
+    at = len(real)
+    for _, v in perturbed_bank(real, n, seed=seed):
+        vecs[at : at + len(v)] = v
+        at += len(v)
+    return vecs, qs, _metas(n, np.random.default_rng(seed))
+
+
+def _metas(n: int, rng: np.random.Generator) -> list[dict]:
     big = rng.random(n) < 0.5
     t10, t1, t01 = rng.random(n) < 0.1, rng.random(n) < 0.01, rng.random(n) < 0.001
     metas = []
     for i in range(n):
         tags = [t for t, on in (("t10", t10[i]), ("t1", t1[i]), ("t01", t01[i])) if on]
         metas.append({"site": "big" if big[i] else f"s{i % 7}", "tags": tags})
-    return vecs, qs, metas
+    return metas
 
 
 def truth(scores: np.ndarray, match: np.ndarray, k: int) -> list[set[int]]:
@@ -82,6 +109,17 @@ def truth(scores: np.ndarray, match: np.ndarray, k: int) -> list[set[int]]:
 def run(index, store, vecs, qs, metas, k: int) -> dict:
     out = {}
     scores = np.concatenate([vecs[s : s + 100_000] @ qs.T for s in range(0, len(vecs), 100_000)])
+    # No filter: the graph's own recall on this bank, which a filtered search through the graph cannot beat.
+    want = truth(scores, np.ones(len(vecs), dtype=bool), k)
+    times, recalls = [], []
+    for q, w in zip(qs, want, strict=True):
+        t0 = time.perf_counter()
+        hits = index.search(q[None, :], k, None)[0]
+        times.append((time.perf_counter() - t0) * 1000)
+        recalls.append(len({int(h.id[1:]) for h in hits} & w) / len(w))
+    out["1.0"] = {"filter": None, "matching": len(vecs), "recall@10": round(float(np.mean(recalls)), 4),
+                  "p50_ms": round(statistics.median(times), 2), "p90_ms": round(float(np.percentile(times, 90)), 2)}
+    print(f"  {1.0:>6}: {out['1.0']}", flush=True)
     for sel, flt in FILTERS.items():
         match = np.array([QuestionFilter.parse(flt, FIELDS).matches(m) for m in metas])
         want = truth(scores, match, k)
@@ -187,6 +225,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--backends", default="usearch,pgvector")
+    ap.add_argument("--bank", choices=["clusters", "real"], default="clusters",
+                    help="clusters: generated Gaussian clusters (isotropic within each: a hard case for a graph); "
+                         "real: real question embeddings topped up with perturbed copies (needs --data)")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="with --bank real")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dupq-bench",
+                    help="with --bank real: where the real embeddings are cached")
     ap.add_argument("--usearch-modes", default="default,graph_only,exact_only",
                     help="usearch passes: the default threshold, the graph forced, the exact scan forced")
     ap.add_argument("--scope-ef", default="",
@@ -195,8 +239,12 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
-    vecs, qs, metas = generate(args.n, args.dim, args.queries)
-    result = {"n": args.n, "dim": args.dim, "queries": args.queries, "k": args.k}
+    if args.bank == "real":
+        args.cache.mkdir(parents=True, exist_ok=True)
+        vecs, qs, metas = generate_real(args.n, args.queries, args.data, args.cache)
+    else:
+        vecs, qs, metas = generate(args.n, args.dim, args.queries)
+    result = {"n": args.n, "dim": vecs.shape[1], "queries": len(qs), "k": args.k, "bank": args.bank}
     with tempfile.TemporaryDirectory(prefix="dupq-bench-filter-", dir=args.workdir) as tmp:
         for b in args.backends.split(","):
             work = Path(tmp) / b

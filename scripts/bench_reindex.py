@@ -26,19 +26,18 @@ import csv
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from live import LiveServer  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 TOKEN = "bench-token"
 
@@ -57,56 +56,17 @@ def questions(paths: list[str], n: int) -> list[str]:
     return list(seen)
 
 
-def port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Node(LiveServer):
+    """One ``dupq serve`` node on the shared database, launched at once (:meth:`wait_up` waits for it)."""
 
-
-class Node:
     def __init__(self, name: str, work: Path, url: str, chunk: int) -> None:
-        self.name, self.port = name, port()
-        home = work / name
-        home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "DUPQ_HOME": str(home), "DUPQ_DATABASE_URL": url, "DUPQ_SEED_BANK": "",
-               "DUPQ_ADMIN_TOKEN": TOKEN, "DUPQ_RATE_LIMIT_SEARCH": "", "DUPQ_RATE_LIMIT_WRITE": "",
-               "DUPQ_REINDEX_CHUNK_SIZE": str(chunk), "HF_HUB_OFFLINE": "1"}
-        self.log = open(work / f"{name}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "dupq.cli", "serve", "--production", "--threads", "8",
-                                      "--port", str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(work / name, admin_token=TOKEN, threads=8, log=work / f"{name}.log", start_timeout=1800,
+                         env={"DUPQ_DATABASE_URL": url, "DUPQ_SEED_BANK": "", "DUPQ_REINDEX_CHUNK_SIZE": str(chunk)})
+        self.name = name
+        self.launch()
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"content-type": "application/json",
-                                              "authorization": f"Bearer {TOKEN}"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as e:
-            return e.code, json.load(e)
-
-    def wait_up(self, timeout: float = 1800) -> float:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"node {self.name} exited; see its log")
-            try:
-                if self.call("GET", "/healthz", timeout=2)[0] == 200:
-                    return time.time() - t0
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"node {self.name} did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        return super().call(method, path, body, auth=True, timeout=timeout)
 
 
 class Searches:

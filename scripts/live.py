@@ -68,7 +68,8 @@ class LiveServer:
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> LiveServer:
+    def launch(self) -> LiveServer:
+        """Start the process without waiting for it (several nodes start side by side, then :meth:`wait_up`)."""
         self.home.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -76,18 +77,28 @@ class LiveServer:
              "--port", str(self.port), "--threads", str(self.threads)],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
-        deadline = time.monotonic() + self.start_timeout
+        return self
+
+    def wait_up(self, timeout: float | None = None) -> float:
+        """Wait until ``/healthz`` answers (at most ``timeout``, default ``start_timeout`` seconds); returns the
+        seconds waited. RuntimeError, with the log's tail, if the process exits or never answers."""
+        t0 = time.monotonic()
+        deadline = t0 + (self.start_timeout if timeout is None else timeout)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.log_tail()}")
             try:
                 if call(self.base, "GET", "/healthz", timeout=5)[0] == 200:
-                    return self
+                    return time.monotonic() - t0
             except OSError:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"server did not answer in {self.start_timeout:.0f} s: {self.log_tail()}")
+        raise RuntimeError(f"server did not answer in {deadline - t0:.0f} s: {self.log_tail()}")
+
+    def start(self) -> LiveServer:
+        self.launch().wait_up()
+        return self
 
     def call(self, method: str, path: str, body: Any = None, *, auth: bool = False, timeout: float = 60):
         return call(self.base, method, path, body, token=self.token if auth else None, timeout=timeout)

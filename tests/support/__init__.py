@@ -6,13 +6,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from dupq.bank import bank_groups, load_default_bank
 
@@ -21,6 +24,10 @@ FIXTURES = ROOT / "tests" / "fixtures"
 SMALL_BANK = FIXTURES / "small_bank.jsonl"
 ADMIN_TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+#: Where the browser tests put their screenshots and reports.
+ARTIFACTS = Path(os.environ.get("DUPQ_TEST_ARTIFACTS") or ROOT / "build" / "browser")
+#: The Chromium the browser tests drive (Debian's; Playwright's own download needs the internet).
+CHROMIUM = os.environ.get("DUPQ_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 def bank_pairs(seed: int = 0) -> list[dict]:
     """Labelled pairs from the bundled bank: group-mates are duplicates, same-topic others are not."""
@@ -69,3 +76,27 @@ def serving(home: Path, env: Mapping[str, str], port: int, *, start_s: float = 1
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def require_chromium() -> None:
+    """Skip the calling test without a Chromium to drive, or fail it where ``DUPQ_TEST_REQUIRE_BROWSER=1`` (CI)."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("DUPQ_TEST_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"chromium not found at {CHROMIUM} (DUPQ_TEST_REQUIRE_BROWSER=1)")
+        pytest.skip(f"chromium not found at {CHROMIUM}: apt-get install chromium")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Chromium launched through Playwright (the ``ARTIFACTS`` folder made for its screenshots), closed after."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        try:
+            yield browser
+        finally:
+            browser.close()

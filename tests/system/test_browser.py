@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import statistics
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ADMIN_TOKEN, FIXTURES, ROOT, serving
+from support import ADMIN_TOKEN, ARTIFACTS, FIXTURES, ROOT, chromium, require_chromium, serving
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(os.environ.get("DUPQ_TEST_ARTIFACTS") or ROOT / "build" / "browser")
 AXE = ROOT / "tests" / "vendor" / "axe.min.js"
-CHROMIUM = os.environ.get("DUPQ_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 XSS = '<img src=x onerror="window.__pwned=1"> How do I reverse a list in Python without a loop?'
 LATENCY_QUERIES = [
     "How can I reverse a list in Python",
@@ -75,10 +71,7 @@ def _post_json(url: str, body: dict[str, Any], token: str | None = None, method:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("DUPQ_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"chromium not found at {CHROMIUM} (DUPQ_TEST_REQUIRE_BROWSER=1)")
-        pytest.skip(f"chromium not found at {CHROMIUM}: apt-get install chromium")
+    require_chromium()
     from support import tiny_version
 
     from dupq.config import Settings
@@ -98,13 +91,8 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser(server: str):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -8,21 +8,19 @@ whole time with 0 failures and 0 lost writes.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import ADMIN_TOKEN, SMALL_BANK, bank_pairs
+from support import ADMIN_TOKEN, ROOT, SMALL_BANK, bank_pairs
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from live import LiveServer  # noqa: E402
 
 #: Seconds a job's lease lasts here (short, so that the takeover is quick).
 LEASE_S = 15
@@ -30,74 +28,29 @@ LEASE_S = 15
 SWITCH_S = 5.0
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Node:
-    """One ``dupq serve`` process."""
+class Node(LiveServer):
+    """One ``dupq serve`` process on the shared database, launched at once (:meth:`wait_up` waits for it)."""
 
     def __init__(self, name: str, tmp: Path, url: str) -> None:
-        self.name, self.port = name, _port()
-        self.home = tmp / name
-        env = {
-            **os.environ,
-            "DUPQ_HOME": str(self.home),
-            "DUPQ_DATABASE_URL": url,
-            "DUPQ_SEED_BANK": str(SMALL_BANK),
-            "DUPQ_ADMIN_TOKEN": ADMIN_TOKEN,
-            "DUPQ_JOB_LEASE_S": str(LEASE_S),
-            "DUPQ_GATE_TOLERANCE": "1.0",  # this test is about nodes, not the gate: any candidate passes
-            # A promotion waits until every live node has loaded the version (generous: CI machines are slow),
-            # then every node switches within SWITCH_S of the flip.
-            "DUPQ_SWITCH_WAIT_S": "300",
-            "DUPQ_RATE_LIMIT_SEARCH": "",
-            "DUPQ_RATE_LIMIT_WRITE": "",
-            "HF_HUB_OFFLINE": "1",
-        }
-        self.home.mkdir(parents=True)
-        self.log = open(self.home.parent / f"{name}.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dupq.cli", "serve", "--production", "--threads", "8", "--port", str(self.port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
+        super().__init__(tmp / name, admin_token=ADMIN_TOKEN, threads=8, log=tmp / f"{name}.log", start_timeout=300,
+                         env={
+                             "DUPQ_DATABASE_URL": url,
+                             "DUPQ_SEED_BANK": str(SMALL_BANK),
+                             "DUPQ_JOB_LEASE_S": str(LEASE_S),
+                             # this test is about nodes, not the gate: any candidate passes
+                             "DUPQ_GATE_TOLERANCE": "1.0",
+                             # A promotion waits until every live node has loaded the version (generous: CI
+                             # machines are slow), then every node switches within SWITCH_S of the flip.
+                             "DUPQ_SWITCH_WAIT_S": "300",
+                         })
+        self.name = name
+        self.launch()
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30) -> tuple[int, dict]:
-        headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_TOKEN}"}
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers,
-                                     method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.load(r)
-        except urllib.error.HTTPError as e:
-            return e.code, json.load(e)
-
-    def wait_up(self, timeout: float = 300) -> None:
-        t0 = time.time()
-        while time.time() - t0 < timeout:
-            assert self.proc.poll() is None, (self.home.parent / f"{self.name}.log").read_text()[-3000:]
-            try:
-                if self.call("GET", "/healthz", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"node {self.name} did not start")
+        return super().call(method, path, body, auth=True, timeout=timeout)
 
     def model(self) -> str:
         return self.call("GET", "/healthz")[1]["model"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
 
 
 def _children(pid: int) -> set[int]:

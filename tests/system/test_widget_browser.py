@@ -18,15 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, serving
+from support import ARTIFACTS, ROOT, chromium, require_chromium, serving
 from test_browser import (
-    ARTIFACTS,
     AXE,
-    CHROMIUM,
     LATENCY_FIXED_MS,
     LATENCY_QUERIES,
     REFERENCE_GFLOPS,
@@ -90,10 +87,7 @@ def host_port() -> int:
 @pytest.fixture(scope="module")
 def dupq(tmp_path_factory: pytest.TempPathFactory, host_port: int):
     """dupq serving the bundled bank, with the host page's 127.0.0.1 origin (only) in ``cors_origins``."""
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("DUPQ_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"chromium not found at {CHROMIUM} (DUPQ_TEST_REQUIRE_BROWSER=1)")
-        pytest.skip(f"chromium not found at {CHROMIUM}: apt-get install chromium")
+    require_chromium()
     home = tmp_path_factory.mktemp("widget") / "home"
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DUPQ_SECRET_KEY": "widget-test", "PYTHONPATH": str(ROOT),
@@ -135,13 +129,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, dupq: str, host_port: int):
 
 @pytest.fixture(scope="module")
 def browser(host: str):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ def probe(config_options: dict[str, Any]) -> None:
         (["--learning-rate", "1e-4"], {"learning_rate": 1e-4}),
         (["--fp32", "--no-cross-encoder"], {"bf16": False, "cross_encoder": False}),
         (["--bf16", "--cross-encoder"], {"bf16": True, "cross_encoder": True}),
+        (["--cross-one-order", "--cross-epochs", "1"], {"cross_both_orders": False, "cross_epochs": 1.0}),
         (["--time-budget", "0"], {"time_budget_minutes": None}),  # 0 = no budget
         (["--time-budget", "25"], {"time_budget_minutes": 25.0}),
         (["--loss", "contrastive", "--energy", "euclidean", "--ranking-loss", "mnrl"],
@@ -134,3 +135,15 @@ def test_a_pattern_states_the_form_the_api_takes() -> None:
     for bad in ("precision:0", "recall:2", "nope"):
         with pytest.raises(ValidationError):
             contract.parse(contract.TrainRequest, {"threshold_policy": bad})
+
+
+def test_the_cross_encoder_reads_each_pair_in_both_orders_by_default() -> None:
+    from dupq.data import Pair
+    from dupq.training.cross import training_rows
+
+    pairs = [Pair("How do I boil an egg?", "Best way to boil eggs?", 1), Pair("What is a Roth IRA?", "Why?", 0)]
+    assert TrainConfig().cross_both_orders
+    rows = training_rows(pairs, both_orders=True)
+    assert rows == [("How do I boil an egg?", "Best way to boil eggs?", 1), ("What is a Roth IRA?", "Why?", 0),
+                    ("Best way to boil eggs?", "How do I boil an egg?", 1), ("Why?", "What is a Roth IRA?", 0)]
+    assert training_rows(pairs, both_orders=False) == rows[:2]

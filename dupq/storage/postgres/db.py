@@ -53,15 +53,20 @@ class DatabaseError(DupQError):
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password replaced by ``***``: error messages and logs must not carry it."""
+    """``url`` with its password replaced by ``***``: error messages and logs must not carry it.
+
+    Example:
+        >>> redacted("postgresql://dupq:p%40ss@db:5432/dupq"), redacted("postgresql://db/dupq")
+        ('postgresql://dupq:***@db:5432/dupq', 'postgresql://db/dupq')
+    """
     from urllib.parse import urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
         if parts.password is None:
             return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        userinfo, host = parts.netloc.rsplit("@", 1)  # the password as written (percent-encoded or not)
+        return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}"))
     except ValueError:  # not parseable as a URL: say nothing of it
         return "the database URL"
 

@@ -80,7 +80,7 @@ from dupq.training.budget import (
     surely_fits,
 )
 from dupq.training.config import Progress, TrainConfig, TrainingCancelled, TrainResult
-from dupq.training.cross import CrossResult, cross_step_seconds, train_cross_encoder
+from dupq.training.cross import CrossResult, cross_step_seconds, train_cross_encoder, training_rows
 from dupq.training.data import PreparedData, add_dev_negatives, add_mined_negatives, add_silver_pairs, prepare_data
 from dupq.training.fusion import fit_fusion
 from dupq.training.hardware import bf16_supported, has_accelerator, on_rank0, process_group
@@ -405,7 +405,8 @@ class _Run:
                 log.warning("no cross-encoder: it needs labelled training and dev pairs with both labels")
         cross_full = (config.cross_max_steps or config.max_steps
                       or max(1, math.ceil(config.cross_epochs * math.ceil(
-                          len(self.cross_pairs) * (2 if config.cross_both_orders else 1) / config.batch_size))))
+                          len(training_rows(self.cross_pairs, both_orders=config.cross_both_orders))
+                          / config.batch_size))))
         self.cross_full = cross_full if self.cross_pairs else 0
         self.guide = None
         if data.ranking and config.ranking_loss == "gist":

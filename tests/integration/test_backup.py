@@ -1,7 +1,7 @@
 """Backup and restore (dupq/backup.py, dupq/storage/backup.py) on both backends: a backup taken while
 questions are being added holds every question acknowledged before it began, and the restored service answers
-searches exactly as the original (same ids, same scores, same version); refusals and damaged archives write
-nothing; the CLI's exit codes."""
+searches as the original (same ids in the same order, the same scores to their sixth decimal, same version);
+refusals and damaged archives write nothing; the CLI's exit codes."""
 
 from __future__ import annotations
 
@@ -60,7 +60,12 @@ def _compare(original: DupQ, restored: DupQ, queries: list[str], k: int = 10) ->
             hits = serving.index.search(serving.encoder.encode([q]), k + extra)[0]
             a["results"] = [{"id": h.id, "score": round(h.score, 6)} for h in hits]
         kept = [(r["id"], r["score"]) for r in a["results"] if r["id"] in ids][:k]
-        assert kept == [(r["id"], r["score"]) for r in b["results"]][:k], q
+        got = [(r["id"], r["score"]) for r in b["results"]][:k]
+        # Same ids in the same order; scores equal to the rounding's last digit. Two indexes of different sizes may
+        # sum one dot product in another order (BLAS blocking), and a float32 difference of 1e-8 can round a
+        # score to the other side of its sixth decimal (seen in CI: 0.058583 vs 0.058584).
+        assert [i for i, _ in kept] == [i for i, _ in got], q
+        assert all(abs(x - y) <= 1.5e-6 for (_, x), (_, y) in zip(kept, got, strict=True)), (q, kept, got)
         compared += len(kept)
     return compared
 

@@ -166,6 +166,9 @@ def import_(ctx: click.Context, path: Path, fmt: str | None, site: str | None, p
             lines.insert(-1, f"{r['duplicates_unnamed']} issues marked duplicate name no issue of their repository")
         if r["links_unstored"]:
             lines.insert(-1, f"{r['links_unstored']} links skipped: a question they name is no longer stored")
+        if r["kept_open"]:
+            lines.insert(-1, f"{r['kept_open']} links left open: a person reopened the question here (dupq reopen, "
+                             "the API or the admin page)")
         if r["links_reopened"]:
             lines.insert(-1, f"{r['links_reopened']} links dropped: the question was reopened (PostHistory.xml)")
         click.echo("\n".join(lines))
@@ -243,7 +246,7 @@ def close(ctx: click.Context, qid: str, canonical: str) -> None:
 def reopen(ctx: click.Context, qid: str) -> None:
     """Reopen question QID, closed as a duplicate (its link and the labelled pair closing stored are removed)."""
     with open_service(ctx) as svc:
-        r = svc.reopen(qid)
+        r = svc.reopen(qid, actor="cli")
     removed = f"; labelled pair {r['pair_removed']} removed" if r["pair_removed"] is not None else ""
     click.echo(f"{qid} is reopened (it was a duplicate of {r['reopened_from']}){removed}")
 

@@ -216,7 +216,7 @@ def undo_label(svc: Any, pair_id: int) -> dict[str, Any]:
     qid = svc.store.pair_link(pair_id)
     pair = svc.store.get_pair(pair_id)
     if qid is not None and pair is not None and pair["source"] == "review":
-        svc.reopen(qid)
+        svc.reopen(qid, actor="review", keep_open=False)  # an undo puts back the state before the close
         return {"undone": pair_id, "reopened": qid}
     svc.delete_pair(pair_id, source="review")
     return {"undone": pair_id, "reopened": None}

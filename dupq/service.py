@@ -72,7 +72,8 @@ class ExportReport:
     the duplicate links turned into labelled pairs (``pairs_existing``: the pair already had a label;
     ``pairs_self``: both ends have one text; ``links_unstored``: an end is no longer stored), and into canonical
     links (``closed``: questions closed as duplicates now; ``closed_existing``: already so; ``closed_other``: already
-    closed onto another question, e.g. the second original of a question closed against two; ``cycles``: links
+    closed onto another question, e.g. the second original of a question closed against two; ``kept_open``: left
+    open, and no pair stored, because a person reopened the question here (:meth:`DupQ.reopen`); ``cycles``: links
     refused because they would close a cycle, the first of them in ``cycle_samples`` as ``[id, original]``)."""
 
     parsed: dict[str, Any]
@@ -88,6 +89,7 @@ class ExportReport:
     closed: int = 0
     closed_existing: int = 0
     closed_other: int = 0
+    kept_open: int = 0
     cycles: int = 0
     cycle_samples: list[list[str]] = field(default_factory=list)
 
@@ -104,6 +106,7 @@ class ExportReport:
             "closed": self.closed,
             "closed_existing": self.closed_existing,
             "closed_other": self.closed_other,
+            "kept_open": self.kept_open,
             "cycles": self.cycles,
             "cycle_samples": self.cycle_samples,
             "embedded": self.embedded,
@@ -521,8 +524,15 @@ class DupQ:
         return {"id": link.question_id, "duplicate_of": link.canonical_id, "closed_onto": link.target_id,
                 "pair_id": link.pair_id, "actor": link.actor, "created_at": link.created_at}
 
-    def reopen(self, qid: Any) -> dict[str, Any]:
+    def reopen(self, qid: Any, *, actor: str = "api", keep_open: bool = True) -> dict[str, Any]:
         """Reopen a question closed as a duplicate: its link and the pair closing stored (only that one) are removed.
+
+        Args:
+            qid: The question to reopen.
+            actor: Who reopened it (``api``, ``admin``, ``cli``), kept with the record below.
+            keep_open: Record that a person reopened it, so that a later import whose dump still links it leaves it
+                open and stores no pair for that link (a moderator's decision outranks the dump); closing it again
+                by hand clears the record. False (a review label's undo) records nothing.
 
         Returns ``{"id", "duplicate_of": None, "reopened_from", "pair_removed"}`` (the canonical question it was
         closed onto; the id of the pair removed, None if closing stored none).
@@ -535,7 +545,7 @@ class DupQ:
         if not isinstance(qid, str) or not qid:
             raise ValidationError("id must be a question id", code="invalid_type")
         try:
-            link = self.store.reopen(qid)
+            link = self.store.reopen(qid, actor=actor, keep_open=keep_open)
         except LinkError as e:
             raise _link_error(e) from None
         return {"id": qid, "duplicate_of": None, "reopened_from": link.canonical_id, "pair_removed": link.pair_id}
@@ -650,7 +660,8 @@ class DupQ:
         links = export.links()
         labelled = self.store.labelled_keys()
         canonical = self._link_canonical(links, labelled, source=export.format)
-        rest = [link for link, made in zip(links, canonical.pop("made"), strict=True) if not made]
+        rest = [link for link, status in zip(links, canonical.pop("status"), strict=True)
+                if status not in ("made", "kept_open")]  # a reopened question's link stores no pair either
         pairs = self._link_pairs(rest, same_text, labelled, source=export.format)
         pairs["pairs_added"] += canonical.pop("pairs_added")
         pairs["pairs_existing"] += canonical.pop("pairs_existing")
@@ -668,23 +679,25 @@ class DupQ:
     def _link_canonical(self, links: list[Any], labelled: set[str], *, source: str) -> dict[str, Any]:
         """Close each linked question of an export as a duplicate of its original (the first link of a question
         wins; a chain resolves to its end), storing the pair of each new link unless it has a label already
-        (``labelled``, extended). A link that would close a cycle, or that finds its question closed onto another
-        one already, is counted, never raised; ``made``: per link, whether it became a canonical link."""
+        (``labelled``, extended). A link that would close a cycle, that finds its question closed onto another
+        one already, or whose question a person reopened, is counted, never raised; ``status``: per link, what
+        :meth:`dupq.storage.Store.close_duplicates` did with it."""
         from dupq.sources import MAX_SAMPLES
 
         self._check_writable()
         before = len(labelled)
         status = self.store.close_duplicates([tuple(link) for link in links], actor="import", pair_source=source,
                                              labelled=labelled) if links else []
-        made = [s == "made" for s in status]
+        made = status.count("made")
         cycles = [list(link) for link, s in zip(links, status, strict=True) if s == "cycle"]
         return {
-            "made": made,
+            "status": status,
             "pairs_added": len(labelled) - before,
-            "pairs_existing": sum(made) - (len(labelled) - before),
-            "closed": sum(made),
+            "pairs_existing": made - (len(labelled) - before),
+            "closed": made,
             "closed_existing": status.count("existing"),
             "closed_other": status.count("closed"),
+            "kept_open": status.count("kept_open"),
             "cycles": len(cycles),
             "cycle_samples": cycles[:MAX_SAMPLES],
         }

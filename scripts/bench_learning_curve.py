@@ -359,6 +359,7 @@ def run_method(method: str, train_pairs: Sequence[Pair], eval_pairs: Sequence[Pa
                                "base_weight": (sel.get("base_weight") or {}).get("chosen"),
                                "reranker": (sel.get("reranker") or {}).get("kept"),
                                "refit": sel.get("refit")}
+            extra["wise_candidates"] = (sel.get("base_weight") or {}).get("candidates")
         else:
             raise ValueError(method)
         t_train = time.perf_counter() - t0

@@ -114,7 +114,7 @@ def close_as_duplicate():
 @requires("moderate")
 def reopen():
     qid = request.form.get("question", "").strip()
-    return _act(lambda: get_service().reopen(qid), f"Reopened {qid}: it is no longer a duplicate.",
+    return _act(lambda: get_service().reopen(qid, actor=actor()), f"Reopened {qid}: it is no longer a duplicate.",
                 "question.reopen", qid)
 
 

@@ -168,7 +168,7 @@ def close_as_duplicate(qid: str, body: c.CloseRequest):
     )
 )
 def reopen_question(qid: str):
-    out = get_service().reopen(qid)
+    out = get_service().reopen(qid, actor=actor())
     audit("question.reopen", qid)
     return jsonify(out)
 

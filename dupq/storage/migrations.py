@@ -6,7 +6,7 @@ rest in order, each in one transaction.
 
 Example:
     >>> [n for n, _, _ in packaged("dupq.storage.sqlite")]
-    [1, 2, 3, 4, 5]
+    [1, 2, 3, 4, 5, 6]
 """
 
 from __future__ import annotations

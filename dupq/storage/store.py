@@ -333,6 +333,7 @@ class QuestionRecords(SqlAccess):
                 labelled.add(key)
         c.execute(f"INSERT INTO canonical_links(question_id, canonical_id, pair_seq, actor, created_at) "
                   f"VALUES ({self._marks(5)})", (qid, end, pair_seq, actor, created))
+        c.execute(f"DELETE FROM kept_open WHERE question_id={self.mark}", (qid,))  # closed by hand again
         return CanonicalLink(qid, end, end, pair_seq, actor, created), True
 
     def close_duplicate(self, qid: str, target: str, *, actor: str,
@@ -354,12 +355,18 @@ class QuestionRecords(SqlAccess):
     def close_duplicates(self, links: Iterable[tuple[str, str]], *, actor: str, pair_source: str | None,
                          labelled: set[str] | None = None) -> list[str]:
         """Close many (an import's links) in one transaction; what became of each, in order: ``made`` (linked),
-        ``existing`` (already so), or the :class:`LinkError` kind (``missing``, ``cycle``, ``closed``); nothing
-        is raised. A pair is stored for a link made unless its key is in ``labelled`` (extended in place)."""
+        ``existing`` (already so), ``kept_open`` (a person reopened the question: :meth:`reopen` with
+        ``keep_open``), or the :class:`LinkError` kind (``missing``, ``cycle``, ``closed``); nothing is raised. A
+        pair is stored for a link made unless its key is in ``labelled`` (extended in place)."""
         out: list[str] = []
         created = created_now()
+        links = list(links)
         with self._adding() as c:
+            kept = self._kept_open_in(c, [qid for qid, _ in links])
             for qid, target in links:
+                if qid in kept:
+                    out.append("kept_open")
+                    continue
                 try:
                     made = self._close(c, qid, target, actor=actor, pair_source=pair_source, labelled=labelled,
                                        created=created)[1]
@@ -368,10 +375,29 @@ class QuestionRecords(SqlAccess):
                     out.append(e.kind)
         return out
 
-    def reopen(self, qid: str) -> CanonicalLink:
+    def _kept_open_in(self, c: Any, ids: list[str]) -> set[str]:
+        """The ids among ``ids`` that a person reopened (read inside transaction ``c``)."""
+        out: set[str] = set()
+        ids = list(dict.fromkeys(ids))
+        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[i : i + 500]
+            out.update(r[0] for r in c.execute(f"SELECT question_id FROM kept_open WHERE question_id IN "
+                                               f"({self._marks(len(chunk))})", chunk).fetchall())
+        return out
+
+    def kept_open(self, qid: str) -> dict[str, str] | None:
+        """Whether a person reopened ``qid`` (imports then leave it open): ``{"reopened_from", "actor",
+        "reopened_at"}``, or None."""
+        rows = self._rows(f"SELECT reopened_from, actor, reopened_at FROM kept_open WHERE question_id={self.mark}",
+                          (qid,))
+        return dict(zip(("reopened_from", "actor", "reopened_at"), rows[0], strict=True)) if rows else None
+
+    def reopen(self, qid: str, *, actor: str = "api", keep_open: bool = True) -> CanonicalLink:
         """Remove ``qid``'s link and the pair closing stored (only that pair); returns the link as it was.
 
-        Questions closed onto ``qid`` stay closed onto it (it is now their canonical question).
+        Questions closed onto ``qid`` stay closed onto it (it is now their canonical question). ``keep_open``
+        records that ``actor`` reopened it, so that no later import's duplicate link closes it again (False: an
+        undo, which puts back the state before a close, records nothing).
 
         Raises:
             LinkError: ``missing`` (no such question) or ``open`` (it is not closed).
@@ -387,6 +413,11 @@ class QuestionRecords(SqlAccess):
             c.execute(f"DELETE FROM canonical_links WHERE question_id={self.mark}", (qid,))
             if row[1] is not None:
                 c.execute(f"DELETE FROM pairs WHERE seq={self.mark}", (int(row[1]),))
+            if keep_open:
+                c.execute(f"INSERT INTO kept_open(question_id, reopened_from, actor, reopened_at) "
+                          f"VALUES ({self._marks(4)}) ON CONFLICT (question_id) DO UPDATE SET "
+                          "reopened_from=excluded.reopened_from, actor=excluded.actor, "
+                          "reopened_at=excluded.reopened_at", (qid, end, actor, created_now()))
             return CanonicalLink(qid, end, row[0], None if row[1] is None else int(row[1]), row[2], row[3])
 
     # -- model version records (dupq.storage.registry) ------------------------------------------------------

@@ -202,13 +202,21 @@ def test_imported_duplicate_links_become_canonical_links(svc: DupQ) -> None:
     # Reopening an imported duplicate removes its link and the pair the import stored with it.
     pair = svc.store.canonical_link("askubuntu.com:5").pair_id
     assert svc.store.get_pair(pair)["source"] == "stackexchange"
-    svc.reopen("askubuntu.com:5")
+    svc.reopen("askubuntu.com:5", actor="mod")
     assert svc.store.get_pair(pair) is None and len(pairs_of(svc, "stackexchange")) == 2
-    # A re-import adds nothing, changes nothing ... except that it closes again what was reopened: the dump says so.
-    again = svc.import_export(SE).to_dict()
-    assert again["added"] == 0 and again["closed"] == 1 and again["closed_existing"] == 2
+    assert svc.store.kept_open("askubuntu.com:5")["actor"] == "mod"
+    # A re-import adds nothing and changes nothing: the moderator's reopen outranks the dump that still links it
+    # (no link, no pair).
+    for _ in range(2):
+        again = svc.import_export(SE).to_dict()
+        assert again["added"] == 0 and again["closed"] == 0 and again["closed_existing"] == 2
+        assert again["kept_open"] == 1 and again["pairs_added"] == 0
+        assert svc.question("askubuntu.com:5")["duplicate_of"] is None and len(pairs_of(svc, "stackexchange")) == 2
+    # Closed again by hand, the record is gone: the next import finds the link there already.
+    svc.close_as_duplicate("askubuntu.com:5", "askubuntu.com:1", actor="mod")
+    assert svc.store.kept_open("askubuntu.com:5") is None
     third = svc.import_export(SE).to_dict()
-    assert third["closed"] == 0 and third["closed_existing"] == 3 and third["pairs_added"] == 0
+    assert third["closed"] == 0 and third["closed_existing"] == 3 and third["kept_open"] == 0
 
 
 def _dump(folder, posts: list[tuple[int, str]], links: list[tuple[int, int]]) -> None:
@@ -325,6 +333,7 @@ def test_admin_form_closes_and_reopens(client) -> None:
     assert "would make a cycle" in r.get_data(as_text=True)
     r = client.post("/admin/reopen", data={"question": "py-rev-2"}, follow_redirects=True)
     assert "Reopened py-rev-2" in r.get_data(as_text=True) and svc.duplicate_count() == 0
+    assert svc.store.kept_open("py-rev-2")["actor"] == "admin-token"  # imports leave it open now
     r = client.post("/admin/reopen", data={"question": "nope"}, follow_redirects=True)
     assert "no question with id" in r.get_data(as_text=True)
 
@@ -350,6 +359,7 @@ def test_review_same_label_can_close_one_and_undo_reopens(client) -> None:
     r = client.post(f"/admin/review/undo/{body['pair']['id']}", headers=json_)
     assert r.get_json() == {"undone": body["pair"]["id"], "reopened": pair["id2"]}
     assert svc.question(pair["id2"])["duplicate_of"] is None and svc.pair_counts() == {}
+    assert svc.store.kept_open(pair["id2"]) is None  # an undo puts back the state before: nothing recorded
     bad = client.post("/admin/review/label", data={**form, "label": "1", "close": "3"}, headers=json_)
     assert bad.status_code == 400
     searched = client.post("/admin/review/label", data={**form, "id1": "", "label": "1", "close": "1"}, headers=json_)

@@ -48,10 +48,29 @@ INT8_DIR = "openvino-int8"
 CALIBRATION_SIZE = 300
 
 
-@functools.lru_cache(maxsize=1)
+#: oneDNN ISA caps (``ONEDNN_MAX_CPU_ISA``) below AVX512_CORE_BF16: OpenVINO's CPU plugin honours the cap, but
+#: its ``OPTIMIZATION_CAPABILITIES`` still say BF16 from cpuid, and a bf16 hint then fails to compile (Softmax).
+NO_BF16_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX512-BF16 or AMX); without it a bf16 hint
-    would be emulated or ignored, so dupq asks for f32 instead and says so."""
+    would be emulated or ignored, so dupq asks for f32 instead and says so. ``ONEDNN_MAX_CPU_ISA`` capped below
+    AVX512_CORE_BF16 (how an AVX2-only CPU is emulated on a newer one) counts as no bf16.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"ONEDNN_MAX_CPU_ISA": "avx2"}):
+        ...     cpu_bf16()
+        False
+    """
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in NO_BF16_ISA_CAPS:
+        return False
+    return _openvino_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _openvino_bf16() -> bool:
     import openvino as ov
 
     try:

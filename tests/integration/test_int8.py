@@ -26,6 +26,18 @@ BOTH_BACKENDS = True  # the CLI tests run on the SQLite home and on PostgreSQL
 BEST_FLOAT = "bf16" if cpu_bf16() else "fp32"
 
 
+def test_an_isa_capped_below_bf16_counts_as_no_bf16() -> None:
+    """OpenVINO honours ONEDNN_MAX_CPU_ISA (how the AVX2-only kind is emulated) while its capabilities still say
+    BF16 from cpuid: dupq must then choose fp32, or a bf16 model fails to compile."""
+    import subprocess
+    import sys
+
+    code = "from dupq.models.quantize import cpu_bf16, float_precision; print(cpu_bf16(), float_precision())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert out == ["False", "fp32"]
+
+
 def test_training_skips_the_check_on_too_few_dev_pairs() -> None:
     folder = tiny_version._trained()  # trained with the default int8=True, on 10 dev pairs
     record = SiameseEncoder.read_config(folder)["int8"]

@@ -3,8 +3,23 @@ its parameter placeholder, a transaction and a query. Each backend implements :c
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
+
+#: Values bound in one ``IN (...)`` list: SQLite refuses more than its bound-parameter limit in one statement.
+IN_CHUNK = 500
+
+
+def in_chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
+    """``values`` in lists of at most :data:`IN_CHUNK`, one per ``IN (...)`` query.
+
+    Example:
+        >>> [len(c) for c in in_chunks(range(1201))]
+        [500, 500, 201]
+    """
+    for i in range(0, len(values), IN_CHUNK):
+        yield list(values[i : i + IN_CHUNK])
 
 
 class SqlAccess:

@@ -26,7 +26,7 @@ from dupq.storage.records import (
     new_id,
     new_questions,
 )
-from dupq.storage.sql import SqlAccess
+from dupq.storage.sql import SqlAccess, in_chunks
 from dupq.text import pair_key
 
 PAIR_COLUMNS = "question1, question2, pair_key, label, source, model_version, created_at"
@@ -130,8 +130,7 @@ class QuestionRecords(SqlAccess):
 
     def get_many(self, ids: list[str]) -> dict[str, Question]:
         out: dict[str, Question] = {}
-        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
-            chunk = ids[i : i + 500]
+        for chunk in in_chunks(ids):
             marks = self._marks(len(chunk))
             rows = self._rows(f"SELECT id, text, meta, created_at FROM questions WHERE id IN ({marks})", chunk)
             out.update((r[0], _question(r)) for r in rows)
@@ -261,8 +260,7 @@ class QuestionRecords(SqlAccess):
         """
         out: dict[str, str] = {}
         ids = list(dict.fromkeys(ids))
-        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
-            chunk = ids[i : i + 500]
+        for chunk in in_chunks(ids):
             out.update(self._ends(tuple(r) for r in self._rows(self._chain_sql(len(chunk)), chunk)))
         return out
 
@@ -333,7 +331,6 @@ class QuestionRecords(SqlAccess):
                 labelled.add(key)
         c.execute(f"INSERT INTO canonical_links(question_id, canonical_id, pair_seq, actor, created_at) "
                   f"VALUES ({self._marks(5)})", (qid, end, pair_seq, actor, created))
-        c.execute(f"DELETE FROM kept_open WHERE question_id={self.mark}", (qid,))  # closed by hand again
         return CanonicalLink(qid, end, end, pair_seq, actor, created), True
 
     def close_duplicate(self, qid: str, target: str, *, actor: str,
@@ -349,8 +346,11 @@ class QuestionRecords(SqlAccess):
                 duplicates), ``closed`` (``qid`` is closed onto another question).
         """
         with self._adding() as c:
-            return self._close(c, qid, target, actor=actor, pair_source=pair_source, labelled=None,
-                               created=created_now())
+            link, made = self._close(c, qid, target, actor=actor, pair_source=pair_source, labelled=None,
+                                     created=created_now())
+            if made:  # closed by hand again: imports may close it from now on (they skip kept-open questions)
+                c.execute(f"DELETE FROM kept_open WHERE question_id={self.mark}", (qid,))
+            return link, made
 
     def close_duplicates(self, links: Iterable[tuple[str, str]], *, actor: str, pair_source: str | None,
                          labelled: set[str] | None = None) -> list[str]:
@@ -379,8 +379,7 @@ class QuestionRecords(SqlAccess):
         """The ids among ``ids`` that a person reopened (read inside transaction ``c``)."""
         out: set[str] = set()
         ids = list(dict.fromkeys(ids))
-        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
-            chunk = ids[i : i + 500]
+        for chunk in in_chunks(ids):
             out.update(r[0] for r in c.execute(f"SELECT question_id FROM kept_open WHERE question_id IN "
                                                f"({self._marks(len(chunk))})", chunk).fetchall())
         return out

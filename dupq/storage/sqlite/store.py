@@ -27,6 +27,7 @@ from typing import Any
 from dupq.errors import ConflictError
 from dupq.filters import QuestionFilter, field_rows
 from dupq.storage.migrations import packaged, statements
+from dupq.storage.sql import in_chunks
 from dupq.storage.store import PAIR_COLUMNS, QuestionRecords
 
 #: State key naming the fields ``question_fields`` holds (a JSON list).
@@ -94,8 +95,7 @@ class QuestionStore(QuestionRecords):
 
     def _existing(self, c: Any, column: str, values: list[str]) -> list[str]:
         found: list[str] = []
-        for i in range(0, len(values), 500):  # stay under SQLite's bound-parameter limit
-            chunk = values[i : i + 500]
+        for chunk in in_chunks(values):
             found += [r[0] for r in c.execute(f"SELECT {column} FROM questions WHERE {column} IN "
                                               f"({self._marks(len(chunk))})", chunk)]
         return found
@@ -196,8 +196,7 @@ class SqliteScope:
 
     def keep(self, ids: Sequence[str]) -> set[str]:
         out: set[str] = set()
-        for i in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
-            chunk = list(ids[i : i + 500])
+        for chunk in in_chunks(ids):
             sql = f"SELECT q.id FROM questions q WHERE q.id IN ({', '.join('?' * len(chunk))}) AND {self._where}"
             out.update(r[0] for r in self.store.query(sql, [*chunk, *self._params]))
         return out

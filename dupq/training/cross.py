@@ -204,10 +204,10 @@ def cross_step_seconds(pairs: Sequence[Any], *, init: str | Path, scratch: Path,
     """Seconds per optimiser step of :func:`train_cross_encoder` on this machine (:mod:`dupq.training.budget`).
 
     A throwaway cross-encoder from ``init`` trains :data:`dupq.training.budget.PROBE_STEPS` steps on ``pairs``
-    (ideally :func:`dupq.training.budget.probe_sample` of the training pairs); nothing is saved (``scratch`` only holds
-    the trainer's empty output folder).
+    (ideally :func:`dupq.training.budget.probe_rows` of the training pairs: two passes over its width bands, the
+    second timed); nothing is saved (``scratch`` only holds the trainer's empty output folder).
     """
-    from dupq.training.budget import PROBE_STEPS, StepTimer
+    from dupq.training.budget import PROBE_BANDS, PROBE_STEPS, StepTimer
 
     timer = StepTimer()
     rows = training_rows(pairs, both_orders=False)  # a step costs the same in either order
@@ -215,4 +215,4 @@ def cross_step_seconds(pairs: Sequence[Any], *, init: str | Path, scratch: Path,
                              batch_size=batch_size, learning_rate=learning_rate, warmup_ratio=0.0, seed=0,
                              bf16=bf16, callbacks=[timer.callback], show_progress_bar=False, use_cpu=use_cpu)
     trainer.train()
-    return timer.seconds_per_step()
+    return timer.seconds_per_step(last=PROBE_BANDS)

@@ -68,20 +68,27 @@ from dupq.models.encoder import (
 from dupq.models.energy import Energy
 from dupq.models.fusion import ScoreFusion
 from dupq.training.budget import (
-    PROBE_STEPS,
+    PROBE_BANDS,
     Deadline,
     Plan,
     StepCosts,
     StepTimer,
     plan_run,
     plan_twin,
-    probe_sample,
+    probe_rows,
     reserve_after_twin,
     surely_fits,
 )
 from dupq.training.config import Progress, TrainConfig, TrainingCancelled, TrainResult
 from dupq.training.cross import CrossResult, cross_step_seconds, train_cross_encoder, training_rows
-from dupq.training.data import PreparedData, add_dev_negatives, add_mined_negatives, add_silver_pairs, prepare_data
+from dupq.training.data import (
+    PreparedData,
+    add_dev_negatives,
+    add_mined_negatives,
+    add_silver_pairs,
+    prepare_data,
+    ranking_parts,
+)
 from dupq.training.fusion import fit_fusion
 from dupq.training.hardware import bf16_supported, has_accelerator, on_rank0, process_group
 from dupq.training.progress import emit
@@ -423,7 +430,7 @@ class _Run:
                 log.warning("the time budget is not applied to data-parallel runs: each rank trains every step")
             elif not surely_fits(budget_s, cross_steps=self.cross_full, twin_steps=twin_full,
                                  batch_size=config.batch_size, dev_pairs=len(data.dev), evals=self.evals,
-                                 eval_pairs=self.eval_pairs):
+                                 eval_pairs=self.eval_pairs, int8_pairs=self._int8_pairs()):
                 from transformers import set_seed
 
                 emit(progress, step=0, total=None, phase="budget")
@@ -433,7 +440,7 @@ class _Run:
                 self.plan = plan_run(self.costs, budget_s=budget_s, elapsed_s=time.perf_counter() - self.t_start,
                                      cross_steps=self.cross_full, twin_steps=twin_full,
                                      twin_ranking_share=ranking_share, dev_pairs=len(data.dev), evals=self.evals,
-                                     eval_pairs=self.eval_pairs)
+                                     eval_pairs=self.eval_pairs, int8_pairs=self._int8_pairs())
                 log.info(self.plan.describe())
                 emit(progress, step=0, total=None, phase="budget", message=self.plan.describe())
         self.phases["budget"] = time.perf_counter() - t0
@@ -554,7 +561,8 @@ class _Run:
         planned = plan.twin_steps
         self.plan = plan = plan_twin(plan, costs, elapsed_s=time.perf_counter() - self.t_start, twin_steps=twin_full,
                                      twin_ranking_share=ranking_share, dev_pairs=dev_pairs, evals=self.evals,
-                                     eval_pairs=self.eval_pairs)
+                                     eval_pairs=self.eval_pairs, int8_pairs=self._int8_pairs(),
+                                     int8_cross=self.cross_result is not None)
         if plan.twin_steps != planned:
             note = (f"time budget: the cross-encoder took {self.phases['cross_encoder']:.0f} s (predicted "
                     f"{predicted_cross:.0f} s), so the twin trains {plan.twin_steps} of {twin_full} steps")
@@ -565,7 +573,9 @@ class _Run:
         # (18% slower in one measured run, docs/benchmarks.md), stop it while the final evaluation still fits.
         self.deadline = Deadline(self.t_start + plan.budget_s
                                  - reserve_after_twin(costs, dev_pairs=dev_pairs, eval_pairs=self.eval_pairs,
-                                                      extra_evals=len(self.wise_candidates) * len(self.checks)))
+                                                      extra_evals=len(self.wise_candidates) * len(self.checks),
+                                                      int8_pairs=self._int8_pairs(),
+                                                      int8_cross=self.cross_result is not None))
         return max_steps
 
     # -- the WiSE-FT weight: each candidate evaluated on the checks (no retraining), the rule picks one ---------
@@ -775,22 +785,36 @@ class _Run:
             self.int8()
         os.rename(self.staging, self.output_dir)  # atomic: the version appears complete or not at all
 
+    def _int8_pairs(self) -> int:
+        """Dev pairs the int8 check after training will score (0: none), for the time budget."""
+        from dupq.config import INT8_CHECK_MAX_PAIRS, INT8_MIN_DEV_PAIRS
+
+        dev = len(self.data.dev)
+        return min(dev, INT8_CHECK_MAX_PAIRS) if self.config.int8 and dev >= INT8_MIN_DEV_PAIRS else 0
+
     def int8(self) -> None:
         """The int8 check in the staging folder (:func:`dupq.training.quantize.quantize_version`): the version's
-        int8 export, calibrated on its own training questions, scored against fp32 on its dev pairs. A failure
-        here never fails the training: the version then serves in float, and dupq.json says why."""
-        from dupq.config import INT8_MIN_DEV_PAIRS
+        int8 export, calibrated on its own training questions, scored against fp32 on its dev pairs (a seeded
+        sample of :data:`dupq.config.INT8_CHECK_MAX_PAIRS` of them at most). A failure here never fails the
+        training: the version then serves in float, and dupq.json says why."""
+        from dupq.config import INT8_CHECK_MAX_PAIRS, INT8_MIN_DEV_PAIRS
         from dupq.training.quantize import _write_record, quantize_version
 
-        if len(self.data.dev) < INT8_MIN_DEV_PAIRS:
+        dev = list(self.data.dev)
+        if len(dev) < INT8_MIN_DEV_PAIRS:
             _write_record(self.staging, {"decision": "float", "reason": (
-                f"not checked: {len(self.data.dev)} dev pairs are too few to see a 0.3-point change (at least "
+                f"not checked: {len(dev)} dev pairs are too few to see a 0.3-point change (at least "
                 f"{INT8_MIN_DEV_PAIRS}); dupq models quantize VERSION --pairs FILE checks it on more")})
             return
+        if len(dev) > INT8_CHECK_MAX_PAIRS:
+            sample = random.Random(self.config.seed).sample(dev, INT8_CHECK_MAX_PAIRS)
+            dev = sample if {p.label for p in sample} == {0, 1} else dev
         emit(self.progress, step=self.steps, total=self.steps, phase="int8")
         texts = [q for p in self.data.train + self.data.ranking for q in (p.question1, p.question2)]
+        name = "the run's dev pairs" if len(dev) == len(self.data.dev) else (
+            f"a seeded sample of {len(dev)} of the run's {len(self.data.dev)} dev pairs")
         try:
-            quantize_version(self.staging, self.data.dev, texts, dev_name="the run's dev pairs",
+            quantize_version(self.staging, dev, texts, dev_name=name,
                              calibration_pairs=[(p.question1, p.question2) for p in self.data.train])
         except Exception as e:  # noqa: BLE001 - quantisation is an optimisation; the version stands without it
             log.warning("int8 check failed; the version serves in float: %s", e)
@@ -827,33 +851,47 @@ def _pair_length(p: Pair) -> int:  # what the cross-encoder's sampler groups by
 
 def _probe_costs(model: Any, data: PreparedData, cross_pairs: Sequence[Pair], config: TrainConfig, energy: Energy,
                  guide: Any, bf16: bool, start: SiameseEncoder | str | Path, scratch: Path) -> StepCosts:
-    """Time :data:`dupq.training.budget.PROBE_STEPS` real optimiser steps of each model on this machine
-    (throwaway copies of the models, on training pairs of the mean length); nothing of it reaches the version."""
+    """Time two passes of :data:`dupq.training.budget.PROBE_BANDS` real optimiser steps of each model on this machine
+    (throwaway copies of the models, on batches as wide as the run's own: :func:`dupq.training.budget.probe_rows`);
+    nothing of it reaches the version."""
     t0 = time.perf_counter()
-    n = PROBE_STEPS * config.batch_size
-    probe = replace(data, train=probe_sample(data.train, n, row_length),
-                    ranking=probe_sample(data.ranking, n, row_length))
+    batch = config.batch_size
+
+    def pair_texts(p: Pair) -> tuple[str, str]:  # the twin's samplers refuse a repeated text inside a batch
+        return p.question1, p.question2
+
+    # The ranking loss's parts are separate datasets (one domain per batch): each gets its share of the bands,
+    # so that no probe batch is a part's small remainder.
+    parts = ranking_parts(data)
+    total = sum(len(v) for v in parts.values())
+    ranking_rows = [r for part in parts.values() for r in probe_rows(
+        part, batch, row_length, bands=max(1, round(PROBE_BANDS * len(part) / total)), seed=config.seed,
+        texts=pair_texts)]
+    probe = replace(data, train=probe_rows(data.train, batch, row_length, seed=config.seed, texts=pair_texts),
+                    ranking=ranking_rows)
     folder = Path(tempfile.mkdtemp(prefix="probe-", dir=scratch))
     try:
         twin = ranking = 0.0
         for kind in ("train", "ranking"):
-            if not getattr(probe, kind):
+            rows = getattr(probe, kind)
+            if not rows:
                 continue
-            only = replace(probe, train=probe.train if kind == "train" else [],
-                           ranking=probe.ranking if kind == "ranking" else [])
+            only = replace(probe, train=rows if kind == "train" else [], ranking=rows if kind == "ranking" else [])
             copy_ = copy.deepcopy(model)
             datasets, losses = twin_datasets(copy_, only, config, energy, guide)
             timer = StepTimer()
-            twin_trainer(copy_, datasets, losses, config, output_dir=folder / kind, max_steps=PROBE_STEPS,
-                          total_steps=PROBE_STEPS, bf16=bf16, world=1, evaluator=None, eval_steps=None,
+            per_pass = max(1, math.ceil(len(rows) / batch))  # batches in one pass over the probe's rows
+            twin_trainer(copy_, datasets, losses, config, output_dir=folder / kind, max_steps=2 * per_pass,
+                          total_steps=2 * per_pass, bf16=bf16, world=1, evaluator=None, eval_steps=None,
                           callbacks=[timer.callback], show_progress_bar=False).train()
-            seconds = timer.seconds_per_step()
+            seconds = timer.seconds_per_step(last=per_pass)  # the second pass; the first warmed up
             twin, ranking = (seconds, ranking) if kind == "train" else (twin, seconds)
             del copy_, datasets, losses
         twin, ranking = twin or ranking, ranking or twin
         cross = 0.0
         if cross_pairs:
-            cross = cross_step_seconds(probe_sample(cross_pairs, n, _pair_length), init=_cross_init(start),
+            cross = cross_step_seconds(probe_rows(cross_pairs, batch, _pair_length, seed=config.seed),
+                                       init=_cross_init(start),
                                        scratch=folder / "cross", batch_size=config.batch_size,
                                        learning_rate=config.cross_learning_rate, bf16=bf16,
                                        use_cpu=not has_accelerator())

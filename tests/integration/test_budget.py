@@ -21,13 +21,14 @@ from dupq.training import TrainConfig, train
 from dupq.training.budget import (
     FIXED_SECONDS,
     MIN_CROSS_SHARE,
+    PROBE_BANDS,
     BudgetError,
     Deadline,
     StepCosts,
     StepTimer,
     plan_run,
     plan_twin,
-    probe_sample,
+    probe_rows,
     reserve_after_twin,
     surely_fits,
 )
@@ -82,13 +83,30 @@ def test_the_twin_is_planned_again_from_the_time_left() -> None:
     assert late.predicted_s <= 4_000 + 2 and slow.twin_full_steps == 1500
 
 
-def test_surely_fits_and_probe_sample() -> None:
+def test_surely_fits_and_probe_rows() -> None:
     assert surely_fits(2400, cross_steps=6, twin_steps=6, batch_size=8, dev_pairs=50, evals=4, eval_pairs=50)
     assert not surely_fits(600, cross_steps=600, twin_steps=600, batch_size=32, dev_pairs=50, evals=4,
                            eval_pairs=50)
-    rows = ["x" * n for n in (1, 5, 9, 10, 11, 30)]  # mean 11
-    assert probe_sample(rows, 3, len) == ["x" * 9, "x" * 10, "x" * 11]
-    assert probe_sample(rows[:2], 3, len) == rows[:2]
+    assert not surely_fits(2400, cross_steps=6, twin_steps=6, batch_size=8, dev_pairs=50, evals=4, eval_pairs=50,
+                           int8_pairs=20_000)  # the int8 check counts too
+    # Text lengths have a long tail (here a log-normal, as question lengths roughly are). A real batch is as wide as
+    # its longest row and each window's last batches hold the long rows, so an average batch is wider than an
+    # average row: the probe's batches must be as wide as the run's, not as its rows.
+    import math
+    import random
+    import statistics
+
+    rng = random.Random(0)
+    rows = ["x" * max(5, round(math.exp(rng.gauss(4.0, 0.5)))) for _ in range(4000)]
+    picked = probe_rows(rows, 8, len)
+    assert len(picked) == 8 * PROBE_BANDS and len(set(map(id, picked))) == len(picked)
+    lengths = sorted(map(len, rows))
+    widths = sorted(len(r) for r in picked)
+    mean_row, mean_probe = statistics.fmean(lengths), statistics.fmean(widths)
+    assert mean_probe > 1.08 * mean_row  # rows of the mean length would under-predict the run
+    assert widths[-1] > lengths[int(0.9 * len(lengths))] and widths[0] < statistics.median(lengths)
+    assert probe_rows(rows[:10], 8, len) == rows[:10]  # too few rows for the bands: all of them
+    assert probe_rows(rows, 8, len, seed=1) == probe_rows(rows, 8, len, seed=1)
 
 
 def test_step_timer_needs_two_steps() -> None:
@@ -97,6 +115,24 @@ def test_step_timer_needs_two_steps() -> None:
         timer.seconds_per_step()
     timer.ends.extend([1.0, 1.5, 2.5, 3.0])
     assert timer.seconds_per_step() == 0.5
+    assert timer.seconds_per_step(last=2) == 0.75  # one timed pass over the bands: the mean
+
+
+def test_the_int8_check_is_inside_the_budget() -> None:
+    """The int8 check after the save is part of train(): the plan and the twin's deadline keep time for it."""
+    assert COSTS.int8_seconds(0, cross=True) == 0.0
+    twin_only, both = COSTS.int8_seconds(4000, cross=False), COSTS.int8_seconds(4000, cross=True)
+    assert 0 < twin_only < both and COSTS.int8_seconds(2000, cross=True) < both
+    without, with_int8 = _plan(3_000), _plan(3_000, int8_pairs=4000)
+    assert with_int8.int8_s == pytest.approx(both, abs=0.1) and without.int8_s == 0
+    assert with_int8.predicted_full_s == pytest.approx(without.predicted_full_s + both, abs=0.2)
+    assert with_int8.cross_steps + with_int8.twin_steps < without.cross_steps + without.twin_steps
+    assert with_int8.predicted_s <= 3_000 + 2 and "int8 check" in with_int8.describe()
+    assert reserve_after_twin(COSTS, dev_pairs=8000, int8_pairs=4000, int8_cross=True) == pytest.approx(
+        reserve_after_twin(COSTS, dev_pairs=8000) + both, abs=0.1)
+    again = plan_twin(with_int8, COSTS, elapsed_s=1500, twin_steps=1500, twin_ranking_share=0.3, dev_pairs=8000,
+                      int8_pairs=4000, int8_cross=False)
+    assert again.int8_s == pytest.approx(twin_only, abs=0.1)
 
 
 def _tiny_trainer(tmp_path: Path, deadline: Deadline, max_steps: int):
@@ -132,9 +168,15 @@ def test_a_deadline_stops_a_real_trainer_and_only_when_due(tmp_path: Path) -> No
     assert reserve_after_twin(COSTS, dev_pairs=8000) > reserve_after_twin(COSTS, dev_pairs=100)
 
 
-def test_train_probes_this_machine_and_trains_the_planned_steps(tmp_path: Path) -> None:
-    """A budget the pessimistic bound cannot promise: train() times real steps, and trains what it planned."""
+def test_train_probes_this_machine_and_trains_the_planned_steps(tmp_path: Path, monkeypatch) -> None:
+    """A budget the pessimistic bound cannot promise: train() times real steps, and trains what it planned; the
+    int8 check after the save is planned inside the budget, on a seeded sample of the dev pairs."""
+    import dupq.config
+
     pairs, dev = read_pairs(PAIRS_FILE).pairs, read_pairs(DEV_FILE).pairs
+    # The fixtures' 10 dev pairs stand for a large dev set: checked from 4 pairs on, on 8 of them at most.
+    monkeypatch.setattr(dupq.config, "INT8_MIN_DEV_PAIRS", 4)
+    monkeypatch.setattr(dupq.config, "INT8_CHECK_MAX_PAIRS", 8)
     # 2 minutes: below the pessimistic bound of 88 steps of 8 pairs, and room for the probes on a loaded machine.
     config = TrainConfig(epochs=20, cross_epochs=2, batch_size=8, time_budget_minutes=2.0, seed=0, bf16=False,
                          cross_encoder=True)
@@ -153,6 +195,10 @@ def test_train_probes_this_machine_and_trains_the_planned_steps(tmp_path: Path) 
     assert budget["cut"] == (budget["twin_steps"] < budget["twin_full_steps"]
                              or budget["cross_steps"] < budget["cross_full_steps"])
     assert budget["actual_s"] == result.phase_seconds["total"]
+    assert budget["int8_s"] > 0  # the check's time was kept for it
+    record = meta["int8"]
+    assert record["dev"] == {"pairs": 8, "file": "a seeded sample of 8 of the run's 10 dev pairs"}, record
+    assert record["decision"] in ("int8", "float") and "fp32" in record
 
 
 def test_cli_time_budget_too_short_and_none(runner, tmp_path: Path) -> None:

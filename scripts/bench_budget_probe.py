@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import statistics
 import tempfile
 import time
@@ -103,20 +104,23 @@ def main() -> int:
     models = [("cross-encoder", cross_make, cross_rows, lambda p: len(p.question1) + len(p.question2)),
               ("twin contrastive", twin_maker("train"), list(data.train), row_length),
               ("twin ranking", twin_maker("ranking"), list(data.ranking), row_length)]
-    t0 = time.perf_counter()
-    costs = _probe_costs(base, data, data.train, config, energy, guide, bf16, packaged_model_path(), scratch)
-    print(f"probes (today's, as train() runs them): {time.perf_counter() - t0:.0f} s", flush=True)
-    for (name, make, rows, length), new in zip(models, (costs.cross, costs.twin, costs.ranking), strict=True):
-        if not rows:
-            continue
-        t1 = time.perf_counter()
-        old = time_steps(make, mean_length_rows(rows, OLD_PROBE_STEPS * batch, length), OLD_PROBE_STEPS, None)
-        t2 = time.perf_counter()
-        actual = time_steps(make, rows, args.steps, args.steps - 1)
-        t3 = time.perf_counter()
-        print(f"{name}: actual {actual:.3f} s/step over {args.steps - 1} steps ({t3 - t2:.0f} s); probe "
-              f"{new:.3f} ({100 * (new / actual - 1):+.1f}%); earlier probe {old:.3f} "
-              f"({100 * (old / actual - 1):+.1f}%, {t2 - t1:.0f} s)", flush=True)
+    try:
+        t0 = time.perf_counter()
+        costs = _probe_costs(base, data, data.train, config, energy, guide, bf16, packaged_model_path(), scratch)
+        print(f"probes (today's, as train() runs them): {time.perf_counter() - t0:.0f} s", flush=True)
+        for (name, make, rows, length), new in zip(models, (costs.cross, costs.twin, costs.ranking), strict=True):
+            if not rows:
+                continue
+            t1 = time.perf_counter()
+            old = time_steps(make, mean_length_rows(rows, OLD_PROBE_STEPS * batch, length), OLD_PROBE_STEPS, None)
+            t2 = time.perf_counter()
+            actual = time_steps(make, rows, args.steps, args.steps - 1)
+            t3 = time.perf_counter()
+            print(f"{name}: actual {actual:.3f} s/step over {args.steps - 1} steps ({t3 - t2:.0f} s); probe "
+                  f"{new:.3f} ({100 * (new / actual - 1):+.1f}%); earlier probe {old:.3f} "
+                  f"({100 * (old / actual - 1):+.1f}%, {t2 - t1:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the trainers' empty output folders
     return 0
 
 

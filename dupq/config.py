@@ -62,7 +62,7 @@ INT8_TOLERANCE = 0.003
 INT8_MIN_DEV_PAIRS = 200
 #: Most dev pairs the check after training scores (a seeded sample of larger dev sets): fp32 and int8 score the
 #: same pairs, so the paired difference it judges is steady long before this, and on the recommended command's
-#: 7,901 dev pairs the check took 3.6 min on an AVX2-only CPU, time the training budget now reserves for it.
+#: 7,901 dev pairs the check took 3.6 min on an AVX2-only CPU, time the training budget reserves for it.
 INT8_CHECK_MAX_PAIRS = 4_000
 
 #: Bank size from which a version's index is an HNSW graph (dupq/index/ann.py) instead of exact search.

@@ -66,11 +66,10 @@ PROBE_STEPS = 2 * PROBE_BANDS
 #: A forward pass costs about a third of a training step (the backward pass is about twice the forward).
 FORWARD_SHARE = 1 / 3
 #: The int8 check of one model (dupq.training.quantize): its export and quantisation (seconds), then its dev
-#: pairs scored in fp32 and in int8, in forward passes of the torch model. Fitted on measured checks, rounded up:
-#: on the emulated AVX2 CPU, 4,000 dev pairs, twin 76 s and re-ranker 84 s (predicted 69 s and 73 s by the first
-#: constants, 15 s + 1.3 / 1.8 passes: that run's train() ended 2 s past its 2,400 s budget); on the
-#: AVX512-BF16 CPU, 7,901 pairs, 57 s and 49 s (docs/benchmarks.md). OpenVINO's fp32 pass costs about a torch
-#: forward pass, its int8 one less, and the re-ranker's fused check also runs the twin.
+#: pairs scored in fp32 and in int8, in forward passes of the torch model. Rounded up from measured checks: on the
+#: emulated AVX2 CPU, 4,000 dev pairs, twin 76 s and re-ranker 84 s; on the AVX512-BF16 CPU, 7,901 pairs, 57 s
+#: and 49 s (docs/benchmarks.md). OpenVINO's fp32 pass costs about a torch forward pass, its int8 one less, and
+#: the re-ranker's fused check also runs the twin.
 INT8_FIXED_SECONDS = 25.0
 INT8_TWIN_PASSES = 1.5
 INT8_CROSS_PASSES = 2.0
@@ -252,7 +251,7 @@ def plan_twin(plan: Plan, costs: StepCosts, *, elapsed_s: float, twin_steps: int
     ``twin_steps`` is the twin's full step count now (mining or silver pairs may have added data since
     :func:`plan_run`). The cross-encoder's actual seconds are in ``elapsed_s``, so its misprediction is
     absorbed here; the twin's own step cost is not corrected by it (in the measured runs the cross-encoder's
-    probe was about a quarter low, before it timed batches of the run's widths: docs/benchmarks.md). The twin
+    probe measured ~17% low while the twin's were within 9%: docs/benchmarks.md). The twin
     never gets more than its full steps, nor fewer than one. ``int8_cross``: the int8 check will include the
     cross-encoder (it was trained).
     """
@@ -326,9 +325,9 @@ def probe_rows(rows: Sequence[Any], batch_size: int, length: Callable[[Any], int
     ``length`` and cut them again. This replays that grouping on ``rows`` (seeded), sorts the resulting batch
     widths, cuts them into ``bands`` equal bands and, for each band's mean width, takes the ``batch_size`` unused
     rows whose length is nearest it. A probe batch of such rows is as wide as an average batch of its band, so
-    the mean cost over one pass of the probe batches is the mean cost of the run's batches. (Rows of the mean
-    length, the earlier probe, predicted the cross-encoder's steps 25% low: a real batch is as wide as its
-    longest row, and the longest batches of each window hold the long tail.)
+    the mean cost over one pass of the probe batches is the mean cost of the run's batches (rows of the mean
+    length would not be: a real batch is as wide as its longest row, and each window's last batches hold the
+    long tail).
 
     ``length`` is the one the trainer's sampler groups by (the longest text of a twin row, the sum of a
     cross-encoder pair). ``texts``: a row's texts, none of which may repeat among the picked rows — for a
